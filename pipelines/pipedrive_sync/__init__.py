@@ -1,0 +1,1 @@
+"""The pipedrive-sync command line and run orchestration."""

@@ -1,0 +1,179 @@
+"""One sync run: lock, pipeline, chunked extract/load, post-load steps, result."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dlt
+import duckdb
+from filelock import FileLock, Timeout
+
+from sources.pipedrive import RunContext, pipedrive_source, select_entities
+from sources.pipedrive.entities import ENTITY_BY_NAME
+from sources.pipedrive.http import ApiTokenAuth, PipedriveClient, RequestMetrics
+from sources.pipedrive.postload import apply_label_changes, mark_vanished
+from sources.pipedrive.source import LABEL_CHANGES_TABLE
+
+from . import exit_codes
+from .exit_codes import RunInProgress
+from .settings import RunSettings
+
+
+@dataclass
+class RunResult:
+    """What a run did; rendered by the CLI summary and inspected by tests."""
+
+    code: int = exit_codes.OK
+    message: str = ""
+    ctx: RunContext | None = None
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    seconds: float = 0.0
+    chunks: int = 0
+    vanished: dict[str, int] = field(default_factory=dict)
+    labels_rewritten: int = 0
+    load_ids: list[str] = field(default_factory=list)
+    pipeline_name: str = ""
+
+    @property
+    def reports(self) -> list[Any]:
+        return list(self.ctx.reports.values()) if self.ctx else []
+
+
+DUCKDB_ALIAS = "pipedrive_sync_db"
+
+
+def duckdb_destination(path: Path) -> tuple[Any, duckdb.DuckDBPyConnection]:
+    """A dlt DuckDB destination writing to `path`, and the connection to close afterwards.
+
+    The file is attached under a fixed alias instead of being opened directly: DuckDB names a
+    file's catalog after the file, so `pipedrive.duckdb` with the dataset `pipedrive` makes every
+    `pipedrive.<table>` reference ambiguous ("catalog or schema?") and loads would fail.
+    """
+    from dlt.destinations.impl.duckdb.configuration import DuckDbCredentials
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    connection = duckdb.connect(":memory:")
+    quoted = str(path).replace("'", "''")
+    connection.execute(f"ATTACH '{quoted}' AS {DUCKDB_ALIAS}")
+    connection.execute(f"USE {DUCKDB_ALIAS}")
+    credentials = DuckDbCredentials(connection, local_config={"schema": f"{DUCKDB_ALIAS}.main"})
+    return dlt.destinations.duckdb(credentials), connection
+
+
+def make_pipeline(settings: RunSettings, destination: Any = None) -> dlt.Pipeline:
+    """The dlt pipeline for these settings (`destination` overrides the configured one)."""
+    if destination is None:
+        destination = settings.destination
+    return dlt.pipeline(
+        pipeline_name=settings.resolved_pipeline_name,
+        pipelines_dir=str(settings.pipelines_dir),
+        destination=destination,
+        dataset_name=settings.dataset,
+    )
+
+
+def _loader_format(pipeline: dlt.Pipeline) -> str | None:
+    """Parquet where the destination takes it (DuckDB, Snowflake, BigQuery…), else its default."""
+    capabilities = pipeline.destination.capabilities()
+    formats = capabilities.supported_loader_file_formats or []
+    return "parquet" if "parquet" in formats else None
+
+
+def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
+    """Sync Pipedrive into the configured destination. Raises on failures (see exit_codes)."""
+    started = time.monotonic()
+    settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
+    name = settings.resolved_pipeline_name
+    lock = FileLock(str(settings.pipelines_dir / f"{name}.lock"), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise RunInProgress(
+            f"another pipedrive-sync run is already syncing this destination (pipeline {name});"
+            " try again when it has finished"
+        ) from None
+    try:
+        return _run_locked(settings, ctx, started)
+    finally:
+        lock.release()
+
+
+def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -> RunResult:
+    entities = select_entities(settings.entities)
+    if ctx is None:
+        client = PipedriveClient(settings.base_url, ApiTokenAuth(settings.token), settings.http)
+        ctx = RunContext(client=client, options=settings.options)
+    result = RunResult(
+        ctx=ctx, metrics=ctx.client.metrics, pipeline_name=settings.resolved_pipeline_name
+    )
+    connection = None
+    destination: Any = None
+    if settings.destination == "duckdb":
+        destination, connection = duckdb_destination(settings.duckdb_path.expanduser().resolve())
+    try:
+        pipeline = make_pipeline(settings, destination)
+        _run_chunks(pipeline, settings, ctx, entities, result)
+        _post_load(pipeline, settings, ctx, result)
+    finally:
+        if connection is not None:
+            connection.close()
+    result.seconds = time.monotonic() - started
+    _decide_outcome(ctx, entities, result)
+    return result
+
+
+def _run_chunks(
+    pipeline: dlt.Pipeline,
+    settings: RunSettings,
+    ctx: RunContext,
+    entities: Any,
+    result: RunResult,
+) -> None:
+
+    if pipeline.has_pending_data:
+        # an interrupted run left extracted or normalized packages: finish them first
+        info = pipeline.run()
+        result.load_ids.extend(info.loads_ids if info else [])
+
+    file_format = _loader_format(pipeline)
+    refresh = "drop_sources" if settings.full_refresh else None
+    while True:
+        ctx.begin_chunk()
+        source = pipedrive_source(
+            api_token=settings.token or "unused",
+            base_url=settings.base_url,
+            entities=[e.name for e in entities],
+            ctx=ctx,
+        )
+        info = pipeline.run(source, loader_file_format=file_format, refresh=refresh)  # type: ignore[arg-type]
+        refresh = None
+        result.chunks += 1
+        result.load_ids.extend(info.loads_ids)
+        if ctx.stopping or not ctx.has_more:
+            break
+
+
+def _post_load(
+    pipeline: dlt.Pipeline, settings: RunSettings, ctx: RunContext, result: RunResult
+) -> None:
+    for entity_name, ids in ctx.complete_listings.items():
+        entity = ENTITY_BY_NAME[entity_name]
+        result.vanished[entity_name] = mark_vanished(
+            pipeline, entity_name, entity.primary_key, ids, hard=settings.options.hard_deletes
+        )
+    result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
+
+
+def _decide_outcome(ctx: RunContext, entities: Any, result: RunResult) -> None:
+    if ctx.stopped_by is not None:
+        result.code = ctx.stopped_by.exit_code
+        result.message = f"stopped early, everything fetched so far is loaded: {ctx.stopped_by}"
+        return
+    reports = [ctx.report(e.name) for e in entities]
+    skipped = [r for r in reports if r.status == "skipped"]
+    if reports and len(skipped) == len(reports):
+        result.code = exit_codes.AUTH
+        result.message = "the token may not read any selected entity: " + skipped[0].message

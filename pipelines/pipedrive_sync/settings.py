@@ -1,0 +1,173 @@
+"""Run settings, resolved from CLI flags, environment variables and dlt config/secrets.
+
+Precedence: CLI flag > PIPEDRIVE_* environment variable > dlt config/secrets
+(`.dlt/config.toml`, `.dlt/secrets.toml`, `SOURCES__PIPEDRIVE__*`) > default.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import dlt
+
+from sources.pipedrive.context import SyncOptions
+from sources.pipedrive.http import HttpSettings
+from sources.pipedrive.http.client import DEFAULT_BASE_URL
+
+from .exit_codes import ConfigError
+
+SECTION = "sources.pipedrive"
+
+
+def _config(key: str, default: Any = None, secret: bool = False) -> Any:
+    """A value from dlt config or secrets under `sources.pipedrive`, or the default."""
+    provider = dlt.secrets if secret else dlt.config
+    try:
+        value = provider.get(f"{SECTION}.{key}")
+    except Exception:  # noqa: BLE001 - an unreadable provider is the same as "not set"
+        value = None
+    return default if value is None else value
+
+
+def _env_or_config(env: str, key: str, default: Any = None, secret: bool = False) -> Any:
+    value = os.environ.get(env)
+    if value not in (None, ""):
+        return value
+    return _config(key, default, secret)
+
+
+def _minutes(value: Any, name: str) -> timedelta:
+    try:
+        return timedelta(minutes=float(value))
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of minutes, got {value!r}") from None
+
+
+@dataclass
+class RunSettings:
+    """Everything one `pipedrive-sync run` needs."""
+
+    token: str = field(repr=False, default="")
+    base_url: str = DEFAULT_BASE_URL
+    entities: list[str] | None = None
+    destination: str = "duckdb"
+    duckdb_path: Path = Path("pipedrive.duckdb")
+    dataset: str = "pipedrive"
+    pipeline_name: str | None = None
+    full_refresh: bool = False
+    options: SyncOptions = field(default_factory=SyncOptions)
+    http: HttpSettings = field(default_factory=HttpSettings)
+
+    @property
+    def resolved_pipeline_name(self) -> str:
+        """One local working state per destination+dataset, so two warehouses never share cursors."""
+        if self.pipeline_name:
+            return self.pipeline_name
+        if self.destination == "duckdb":
+            identity = f"duckdb|{self.duckdb_path.expanduser().resolve()}|{self.dataset}"
+        else:
+            identity = f"{self.destination}|{self.dataset}"
+        return "pipedrive_" + hashlib.sha1(identity.encode()).hexdigest()[:10]
+
+    @property
+    def pipelines_dir(self) -> Path:
+        """dlt's working directory; honours DLT_DATA_DIR like dlt itself."""
+        data_dir = os.environ.get("DLT_DATA_DIR")
+        base = Path(data_dir) if data_dir else Path.home() / ".dlt"
+        return base / "pipelines"
+
+
+def resolve(
+    *,
+    entities: str | None = None,
+    destination: str | None = None,
+    duckdb_path: str | None = None,
+    dataset: str | None = None,
+    pipeline_name: str | None = None,
+    full_refresh: bool = False,
+    start_date: str | None = None,
+    refresh_fields: bool = False,
+    hard_deletes: bool | None = None,
+    require_token: bool = True,
+) -> RunSettings:
+    """Build RunSettings; raises ConfigError with a one-line fix for anything missing or invalid."""
+    token = _env_or_config("PIPEDRIVE_API_TOKEN", "api_token", secret=True)
+    if require_token and not token:
+        raise ConfigError(
+            "no Pipedrive API token: set PIPEDRIVE_API_TOKEN or sources.pipedrive.api_token "
+            "in .dlt/secrets.toml"
+        )
+    entity_list = None
+    raw_entities = entities or _config("entities")
+    if raw_entities:
+        if isinstance(raw_entities, str):
+            entity_list = [e.strip() for e in raw_entities.split(",") if e.strip()]
+        else:
+            entity_list = [str(e) for e in raw_entities]
+        from sources.pipedrive.entities import select_entities
+
+        try:
+            select_entities(entity_list)
+        except ValueError as exc:
+            raise ConfigError(f"--entities: {exc}") from None
+
+    options = SyncOptions(
+        start_date=start_date or _config("start_date"),
+        chunk_pages=_optional_int(_config("chunk_pages"), "chunk_pages"),
+        fields_refresh=_minutes(_config("fields_refresh_minutes", 60), "fields_refresh_minutes"),
+        archived_refresh=_minutes(
+            _config("archived_refresh_minutes", 60), "archived_refresh_minutes"
+        ),
+        force_fields_refresh=refresh_fields,
+        hard_deletes=bool(_config("hard_deletes", False)) if hard_deletes is None else hard_deletes,
+    )
+    if options.start_date:
+        _check_timestamp(options.start_date)
+    http = HttpSettings(
+        connect_timeout=float(_config("connect_timeout", HttpSettings.connect_timeout)),
+        read_timeout=float(_config("read_timeout", HttpSettings.read_timeout)),
+        max_attempts=int(_config("max_attempts", HttpSettings.max_attempts)),
+        backoff_base=float(_config("backoff_base", HttpSettings.backoff_base)),
+        backoff_max=float(_config("backoff_max", HttpSettings.backoff_max)),
+        max_rate_limit_wait=float(_config("max_rate_limit_wait", HttpSettings.max_rate_limit_wait)),
+    )
+    return RunSettings(
+        token=token or "",
+        base_url=_env_or_config("PIPEDRIVE_BASE_URL", "base_url", DEFAULT_BASE_URL),
+        entities=entity_list,
+        destination=destination or _config("destination", "duckdb"),
+        duckdb_path=Path(duckdb_path or _config("duckdb_path", "pipedrive.duckdb")),
+        dataset=dataset or _config("dataset", "pipedrive"),
+        pipeline_name=pipeline_name or _config("pipeline_name"),
+        full_refresh=full_refresh,
+        options=options,
+        http=http,
+    )
+
+
+def _optional_int(value: Any, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{name} must be positive, got {number}")
+    return number
+
+
+def _check_timestamp(value: str) -> None:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise ConfigError(
+            f"start date {value!r} is not an ISO date or RFC 3339 time (e.g. 2024-01-01T00:00:00Z)"
+        ) from None

@@ -1,0 +1,152 @@
+"""Custom-field definitions for one run: fetched at most once, cached in dlt state between runs.
+
+Definitions change rarely, and every `*Fields` call costs API tokens, so they are re-read when
+the cached copy is older than `SyncOptions.fields_refresh`, when forced, or at once when a record
+carries a custom field the cached definitions do not know (a field added since).
+Pinned column names and the last-seen option labels live in dlt state too, so they are committed
+atomically with the data they describe.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+from dlt.common.pipeline import TPipelineState
+
+from .context import RunContext
+from .custom_fields import (
+    ColumnPlan,
+    FieldDef,
+    LabelChange,
+    build_plan,
+    known_labels,
+    option_label_changes,
+    parse_definitions,
+)
+from .entities import Entity
+from .http import CursorPaginator, OffsetPaginator, Paginator
+from .schema import standard_types
+
+# columns dlt adds and suffixes we use; custom fields must never take these names
+SYSTEM_COLUMNS = frozenset({"_dlt_id", "_dlt_load_id", "custom_fields"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class FieldCatalog:
+    """Field definitions and column plans per entity, shared by all resources of a run."""
+
+    def __init__(self, ctx: RunContext, source_state: TPipelineState | dict[str, Any]) -> None:
+        self.ctx = ctx
+        self._state = source_state.setdefault("custom_fields", {})  # type: ignore[union-attr]
+        self._lock = threading.RLock()
+        self._refreshed: set[str] = set()  # fields paths read from the API in this run
+        self._plans: dict[str, ColumnPlan] = {}
+        self.label_changes: dict[str, list[LabelChange]] = {}
+
+    # -- definitions -----------------------------------------------------------------------
+    def _entry(self, entity: Entity) -> dict[str, Any]:
+        entry: dict[str, Any] = self._state.setdefault(entity.singular, {})
+        entry.setdefault("pinned", {})
+        entry.setdefault("labels", {})
+        entry.setdefault("known", {})  # field key -> FieldDef.to_dict(), to plan deleted fields
+        return entry
+
+    def _paginator(self, entity: Entity) -> Paginator:
+        limit = self.ctx.client.settings.page_limit
+        if entity.effective_fields_api.value == "v1":
+            return OffsetPaginator(limit=limit)
+        return CursorPaginator(limit=limit)
+
+    def _fetch(self, entity: Entity) -> list[dict[str, Any]]:
+        assert entity.fields_path is not None
+        items: list[dict[str, Any]] = []
+        api = entity.effective_fields_api
+        cost = 20 if api.value == "v1" else 10
+        for page in self.ctx.client.iter_pages(
+            api,
+            entity.fields_path,
+            {},
+            self._paginator(entity),
+            cost=cost,
+            label=entity.fields_path,
+        ):
+            items.extend(page.items)
+        return items
+
+    def raw_definitions(self, entity: Entity, *, force: bool = False) -> list[dict[str, Any]]:
+        """The entity's raw `*Fields` items, from the API when due (or forced), else cached."""
+        with self._lock:
+            entry = self._entry(entity)
+            path = entity.fields_path or ""
+            fetched_at = entry.get("fetched_at")
+            due = (
+                force
+                or self.ctx.options.force_fields_refresh
+                or "raw" not in entry
+                or fetched_at is None
+                or _now() - datetime.fromisoformat(fetched_at) >= self.ctx.options.fields_refresh
+            )
+            if due and path not in self._refreshed:
+                entry["raw"] = self._fetch(entity)
+                entry["fetched_at"] = _now().isoformat()
+                self._refreshed.add(path)
+                self._plans.pop(entity.singular, None)
+            raw: list[dict[str, Any]] = entry["raw"]
+            return raw
+
+    def refreshed_this_run(self, entity: Entity) -> bool:
+        return (entity.fields_path or "") in self._refreshed
+
+    # -- plans ------------------------------------------------------------------------------
+    def plan(self, entity: Entity, *, force: bool = False) -> ColumnPlan:
+        """The column plan for an entity; assigns and pins names for new fields."""
+        with self._lock:
+            if force:
+                self._plans.pop(entity.singular, None)
+            if entity.singular in self._plans:
+                return self._plans[entity.singular]
+            raw = self.raw_definitions(entity, force=force)
+            definitions = parse_definitions(raw, entity.effective_fields_api)
+            entry = self._entry(entity)
+            reserved = set(standard_types(entity.name)) | SYSTEM_COLUMNS
+            previous = [FieldDef.from_dict(d) for d in entry["known"].values()]
+            plan, pinned = build_plan(definitions, reserved, entry["pinned"], previous=previous)
+            entry["pinned"] = pinned
+            for field in definitions:
+                if field.is_custom:
+                    entry["known"][field.key] = field.to_dict()
+            changes = option_label_changes(entry["labels"], plan)
+            if changes:
+                self.label_changes.setdefault(entity.singular, []).extend(changes)
+            entry["labels"] = known_labels(plan)
+            self._plans[entity.singular] = plan
+            return plan
+
+    def knows(self, entity: Entity, keys: set[str]) -> bool:
+        """True when every custom-field key in `keys` is described by the current plan."""
+        plan = self.plan(entity)
+        known = {fp.field.key for fp in plan.fields}
+        return keys <= known
+
+    def definitions(self, entity: Entity) -> list[FieldDef]:
+        return [fp.field for fp in self.plan(entity).fields]
+
+    def mapping_rows(self, entity: Entity) -> list[dict[str, Any]]:
+        """Rows of the `custom_fields` mapping table for one entity."""
+        return [
+            {
+                "entity": entity.singular,
+                "field_key": fp.field.key,
+                "field_name": fp.field.name,
+                "column_name": fp.column,
+                "field_type": fp.field.field_type,
+                "options": [{"id": o.id, "label": o.label} for o in fp.field.options],
+                "is_active": fp.field.is_active,
+            }
+            for fp in self.plan(entity).fields
+        ]

@@ -1,0 +1,75 @@
+"""Per-run shared state between the dlt source and whoever runs it (the CLI, a test, Airflow).
+
+The source records what happened per entity here (rows, pages, skipped, stopped early); the
+runner reads it to build the summary and pick the exit code. One `RunContext` per sync run.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from .http import PipedriveClient, TemporaryError
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """Behaviour knobs of the source (all configurable, see config/config.toml)."""
+
+    start_date: str | None = None  # history start for a first sync (RFC 3339); None = everything
+    chunk_pages: int | None = None  # commit progress every N pages per entity; None = one chunk
+    fields_refresh: timedelta = timedelta(hours=1)  # re-read *Fields at most this often
+    archived_refresh: timedelta = timedelta(hours=1)  # re-read archived lists at most this often
+    force_fields_refresh: bool = False
+    hard_deletes: bool = False  # delete rows Pipedrive deleted instead of flagging them
+
+
+@dataclass
+class EntityReport:
+    name: str
+    rows: int = 0
+    pages: int = 0
+    status: str = "ok"  # ok | skipped | stopped
+    message: str = ""
+    more: bool = False  # stopped at a chunk boundary with pages left
+
+
+@dataclass
+class RunContext:
+    client: PipedriveClient
+    options: SyncOptions = field(default_factory=SyncOptions)
+    reports: dict[str, EntityReport] = field(default_factory=dict)
+    stopped_by: TemporaryError | None = None
+    complete_listings: dict[str, set[Any]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def report(self, name: str) -> EntityReport:
+        with self._lock:
+            return self.reports.setdefault(name, EntityReport(name))
+
+    def stop(self, error: TemporaryError) -> None:
+        """Stop fetching everywhere; what was fetched so far is still loaded and committed."""
+        with self._lock:
+            if self.stopped_by is None:
+                self.stopped_by = error
+        self.client.stop_event.set()
+
+    def record_listing(self, entity: str, ids: set[Any]) -> None:
+        """Every id an entity has right now (from a complete read), for flagging vanished rows."""
+        with self._lock:
+            self.complete_listings[entity] = set(ids)
+
+    @property
+    def stopping(self) -> bool:
+        return self.client.stop_event.is_set()
+
+    @property
+    def has_more(self) -> bool:
+        return any(r.more for r in self.reports.values())
+
+    def begin_chunk(self) -> None:
+        """Reset per-chunk flags before the next `pipeline.run` of a chunked sync."""
+        for report in self.reports.values():
+            report.more = False

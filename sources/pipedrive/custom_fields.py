@@ -1,0 +1,880 @@
+"""Pipedrive custom fields: definitions -> column plan -> typed pyarrow arrays, page by page.
+
+Pure module: no I/O, no HTTP, no dlt calls. The hot path is `normalize_page`, which turns a
+page of records (dicts parsed from JSON) into one pyarrow array per output column.
+
+Data types are dlt data types. Arrow types emitted (`ARROW_TYPES`): text -> string,
+double -> float64, bigint -> int64, bool -> bool_, date -> date32, time -> time64[us],
+json -> string holding JSON text (orjson); the warehouse column gets the ``json`` hint through
+`ColumnPlan.columns`.
+
+Outputs by Pipedrive ``field_type`` (``<col>`` is the field's column, see `naming`):
+
+=====================================================  =========================================
+varchar, varchar_auto, text, phone, varchar_options,    ``<col>`` text
+lead
+double / int / boolean                                  ``<col>`` double / bigint / bool
+user, org, people, deal, project, stage, activity       ``<col>`` bigint (int, numeric string, or
+                                                        an object's ``value``, else its ``id``)
+monetary                                                ``<col>`` double, ``<col>_currency`` text
+date                                                    ``<col>`` date
+daterange                                               ``<col>``, ``<col>_until`` date
+time                                                    ``<col>`` time, ``<col>_timezone`` text
+                                                        (zone *name*, e.g. ``Europe/Berlin``)
+timerange                                               ``<col>``, ``<col>_until`` time
+enum                                                    ``<col>`` text: the option label; an
+                                                        unknown (deleted) option id -> the id
+set                                                     ``<col>`` json: array of labels, unknown
+                                                        ids kept as id text; empty/null -> null
+address                                                 ``<col>`` text (``value``, else
+                                                        ``formatted_address``) and
+                                                        ``<col>_<component>`` text for
+                                                        `ADDRESS_COMPONENTS` plus any extra
+                                                        subfield of the definition
+anything else (unknown/future types)                    ``<col>`` json: the raw value
+=====================================================  =========================================
+
+Value shapes: v2 records nest values in ``row["custom_fields"][hash]`` (objects for compound
+types: ``{"value", "currency"}``, ``{"value", "until"}``, ``{"value", "timezone_id",
+"timezone_name"}``, address components); v1 records are flat: ``<hash>`` plus ``<hash>_currency``,
+``<hash>_until``, ``<hash>_timezone_name``, ``<hash>_<component>``. enum/set values may be ids
+(int or numeric string), ``"12,13"`` strings (v1 sets), lists, or ``{"id", "label"}`` objects.
+
+Bad values never fail a run:
+
+* text outputs accept anything: strings pass through untouched, other values are stored as
+  their JSON text (``12`` -> ``"12"``, ``True`` -> ``"true"``, objects -> JSON). Lone surrogates
+  (not encodable as UTF-8) are replaced by U+FFFD.
+* typed outputs (double, bigint, bool, date, time): ``""`` (or whitespace) is null. A value that
+  cannot be converted becomes null and its raw text (strings as-is, anything else as JSON) goes
+  to the variant column ``<output>__v_text`` (text; `VARIANT_SUFFIX`), which appears in the
+  result only when the page actually has such a value - like dlt's own variant columns.
+  Accepted: double - int/float or a decimal numeric string; bigint - an int (or integral float
+  or numeric string) within int64; bool - true/false, 0/1 and "true"/"false"/"1"/"0"/"yes"/"no";
+  date - "YYYY-MM-DD"; time - "HH:MM[:SS[.ffffff]]".
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, replace
+from datetime import date
+from functools import cached_property, partial
+from typing import Any, Final, Literal
+
+import orjson
+import pyarrow as pa
+
+from sources.pipedrive.entities import Api
+from sources.pipedrive.naming import assign_column_names, readable_name
+
+__all__ = [
+    "ADDRESS_COMPONENTS",
+    "ARROW_TYPES",
+    "VARIANT_SUFFIX",
+    "ColumnPlan",
+    "FieldDef",
+    "FieldOption",
+    "FieldPlan",
+    "LabelChange",
+    "OutputColumn",
+    "build_plan",
+    "is_custom_key",
+    "known_labels",
+    "normalize_page",
+    "option_label_changes",
+    "parse_definitions",
+]
+
+ARROW_TYPES: Final[Mapping[str, pa.DataType]] = {
+    "text": pa.string(),
+    "double": pa.float64(),
+    "bigint": pa.int64(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "time": pa.time64("us"),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+    "json": pa.string(),
+}
+
+VARIANT_SUFFIX: Final = "__v_text"
+"""Appended to an output column's name for the text variant of unconvertible values."""
+
+ADDRESS_COMPONENTS: Final[tuple[str, ...]] = (
+    "street_number",
+    "route",
+    "sublocality",
+    "locality",
+    "admin_area_level_1",
+    "admin_area_level_2",
+    "country",
+    "postal_code",
+    "subpremise",
+    "formatted_address",
+)
+_MAX_COMPONENT_LENGTH = max(len(c) for c in ADDRESS_COMPONENTS)
+
+_TEXT_TYPES = frozenset({"varchar", "varchar_auto", "text", "phone", "varchar_options", "lead"})
+_ID_TYPES = frozenset({"user", "org", "people", "deal", "project", "stage", "activity"})
+_SIMPLE_KINDS: Mapping[str, str] = {
+    "double": "double",
+    "int": "bigint",
+    "boolean": "bool",
+    "date": "date",
+    "enum": "enum",
+    "set": "set",
+}
+# converter kind -> dlt data type
+_KIND_TYPES: Mapping[str, str] = {
+    "text": "text",
+    "enum": "text",
+    "double": "double",
+    "bigint": "bigint",
+    "bool": "bool",
+    "date": "date",
+    "time": "time",
+    "set": "json",
+    "json": "json",
+}
+
+_HASH_RE = re.compile(r"[0-9a-fA-F]{40}")
+_HASH_PREFIX_RE = re.compile(r"[0-9a-fA-F]{40}(?:_|$)")
+
+
+def is_custom_key(key: str) -> bool:
+    """True if `key` is a custom field hash or one of its v1 suffix keys (``<hash>_currency``)."""
+    return _HASH_PREFIX_RE.match(key) is not None
+
+
+# --------------------------------------------------------------------------- definitions
+
+
+@dataclass(frozen=True)
+class FieldOption:
+    id: int | str
+    label: str
+
+
+@dataclass(frozen=True)
+class FieldDef:
+    key: str
+    name: str
+    field_type: str
+    options: tuple[FieldOption, ...]
+    is_custom: bool
+    is_active: bool = True
+    subfields: tuple[str, ...] = ()  # subfield suffixes: ("currency",), address components
+
+    @property
+    def output_suffixes(self) -> tuple[str, ...]:
+        """Suffix of every output column, ``""`` (the field's column itself) first."""
+        return tuple(p.suffix for p in _layout(self))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, e.g. to remember definitions of fields that may get deleted."""
+        return {
+            "key": self.key,
+            "name": self.name,
+            "field_type": self.field_type,
+            "options": [{"id": o.id, "label": o.label} for o in self.options],
+            "is_custom": self.is_custom,
+            "is_active": self.is_active,
+            "subfields": list(self.subfields),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FieldDef:
+        """Inverse of `to_dict`."""
+        return cls(
+            key=str(data["key"]),
+            name=str(data.get("name") or ""),
+            field_type=str(data.get("field_type") or ""),
+            options=tuple(
+                FieldOption(o["id"], str(o.get("label") or "")) for o in data.get("options") or ()
+            ),
+            is_custom=bool(data.get("is_custom", True)),
+            is_active=bool(data.get("is_active", True)),
+            subfields=tuple(str(s) for s in data.get("subfields") or ()),
+        )
+
+
+def _parse_options(raw: Any) -> tuple[FieldOption, ...]:
+    if not isinstance(raw, list):
+        return ()
+    options = []
+    for item in raw:
+        if not isinstance(item, Mapping):
+            continue
+        oid = item.get("id")
+        if oid is None or isinstance(oid, bool) or not isinstance(oid, int | str):
+            continue
+        label = item.get("label")
+        options.append(FieldOption(oid, str(oid) if label is None else str(label)))
+    return tuple(options)
+
+
+def _parse_subfields(raw: Any, key: str) -> tuple[str, ...]:
+    if not isinstance(raw, list):
+        return ()
+    out: list[str] = []
+    for item in raw:
+        if isinstance(item, Mapping):
+            code = item.get("field_code") or item.get("key")
+        elif isinstance(item, str):
+            code = item
+        else:
+            continue
+        if not isinstance(code, str) or not code:
+            continue
+        if code.startswith(key + "_"):
+            code = code[len(key) + 1 :]
+        if code and code != key and code not in out:
+            out.append(code)
+    return tuple(out)
+
+
+def parse_definitions(raw: Sequence[Mapping[str, Any]], api: Api) -> list[FieldDef]:
+    """Parse a *Fields endpoint's ``data`` list (v1 or v2 shape) into `FieldDef`s.
+
+    Items without a key are skipped; other missing or null members get defaults. A field is
+    custom if v2 says ``is_custom_field`` (v1: if its key is a 40-hex hash; v2 falls back to that
+    test when the flag is missing). ``active_flag: false`` or ``is_deleted: true`` -> inactive.
+    ``options_deleted`` (v1) is ignored: ids of deleted options are emitted as id text.
+    """
+    defs: list[FieldDef] = []
+    v2 = api == Api.V2
+    for item in raw or ():
+        if not isinstance(item, Mapping):
+            continue
+        key = item.get("field_code") if v2 else item.get("key")
+        if v2 and not key:
+            key = item.get("key")
+        if not isinstance(key, str) or not key:
+            continue
+        name = item.get("field_name") if v2 else item.get("name")
+        if name is None:
+            name = item.get("name") if v2 else item.get("field_name")
+        flag = item.get("is_custom_field") if v2 else None
+        is_custom = flag if isinstance(flag, bool) else _HASH_RE.fullmatch(key) is not None
+        is_active = item.get("active_flag") is not False and item.get("is_deleted") is not True
+        defs.append(
+            FieldDef(
+                key=key,
+                name="" if name is None else str(name),
+                field_type=str(item.get("field_type") or ""),
+                options=_parse_options(item.get("options")),
+                is_custom=is_custom,
+                is_active=is_active,
+                subfields=_parse_subfields(item.get("subfields"), key),
+            )
+        )
+    return defs
+
+
+# --------------------------------------------------------------------------- layout
+
+# How one output column is read: v2 mode / member, v1 key suffix.
+_RAW, _UNWRAP, _ADDRESS, _MEMBER = "raw", "unwrap", "address", "member"
+
+
+@dataclass(frozen=True)
+class _Part:
+    suffix: str  # output column suffix ("" for the field's column)
+    kind: str  # converter kind, see _KIND_TYPES
+    v2_mode: str
+    member: str = ""  # v2 object member for _MEMBER
+    v1_suffix: str = ""  # v1: the value lives at row[key + v1_suffix]
+
+
+def _layout(fd: FieldDef) -> tuple[_Part, ...]:
+    ft = fd.field_type
+    if ft in _TEXT_TYPES:
+        return (_Part("", "text", _RAW),)
+    if ft in _ID_TYPES:
+        return (_Part("", "bigint", _RAW),)
+    if ft in _SIMPLE_KINDS:
+        return (_Part("", _SIMPLE_KINDS[ft], _RAW),)
+    if ft == "monetary":
+        return (
+            _Part("", "double", _UNWRAP),
+            _Part("_currency", "text", _MEMBER, "currency", "_currency"),
+        )
+    if ft in ("daterange", "timerange"):
+        kind = "date" if ft == "daterange" else "time"
+        return (_Part("", kind, _UNWRAP), _Part("_until", kind, _MEMBER, "until", "_until"))
+    if ft == "time":
+        return (
+            _Part("", "time", _UNWRAP),
+            _Part("_timezone", "text", _MEMBER, "timezone_name", "_timezone_name"),
+        )
+    if ft == "address":
+        parts = [_Part("", "text", _ADDRESS)]
+        seen = {""}
+        for comp in (*ADDRESS_COMPONENTS, *fd.subfields):
+            if comp == "value":
+                continue
+            suffix = readable_name(comp)[:_MAX_COMPONENT_LENGTH].rstrip("_")
+            if not suffix or suffix in seen:
+                continue
+            seen.add(suffix)
+            parts.append(_Part("_" + suffix, "text", _MEMBER, comp, "_" + comp))
+        return tuple(parts)
+    return (_Part("", "json", _RAW),)
+
+
+def _v1_extra_suffixes(fd: FieldDef) -> tuple[str, ...]:
+    if fd.field_type in ("time", "timerange"):
+        return ("_timezone_id", "_timezone_name")
+    return ()
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    name: str
+    data_type: str
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    field: FieldDef
+    column: str
+    outputs: tuple[OutputColumn, ...]
+    labels: Mapping[str, str]  # option id as str -> label
+
+    @cached_property
+    def _compiled(self) -> _Compiled:
+        return _Compiled.of(self)
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    fields: tuple[FieldPlan, ...]
+
+    def columns(self) -> dict[str, dict[str, Any]]:
+        """dlt column hints for every output column (inactive pinned fields included)."""
+        return {
+            o.name: {"name": o.name, "data_type": o.data_type, "nullable": True}
+            for fp in self.fields
+            for o in fp.outputs
+        }
+
+    def v1_keys(self) -> frozenset[str]:
+        """Every top-level key a v1 record uses for the planned custom fields."""
+        keys: set[str] = set()
+        for fp in self.fields:
+            fd = fp.field
+            keys.add(fd.key)
+            keys.update(fd.key + p.v1_suffix for p in _layout(fd) if p.v1_suffix)
+            keys.update(fd.key + s for s in _v1_extra_suffixes(fd))
+            keys.update(f"{fd.key}_{s}" for s in fd.subfields)
+        return frozenset(keys)
+
+
+def _plan_field(fd: FieldDef, column: str) -> FieldPlan:
+    labels: dict[str, str] = {}
+    for o in fd.options:
+        labels.setdefault(str(o.id), o.label)
+    outputs = tuple(OutputColumn(column + p.suffix, _KIND_TYPES[p.kind]) for p in _layout(fd))
+    return FieldPlan(field=fd, column=column, outputs=outputs, labels=labels)
+
+
+def build_plan(
+    definitions: Sequence[FieldDef],
+    reserved: AbstractSet[str],
+    pinned: Mapping[str, str],
+    *,
+    previous: Iterable[FieldDef] = (),
+) -> tuple[ColumnPlan, dict[str, str]]:
+    """Plan the columns of the custom fields in `definitions` (non-custom ones are ignored).
+
+    Returns the plan and the updated pins (old pins + new fields) to store for the next run.
+    Plan order: custom definitions in definition order (first wins for duplicate keys), then
+    pinned fields missing from `definitions` (deleted fields) in pin order. A deleted field is
+    planned from its definition in `previous` (e.g. stored with `FieldDef.to_dict`) with
+    ``is_active=False``, so its columns stay in `ColumnPlan.columns` and only get nulls. Without a
+    previous definition its type is unknown: it is listed with ``field_type=""``,
+    ``is_active=False`` and *no* outputs (no type is declared for its existing column).
+    """
+    custom: dict[str, FieldDef] = {}
+    for d in definitions:
+        if d.is_custom:
+            custom.setdefault(d.key, d)
+    names = assign_column_names(list(custom.values()), reserved, pinned)
+
+    plans = [_plan_field(d, names[d.key]) for d in custom.values()]
+    prev = {d.key: d for d in previous}
+    for key, column in pinned.items():
+        if key in custom:
+            continue
+        if key in prev:
+            plans.append(_plan_field(replace(prev[key], is_active=False), column))
+        else:
+            ghost = FieldDef(key, column, "", (), is_custom=True, is_active=False)
+            plans.append(FieldPlan(field=ghost, column=column, outputs=(), labels={}))
+    return ColumnPlan(tuple(plans)), names
+
+
+# --------------------------------------------------------------------------- label changes
+
+
+@dataclass(frozen=True)
+class LabelChange:
+    column: str
+    field_type: Literal["enum", "set"]
+    old_label: str
+    new_label: str
+
+
+def known_labels(plan: ColumnPlan) -> dict[str, dict[str, str]]:
+    """field key -> {option id -> label} for every enum/set field, to store for the next run."""
+    return {
+        fp.field.key: dict(fp.labels)
+        for fp in plan.fields
+        if fp.field.field_type in ("enum", "set")
+    }
+
+
+def option_label_changes(
+    previous: Mapping[str, Mapping[str, str]], plan: ColumnPlan
+) -> list[LabelChange]:
+    """Options of enum/set fields whose label changed since `previous` (see `known_labels`).
+
+    A change (option id kept, label changed) is reported only when it is unambiguous, so that
+    rewriting stored values ``old_label -> new_label`` is safe in any order:
+
+    * the old label belonged to exactly one option in `previous`,
+    * no other option carries the old label now, and
+    * no other option carried the new label in `previous` (rules out swaps and chains).
+
+    Options added or deleted since are not changes. Order: plan order, then option order.
+    """
+    changes: list[LabelChange] = []
+    for fp in plan.fields:
+        ft = fp.field.field_type
+        if ft not in ("enum", "set"):
+            continue
+        old = previous.get(fp.field.key)
+        if not old:
+            continue
+        old_counts = Counter(old.values())
+        new = fp.labels
+        for oid, new_label in new.items():
+            old_label = old.get(oid)
+            if old_label is None or old_label == new_label or old_counts[old_label] > 1:
+                continue
+            if any(lbl == old_label for k, lbl in new.items() if k != oid):
+                continue
+            if any(lbl == new_label for k, lbl in old.items() if k != oid):
+                continue
+            kind: Literal["enum", "set"] = "enum" if ft == "enum" else "set"
+            changes.append(LabelChange(fp.column, kind, old_label, new_label))
+    return changes
+
+
+# --------------------------------------------------------------------------- conversion
+
+_NONE = type(None)
+_TEXT_OK = frozenset({str, _NONE})
+_DOUBLE_OK = frozenset({int, float, _NONE})
+_INT_OK = frozenset({int, _NONE})
+_BOOL_OK = frozenset({bool, _NONE})
+_KEY_OK = frozenset({int, str, _NONE})
+_EMPTY: Mapping[str, Any] = {}
+_BAD: Any = object()
+_MISS: Any = object()
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_INT_RE = re.compile(r"[+-]?\d+")
+_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+_STRING = pa.string()
+
+Variants = list[str | None] | None
+
+
+def _clean_str(s: str) -> str:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        # pairs surrogates that belong together, one U+FFFD per lone one
+        return s.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return s
+
+
+def _json_text(v: Any) -> str:
+    try:
+        return orjson.dumps(v).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(v, ensure_ascii=True, default=str)
+
+
+def _raw_text(v: Any) -> str:
+    return _clean_str(v) if type(v) is str else _json_text(v)
+
+
+def _string_array(vals: list[Any]) -> pa.Array:
+    """Strings/None -> pa.string(), repairing lone surrogates only when needed."""
+    try:
+        return pa.array(vals, _STRING)
+    except (UnicodeEncodeError, pa.ArrowException):
+        return pa.array([None if v is None else _clean_str(v) for v in vals], _STRING)
+
+
+def _slow(
+    vals: list[Any], parse: Callable[[Any], Any], arrow_type: pa.DataType
+) -> tuple[pa.Array, Variants]:
+    out: list[Any] = []
+    variants: Variants = None
+    memo: dict[str, Any] = {}  # pages repeat values (times, dates): parse each string once
+    for i, v in enumerate(vals):
+        if v is None:
+            out.append(None)
+            continue
+        if type(v) is str:
+            r = memo.get(v, _MISS)
+            if r is _MISS:
+                r = memo[v] = parse(v)
+        else:
+            r = parse(v)
+        if r is _BAD:
+            r = None
+            if variants is None:
+                variants = [None] * len(vals)
+            variants[i] = _raw_text(v)
+        out.append(r)
+    return pa.array(out, arrow_type), variants
+
+
+def _parse_double(v: Any) -> Any:
+    t = type(v)
+    if t is float:
+        return v
+    if t is int:
+        try:
+            return float(v)
+        except OverflowError:
+            return _BAD
+    if t is str:
+        s = v.strip()
+        if not s:
+            return None
+        if _DECIMAL_RE.fullmatch(s):
+            f = float(s)
+            return f if f - f == 0.0 else _BAD  # rejects inf from huge exponents
+        return _BAD
+    return _BAD
+
+
+def _parse_int(v: Any, _nested: bool = False) -> Any:
+    t = type(v)
+    if t is int:
+        return v if _INT64_MIN <= v <= _INT64_MAX else _BAD
+    if t is float:
+        return _parse_int(int(v)) if v.is_integer() else _BAD
+    if t is str:
+        s = v.strip()
+        if not s:
+            return None
+        if _INT_RE.fullmatch(s):
+            return _parse_int(int(s))
+        if _DECIMAL_RE.fullmatch(s):
+            f = float(s)
+            return _parse_int(int(f)) if f.is_integer() else _BAD
+        return _BAD
+    if t is dict and not _nested:
+        inner = v.get("value")
+        if inner is None:
+            inner = v.get("id")
+        if inner is None:
+            return None if ("value" in v or "id" in v) else _BAD
+        return _parse_int(inner, True)
+    return _BAD
+
+
+def _parse_bool(v: Any) -> Any:
+    t = type(v)
+    if t is bool:
+        return v
+    if t is int and v in (0, 1):
+        return bool(v)
+    if t is str:
+        s = v.strip().lower()
+        if not s:
+            return None
+        if s in _TRUE:
+            return True
+        if s in _FALSE:
+            return False
+    return _BAD
+
+
+def _parse_date(v: Any) -> Any:
+    if type(v) is not str:
+        return _BAD
+    s = v.strip()
+    if not s:
+        return None
+    if not _DATE_RE.fullmatch(s):
+        return _BAD
+    try:
+        return date.fromisoformat(s)
+    except ValueError:
+        return _BAD
+
+
+def _parse_time(v: Any) -> Any:
+    if type(v) is not str:
+        return _BAD
+    s = v.strip()
+    if not s:
+        return None
+    m = _TIME_RE.fullmatch(s)
+    if m is None:
+        return _BAD
+    h, mi, sec, frac = m.groups()
+    hh, mm, ss = int(h), int(mi), int(sec or 0)
+    if hh > 23 or mm > 59 or ss > 59:
+        return _BAD
+    micro = int((frac or "0").ljust(6, "0"))
+    return ((hh * 60 + mm) * 60 + ss) * 1_000_000 + micro
+
+
+def _conv_text(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    try:  # arrow rejects anything but str/None (bytes cannot come from JSON)
+        return pa.array(vals, _STRING), None
+    except (UnicodeEncodeError, pa.ArrowException):
+        pass
+    return _string_array([v if v is None or type(v) is str else _json_text(v) for v in vals]), None
+
+
+def _conv_json(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    return pa.array([None if v is None else _json_text(v) for v in vals], _STRING), None
+
+
+def _conv_double(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    if set(map(type, vals)) <= _DOUBLE_OK:
+        try:
+            return pa.array(vals, pa.float64()), None
+        except (OverflowError, pa.ArrowException):
+            pass
+    return _slow(vals, _parse_double, pa.float64())
+
+
+def _conv_bigint(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    if set(map(type, vals)) <= _INT_OK:
+        try:
+            return pa.array(vals, pa.int64()), None
+        except (OverflowError, pa.ArrowException):
+            pass
+    return _slow(vals, _parse_int, pa.int64())
+
+
+def _conv_bool(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    if set(map(type, vals)) <= _BOOL_OK:
+        return pa.array(vals, pa.bool_()), None
+    return _slow(vals, _parse_bool, pa.bool_())
+
+
+def _conv_date(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    if set(map(type, vals)) <= _TEXT_OK:
+        try:
+            return _string_array(vals).cast(pa.date32()), None
+        except pa.ArrowException:
+            pass
+    return _slow(vals, _parse_date, pa.date32())
+
+
+def _conv_time(vals: list[Any]) -> tuple[pa.Array, Variants]:
+    return _slow(vals, _parse_time, pa.time64("us"))
+
+
+class _Labels:
+    """Option lookup by int or str id, or by ``{"id", "label"}`` object."""
+
+    __slots__ = ("by_id",)
+
+    def __init__(self, labels: Mapping[str, str]) -> None:
+        by_id: dict[Any, str] = {}
+        for k, label in labels.items():
+            by_id[k] = label
+            if _INT_RE.fullmatch(k):
+                by_id.setdefault(int(k), label)
+        self.by_id = by_id
+
+    def label(self, v: Any) -> str:
+        """Label of one option value (never None): unknown ids -> their text."""
+        t = type(v)
+        if t is int or t is str:
+            found = self.by_id.get(v)
+            if found is not None:
+                return found
+            return str(v) if t is int else _clean_str(v)
+        if t is float and v.is_integer():
+            return self.label(int(v))
+        if t is dict:
+            oid = v.get("id")
+            if oid is None:
+                oid = v.get("value")
+            if (type(oid) is int or type(oid) is str) and oid in self.by_id:
+                return self.by_id[oid]
+            label = v.get("label")
+            if type(label) is str:
+                return _clean_str(label)
+            if oid is not None:
+                return self.label(oid)
+        return _json_text(v)
+
+
+def _conv_enum(vals: list[Any], labels: _Labels) -> tuple[pa.Array, Variants]:
+    types = set(map(type, vals))
+    if types <= _KEY_OK:
+        get = labels.by_id.get
+        out = [get(v, v) for v in vals]
+        if int in types:
+            out = [str(v) if type(v) is int else v for v in out]
+        return _string_array(out), None
+    lab = labels.label
+    return _string_array([None if v is None else lab(v) for v in vals]), None
+
+
+def _set_text(v: Any, labels: _Labels) -> str | None:
+    if type(v) is str:
+        items: Iterable[Any] = [p.strip() for p in v.split(",")]
+    elif type(v) is list or type(v) is tuple:
+        items = v
+    else:
+        items = (v,)
+    lab = labels.label
+    out = [lab(x) for x in items if x is not None and x != ""]
+    return _json_text(out) if out else None
+
+
+def _conv_set(vals: list[Any], labels: _Labels) -> tuple[pa.Array, Variants]:
+    by_id = labels.by_id
+    dumps = orjson.dumps
+    out: list[str | None] = []
+    memo: dict[str, str | None] = {}  # v1 "12,13" strings repeat across a page
+    for v in vals:
+        if v is None:
+            out.append(None)
+        elif type(v) is list:
+            try:  # common v2 case: a list of known int ids
+                out.append(dumps([by_id[x] for x in v]).decode() if v else None)
+            except (KeyError, TypeError):  # unknown ids, objects, unencodable labels
+                out.append(_set_text(v, labels))
+        elif type(v) is str:
+            text = memo.get(v, _MISS)
+            if text is _MISS:
+                text = memo[v] = _set_text(v, labels)
+            out.append(text)
+        else:
+            out.append(_set_text(v, labels))
+    return _string_array(out), None
+
+
+_CONVERTERS: Mapping[str, Callable[[list[Any]], tuple[pa.Array, Variants]]] = {
+    "text": _conv_text,
+    "json": _conv_json,
+    "double": _conv_double,
+    "bigint": _conv_bigint,
+    "bool": _conv_bool,
+    "date": _conv_date,
+    "time": _conv_time,
+}
+
+
+@dataclass(frozen=True)
+class _CompiledPart:
+    name: str
+    convert: Callable[[list[Any]], tuple[pa.Array, Variants]]
+    v2_mode: str
+    member: str
+    v1_key: str
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    key: str
+    parts: tuple[_CompiledPart, ...]
+    v1_address_fallback: str
+
+    @classmethod
+    def of(cls, fp: FieldPlan) -> _Compiled:
+        fd = fp.field
+        labels = _Labels(fp.labels)
+        parts = []
+        for part, out in zip(_layout(fd), fp.outputs, strict=False):
+            convert: Callable[[list[Any]], tuple[pa.Array, Variants]]
+            if part.kind == "enum":
+                convert = partial(_conv_enum, labels=labels)
+            elif part.kind == "set":
+                convert = partial(_conv_set, labels=labels)
+            else:
+                convert = _CONVERTERS[part.kind]
+            parts.append(
+                _CompiledPart(out.name, convert, part.v2_mode, part.member, fd.key + part.v1_suffix)
+            )
+        return cls(fd.key, tuple(parts), fd.key + "_formatted_address")
+
+    def values(
+        self, part: _CompiledPart, rows: Sequence[Mapping[str, Any]], raw: list[Any] | None
+    ) -> list[Any]:
+        """Raw values of one output: v2 when `raw` (the field's values) is given, else v1."""
+        if raw is not None:
+            mode = part.v2_mode
+            if mode == _RAW:
+                return raw
+            if mode == _UNWRAP:
+                return [v.get("value") if type(v) is dict else v for v in raw]
+            if mode == _MEMBER:
+                m = part.member
+                return [v.get(m) if type(v) is dict else None for v in raw]
+            return [_address_value(v) if type(v) is dict else v for v in raw]
+        k = part.v1_key
+        vals = [r.get(k) for r in rows]
+        if part.v2_mode == _ADDRESS:
+            fb = self.v1_address_fallback
+            vals = [rows[i].get(fb) if v is None else v for i, v in enumerate(vals)]
+        return vals
+
+
+def _address_value(v: dict[str, Any]) -> Any:
+    full = v.get("value")
+    return v.get("formatted_address") if full is None else full
+
+
+def normalize_page(
+    rows: Sequence[Mapping[str, Any]], plan: ColumnPlan, shape: Api
+) -> dict[str, pa.Array]:
+    """One array per output column (plan order), each ``len(rows)`` long.
+
+    A variant column ``<output>__v_text`` follows its output only when some value of the page
+    could not be converted. Rows whose ``custom_fields`` (v2) is missing, null or not an object
+    give nulls.
+    """
+    result: dict[str, pa.Array] = {}
+    v2 = shape == Api.V2
+    cfs: list[Mapping[str, Any]] = []
+    if v2:
+        cfs = [
+            cf if type(cf) is dict or isinstance(cf, Mapping) else _EMPTY
+            for cf in (r.get("custom_fields") for r in rows)
+        ]
+    for fp in plan.fields:
+        comp = fp._compiled
+        raw = [cf.get(comp.key) for cf in cfs] if v2 else None
+        for part in comp.parts:
+            arr, variants = part.convert(comp.values(part, rows, raw))
+            result[part.name] = arr
+            if variants is not None:
+                result[part.name + VARIANT_SUFFIX] = pa.array(variants, _STRING)
+    return result

@@ -1,0 +1,40 @@
+"""HTTP layer: client, auth, paginators, rate limiting, status table, redaction."""
+
+from .auth import ApiTokenAuth, Auth
+from .client import HttpSettings, Page, PipedriveClient, RequestMetrics, RunStopped
+from .errors import (
+    AuthError,
+    BadResponse,
+    BudgetExhausted,
+    EntityUnavailable,
+    PipedriveError,
+    RequestFailed,
+    TemporaryError,
+)
+from .paginators import CursorPaginator, OffsetPaginator, Paginator, SinglePage
+from .ratelimit import RateLimiter
+from .redact import redact, register_secret
+
+__all__ = [
+    "ApiTokenAuth",
+    "Auth",
+    "AuthError",
+    "BadResponse",
+    "BudgetExhausted",
+    "CursorPaginator",
+    "EntityUnavailable",
+    "HttpSettings",
+    "OffsetPaginator",
+    "Page",
+    "Paginator",
+    "PipedriveClient",
+    "PipedriveError",
+    "RateLimiter",
+    "RequestFailed",
+    "RequestMetrics",
+    "RunStopped",
+    "SinglePage",
+    "TemporaryError",
+    "redact",
+    "register_secret",
+]

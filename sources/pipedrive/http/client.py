@@ -1,0 +1,410 @@
+"""The only module that talks HTTP: requests, retries, rate limits, envelopes, metrics."""
+
+from __future__ import annotations
+
+import email.utils
+import queue
+import random
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import requests
+
+from ..entities import API_PREFIX, Api
+from .auth import Auth
+from .errors import (
+    Action,
+    AuthError,
+    BadResponse,
+    BudgetExhausted,
+    EntityUnavailable,
+    RequestFailed,
+    TemporaryError,
+    outcome_for,
+)
+from .paginators import Paginator
+from .ratelimit import RateLimiter
+from .redact import redact
+
+DEFAULT_BASE_URL = "https://api.pipedrive.com"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """Timeouts, retries and rate-limit behaviour; all configurable (see config/config.toml)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 6  # per request, for 5xx, bad bodies, dropped connections and stalls
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    max_rate_limit_retries: int = 30  # 429s are waited out, but not forever
+    max_rate_limit_wait: float = 120.0  # a longer wait than this means the daily budget is spent
+    ratelimit_reserve: int = 1
+    page_limit: int = 500
+    prefetch: int = 1  # pages fetched ahead while the previous one is processed
+
+
+@dataclass
+class Page:
+    """One list response: its items and where the next page starts (for resuming)."""
+
+    items: list[dict[str, Any]]
+    body: dict[str, Any]
+    request: str
+    next_position: Any
+    is_last: bool
+    server_time: datetime | None = None
+
+
+@dataclass
+class EndpointStats:
+    requests: int = 0
+    tokens: int = 0
+    rows: int = 0
+
+
+@dataclass
+class RequestMetrics:
+    """Counters for the run summary; shared by every thread."""
+
+    by_label: dict[str, EndpointStats] = field(default_factory=dict)
+    retries: int = 0
+    rate_limited: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, label: str, tokens: int, rows: int = 0) -> None:
+        with self._lock:
+            stats = self.by_label.setdefault(label, EndpointStats())
+            stats.requests += 1
+            stats.tokens += tokens
+            stats.rows += rows
+
+    def add_rows(self, label: str, rows: int) -> None:
+        with self._lock:
+            self.by_label.setdefault(label, EndpointStats()).rows += rows
+
+    def note_retry(self, rate_limited: bool = False) -> None:
+        with self._lock:
+            if rate_limited:
+                self.rate_limited += 1
+            else:
+                self.retries += 1
+
+    @property
+    def requests(self) -> int:
+        return sum(s.requests for s in self.by_label.values())
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens for s in self.by_label.values())
+
+
+class RunStopped(TemporaryError):
+    """Another part of the run hit a stop condition (e.g. the budget); no new requests."""
+
+
+def normalize_base_url(url: str | None) -> str:
+    """`https://x.pipedrive.com`, with any `/v1` or `/api/v2` suffix and trailing slash removed."""
+    url = (url or DEFAULT_BASE_URL).strip().rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        url = "https://" + url
+    for suffix in ("/api/v2", "/api/v1", "/v1", "/v2"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)]
+    return url
+
+
+def _parse_http_date(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class PipedriveClient:
+    """GETs JSON from Pipedrive with auth, throttling, bounded retries and one status table."""
+
+    def __init__(
+        self,
+        base_url: str | None,
+        auth: Auth,
+        settings: HttpSettings | None = None,
+        limiter: RateLimiter | None = None,
+        metrics: RequestMetrics | None = None,
+        stop_event: threading.Event | None = None,
+    ) -> None:
+        self.base_url = normalize_base_url(base_url)
+        self.auth = auth
+        self.settings = settings or HttpSettings()
+        self.limiter = limiter or RateLimiter(reserve=self.settings.ratelimit_reserve)
+        self.metrics = metrics or RequestMetrics()
+        self.stop_event = stop_event or threading.Event()
+        self._local = threading.local()
+
+    # -- plumbing -------------------------------------------------------------------------
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["Accept"] = "application/json"
+            session.headers["User-Agent"] = "pipedrive-sync"
+            self._local.session = session
+        return session
+
+    def url(self, api: Api, path: str) -> str:
+        return f"{self.base_url}{API_PREFIX[api]}/{path.lstrip('/')}"
+
+    def describe(self, api: Api, path: str, params: Mapping[str, Any]) -> str:
+        query = urlencode(params) if params else ""
+        return redact(f"GET {API_PREFIX[api]}/{path}" + (f"?{query}" if query else ""))
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
+        return base * random.uniform(0.5, 1.0)
+
+    def _sleep(self, seconds: float) -> None:
+        if self.stop_event.wait(seconds):
+            raise RunStopped("the run is stopping; no further requests")
+
+    # -- one request ----------------------------------------------------------------------
+    def get_json(
+        self,
+        api: Api,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        cost: int,
+        label: str,
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """GET one page; returns the parsed envelope and the response headers.
+
+        Retries transient failures with backoff, waits out 429s, and raises one of the
+        `PipedriveError` subclasses (with a one-line, secret-free message) otherwise.
+        """
+        params = dict(params or {})
+        url = self.url(api, path)
+        what = f"{label}: {self.describe(api, path, params)}"
+        failures = 0
+        rate_limited = 0
+        auth_renewed = False
+        last_reason = ""
+        while True:
+            if self.stop_event.is_set():
+                raise RunStopped(f"{what}: not sent, the run is stopping")
+            self.limiter.before_request()
+            try:
+                response = self._session().get(
+                    url,
+                    params=params,
+                    headers=self.auth.headers(),
+                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                )
+            except requests.Timeout:
+                last_reason = "timed out"
+            except requests.RequestException as exc:
+                last_reason = f"connection failed ({type(exc).__name__})"
+            else:
+                self.limiter.after_response(response.headers)
+                self.metrics.record(label, cost)
+                outcome = outcome_for(response.status_code)
+                action = outcome.action
+                if action is Action.OK:
+                    body = self._parse(response)
+                    if body is not None:
+                        self._check_envelope(body, what)
+                        return body, response.headers
+                    last_reason = "the response was not JSON" + (
+                        " (an HTML page)" if b"<html" in response.content[:512].lower() else ""
+                    )
+                elif action is Action.RATE_LIMITED:
+                    rate_limited += 1
+                    wait = self._rate_limit_wait(response, rate_limited)
+                    if wait > self.settings.max_rate_limit_wait or self._says_budget(response):
+                        raise BudgetExhausted(
+                            f"{what}: the daily API token budget is exhausted"
+                            f" (Pipedrive asks to wait {wait:.0f}s)",
+                            retry_after=wait,
+                        )
+                    if rate_limited > self.settings.max_rate_limit_retries:
+                        raise TemporaryError(
+                            f"{what}: still rate limited after {rate_limited} waits"
+                        )
+                    self.metrics.note_retry(rate_limited=True)
+                    self.limiter.wait(wait)
+                    continue
+                elif action is Action.AUTH:
+                    if not auth_renewed and self.auth.on_unauthorized():
+                        auth_renewed = True
+                        continue
+                    raise AuthError(f"{outcome.message}: {what}")
+                elif action is Action.UNAVAILABLE:
+                    raise EntityUnavailable(
+                        f"{outcome.message}: {what}{self._error_detail(response)}",
+                        response.status_code,
+                    )
+                elif action is Action.FAIL:
+                    raise RequestFailed(
+                        f"{outcome.message}: {what}{self._error_detail(response)}",
+                        response.status_code,
+                    )
+                else:
+                    last_reason = outcome.message
+            failures += 1
+            if failures >= self.settings.max_attempts:
+                raise TemporaryError(f"{what}: gave up after {failures} attempts ({last_reason})")
+            self.metrics.note_retry()
+            self._sleep(self._backoff(failures))
+
+    @staticmethod
+    def _parse(response: requests.Response) -> dict[str, Any] | None:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    @staticmethod
+    def _check_envelope(body: dict[str, Any], what: str) -> None:
+        if body.get("success") is False:
+            raise BadResponse(f"{what}: Pipedrive answered success=false: {body.get('error')!r}")
+        if "data" not in body:
+            raise BadResponse(f"{what}: the response has no 'data' member")
+
+    def _rate_limit_wait(self, response: requests.Response, attempt: int) -> float:
+        for header in ("retry-after", "x-ratelimit-reset"):
+            raw = response.headers.get(header)
+            if raw is None:
+                continue
+            try:
+                return max(0.0, float(raw))
+            except ValueError:
+                when = _parse_http_date(raw)
+                if when is not None:
+                    return max(0.0, when.timestamp() - time.time())
+        return self._backoff(attempt)
+
+    @staticmethod
+    def _says_budget(response: requests.Response) -> bool:
+        text = response.content[:2048].lower()
+        return b"budget" in text or b"daily limit" in text
+
+    @staticmethod
+    def _error_detail(response: requests.Response) -> str:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            return ""
+        if isinstance(body, dict):
+            error = body.get("error") or body.get("message")
+            if isinstance(error, str) and error:
+                return f" ({redact(error[:200])})"
+        return ""
+
+    # -- pagination -----------------------------------------------------------------------
+    def iter_pages(
+        self,
+        api: Api,
+        path: str,
+        params: Mapping[str, Any] | None,
+        paginator: Paginator,
+        *,
+        cost: int,
+        label: str,
+    ) -> Iterator[Page]:
+        """Every page of a list, fetched ahead of the consumer when `prefetch` > 0."""
+        pages = self._pages(api, path, dict(params or {}), paginator, cost=cost, label=label)
+        if self.settings.prefetch <= 0:
+            yield from pages
+            return
+        yield from _prefetched(pages, self.settings.prefetch)
+
+    def _pages(
+        self,
+        api: Api,
+        path: str,
+        params: dict[str, Any],
+        paginator: Paginator,
+        *,
+        cost: int,
+        label: str,
+    ) -> Iterator[Page]:
+        page_params: dict[str, Any] | None = {**params, **paginator.first_params()}
+        while page_params is not None:
+            body, headers = self.get_json(api, path, page_params, cost=cost, label=label)
+            data = body.get("data")
+            if data is None:
+                items: list[dict[str, Any]] = []
+            elif isinstance(data, list):
+                items = data
+            else:
+                raise BadResponse(
+                    f"{label}: {self.describe(api, path, page_params)}: 'data' is a "
+                    f"{type(data).__name__}, expected a list"
+                )
+            request = self.describe(api, path, page_params)
+            following = paginator.next_params(body, items)
+            self.metrics.add_rows(label, len(items))
+            yield Page(
+                items=items,
+                body=body,
+                request=request,
+                next_position=paginator.position,
+                is_last=following is None,
+                server_time=_parse_http_date(headers.get("date")),
+            )
+            page_params = None if following is None else {**params, **following}
+
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+def _prefetched(pages: Iterator[Page], depth: int) -> Iterator[Page]:
+    """Run `pages` in a thread `depth` pages ahead, so HTTP overlaps the consumer's work."""
+    slots: queue.Queue[object] = queue.Queue(maxsize=depth)
+    closed = threading.Event()
+
+    def put(item: object) -> bool:
+        while not closed.is_set():
+            try:
+                slots.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for page in pages:
+                if not put(page):
+                    return
+            put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
+            put(_Failure(exc))
+
+    worker = threading.Thread(target=produce, name="pipedrive-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            assert isinstance(item, Page)
+            yield item
+    finally:
+        closed.set()

@@ -1,0 +1,142 @@
+"""Steps that run in the warehouse after a load: flag vanished rows, rewrite renamed labels.
+
+Both are idempotent and derive what to do from the warehouse itself (plus this run's complete
+id listings), so a crash between the load and these steps is repaired by the next run.
+Plain SQL through dlt's sql_client, so they work on any SQL destination dlt supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from dlt.common.pipeline import SupportsPipeline
+
+ID_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class DeletionResult:
+    table: str
+    rows: int
+
+
+def _sql_client(pipeline: SupportsPipeline) -> Any:
+    return pipeline.sql_client()  # type: ignore[attr-defined]
+
+
+def _table_exists(client: Any, table: str) -> bool:
+    try:
+        client.execute_sql(f"SELECT 1 FROM {client.make_qualified_table_name(table)} WHERE 1 = 0")
+    except Exception:  # noqa: BLE001 - "no such table" differs by destination
+        return False
+    return True
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _batches(values: Sequence[Any], size: int = ID_BATCH) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+def mark_vanished(
+    pipeline: SupportsPipeline,
+    table: str,
+    primary_key: str,
+    current_ids: set[Any],
+    *,
+    hard: bool = False,
+) -> int:
+    """Flag (or delete) rows whose id is no longer among `current_ids`; returns how many.
+
+    `current_ids` must come from a complete listing of the entity, or live rows would be lost.
+    """
+    with _sql_client(pipeline) as client:
+        if not _table_exists(client, table):
+            return 0
+        qualified = client.make_qualified_table_name(table)
+        pk = client.escape_column_name(primary_key)
+        deleted = client.escape_column_name("is_deleted")
+        rows = client.execute_sql(f"SELECT {pk} FROM {qualified} WHERE {deleted} IS NOT TRUE")
+        stored = {row[0] for row in rows or []}
+        normalized = {str(i) for i in current_ids}
+        vanished = sorted((i for i in stored if str(i) not in normalized), key=str)
+        for batch in _batches(vanished):
+            ids = ", ".join(_literal(i) for i in batch)
+            if hard:
+                client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({ids})")
+            else:
+                client.execute_sql(f"UPDATE {qualified} SET {deleted} = TRUE WHERE {pk} IN ({ids})")
+        return len(vanished)
+
+
+def apply_label_changes(pipeline: SupportsPipeline, changes_table: str) -> int:
+    """Rewrite renamed option labels in already-loaded rows; returns the number applied.
+
+    Pending changes are rows of `changes_table` with `applied_at` null, loaded atomically with
+    the data. Each is applied and marked in one transaction, in detection order.
+    """
+    with _sql_client(pipeline) as client:
+        if not _table_exists(client, changes_table):
+            return 0
+        qualified = client.make_qualified_table_name(changes_table)
+        pending = client.execute_sql(
+            f"SELECT _dlt_id, table_name, column_name, field_type, old_label, new_label"
+            f" FROM {qualified} WHERE applied_at IS NULL ORDER BY detected_at, _dlt_load_id"
+        )
+        applied = 0
+        for row_id, table, column, field_type, old, new in pending or []:
+            target = client.make_qualified_table_name(table)
+            col = client.escape_column_name(column)
+            with client.begin_transaction():
+                if field_type == "set":
+                    old_json = orjson.dumps(old).decode()
+                    new_json = orjson.dumps(new).decode()
+                    text = _cast_text(client, col)
+                    replaced = f"REPLACE({text}, %s, %s)"
+                    client.execute_sql(
+                        f"UPDATE {target} SET {col} = {_cast_json(client, replaced)}"
+                        f" WHERE {text} <> {replaced}",
+                        old_json,
+                        new_json,
+                        old_json,
+                        new_json,
+                    )
+                else:
+                    client.execute_sql(f"UPDATE {target} SET {col} = %s WHERE {col} = %s", new, old)
+                client.execute_sql(
+                    f"UPDATE {qualified} SET applied_at = CURRENT_TIMESTAMP WHERE _dlt_id = %s",
+                    row_id,
+                )
+            applied += 1
+        return applied
+
+
+def _dialect(client: Any) -> str:
+    return str(getattr(client.capabilities, "sqlglot_dialect", "") or "").lower()
+
+
+def _cast_text(client: Any, expression: str) -> str:
+    if _dialect(client) in ("postgres", "redshift"):
+        return f"{expression}::text"
+    return f"CAST({expression} AS VARCHAR)"
+
+
+def _cast_json(client: Any, expression: str) -> str:
+    dialect = _dialect(client)
+    if dialect in ("postgres", "redshift"):
+        return f"({expression})::jsonb"
+    if dialect == "duckdb":
+        return f"CAST({expression} AS JSON)"
+    if dialect == "snowflake":
+        return f"PARSE_JSON({expression})"
+    return expression

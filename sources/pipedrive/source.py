@@ -1,0 +1,286 @@
+"""The `pipedrive` dlt source: one resource per row of the entity table.
+
+Usable in any dlt pipeline with any destination:
+
+    import dlt
+    from sources.pipedrive import pipedrive_source
+
+    pipeline = dlt.pipeline("pipedrive", destination="duckdb", dataset_name="pipedrive")
+    pipeline.run(pipedrive_source(entities=["deals", "persons"]), loader_file_format="parquet")
+
+The token comes from dlt secrets (`sources.pipedrive.api_token`) or the argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dlt
+import pyarrow as pa
+from dlt.extract.resource import DltResource
+
+from .catalog import FieldCatalog
+from .context import RunContext, SyncOptions
+from .custom_fields import ColumnPlan
+from .entities import Api, Entity, Strategy, Stream, select_entities
+from .http import (
+    ApiTokenAuth,
+    Auth,
+    EntityUnavailable,
+    HttpSettings,
+    PipedriveClient,
+    TemporaryError,
+)
+from .http.client import DEFAULT_BASE_URL
+from .pages import build_table
+from .schema import load_schema, table_columns
+from .streams import StreamReader
+
+
+def _custom_keys(rows: list[dict[str, Any]], shape: Api) -> set[str]:
+    """Custom-field keys present in a page (v2: inside custom_fields; v1: 40-hex top-level keys)."""
+    if shape is Api.V2:
+        keys: set[str] = set()
+        for row in rows:
+            fields = row.get("custom_fields")
+            if isinstance(fields, dict):
+                keys.update(fields)
+        return keys
+    present: set[str] = set().union(*rows) if rows else set()
+    return {k for k in present if len(k) == 40 and all(c in "0123456789abcdef" for c in k)}
+
+
+class EntityExtractor:
+    """Turns one entity-table row into the generator behind its dlt resource."""
+
+    def __init__(
+        self, ctx: RunContext, entity: Entity, catalog: Callable[[], FieldCatalog]
+    ) -> None:
+        self.ctx = ctx
+        self.entity = entity
+        self._catalog = catalog
+        self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
+        self.readers: list[StreamReader] = []
+
+    @property
+    def catalog(self) -> FieldCatalog | None:
+        return self._catalog() if self.entity.has_custom_fields else None
+
+    def _plan(self, rows: list[dict[str, Any]] | None = None) -> ColumnPlan | None:
+        catalog = self.catalog
+        if catalog is None:
+            return None
+        plan = catalog.plan(self.entity)
+        if rows and not catalog.knows(self.entity, _custom_keys(rows, self.entity.api)):
+            # a field added since the cached definitions: read them again, once per run
+            plan = catalog.plan(self.entity, force=not catalog.refreshed_this_run(self.entity))
+        return plan
+
+    def _builder(self, constants: dict[str, Any]) -> Callable[[list[dict[str, Any]]], pa.Table]:
+        def build(rows: list[dict[str, Any]]) -> pa.Table:
+            return build_table(rows, self.standard, self._plan(rows), self.entity.api, constants)
+
+        return build
+
+    def _column_hints(self) -> dict[str, Any]:
+        hints: dict[str, Any] = dict(table_columns(self.entity.name))
+        plan = self._plan()
+        if plan is not None:
+            for name, column in plan.columns().items():
+                hints.setdefault(name, column)
+        if self.ctx.options.hard_deletes and "is_deleted" in hints:
+            hints["is_deleted"] = {**hints["is_deleted"], "hard_delete": True}
+        return hints
+
+    def _due(self, stream: Stream, state: dict[str, Any]) -> bool:
+        """Streams on a cadence (archived lists) are read only when their interval has passed."""
+        if stream.cadence is None or "resume" in state:
+            return True
+        interval: timedelta = getattr(self.ctx.options, stream.cadence)
+        last = state.get("read_at")
+        return last is None or datetime.now(UTC) - datetime.fromisoformat(last) >= interval
+
+    def rows(self) -> Iterator[Any]:
+        report = self.ctx.report(self.entity.name)
+        state = dlt.current.resource_state()
+        streams_state = state.setdefault("streams", {})
+        hinted = False
+        for stream in self.entity.streams:
+            if self.ctx.stopping:
+                report.status = "stopped"
+                return
+            stream_state = streams_state.setdefault(stream.key, {})
+            if not self._due(stream, stream_state):
+                continue
+            reader = StreamReader(
+                self.ctx,
+                self.entity,
+                stream,
+                stream_state,
+                self._builder(dict(stream.set_columns)),
+                chunk_pages=self.ctx.options.chunk_pages,
+            )
+            self.readers.append(reader)
+            try:
+                for table in reader.read():
+                    report.rows += table.num_rows
+                    report.pages += 1
+                    if not hinted:
+                        hinted = True
+                        hints = dlt.mark.make_hints(columns=self._column_hints())  # type: ignore[arg-type]
+                        yield dlt.mark.with_hints(table, hints)
+                    else:
+                        yield table
+            except EntityUnavailable as exc:
+                report.status = "skipped"
+                report.message = str(exc)
+                continue
+            except TemporaryError as exc:
+                report.status = "stopped"
+                report.message = str(exc)
+                self.ctx.stop(exc)
+                return
+            if reader.complete and stream.cadence is not None:
+                stream_state["read_at"] = datetime.now(UTC).isoformat()
+            report.more = report.more or reader.more
+        if report.status == "ok":
+            if self.entity.strategy is Strategy.FULL_REFRESH and all(
+                r.complete for r in self.readers
+            ):
+                self.ctx.record_listing(
+                    self.entity.name, set().union(*(r.seen_ids for r in self.readers))
+                )
+            yield from self._metadata()
+
+    def _metadata(self) -> Iterator[Any]:
+        """Mapping rows, raw definitions and label changes of this entity's custom fields."""
+        catalog = self.catalog
+        if catalog is None:
+            return
+        mapping = catalog.mapping_rows(self.entity)
+        if mapping:
+            yield dlt.mark.with_table_name(mapping, MAPPING_TABLE)
+        raw = catalog.raw_definitions(self.entity)
+        if raw:
+            yield dlt.mark.with_table_name(raw, definitions_table(self.entity))
+        changes = catalog.label_changes.pop(self.entity.singular, [])
+        if changes:
+            now = datetime.now(UTC)
+            rows = [
+                {
+                    "entity": self.entity.singular,
+                    "table_name": self.entity.name,
+                    "column_name": c.column,
+                    "field_type": c.field_type,
+                    "old_label": c.old_label,
+                    "new_label": c.new_label,
+                    "detected_at": now,
+                    "applied_at": None,
+                }
+                for c in changes
+            ]
+            yield dlt.mark.with_table_name(rows, LABEL_CHANGES_TABLE)
+
+
+MAPPING_TABLE = "custom_fields"
+LABEL_CHANGES_TABLE = "custom_field_label_changes"
+
+
+def definitions_table(entity: Entity) -> str:
+    return f"{entity.singular}_fields"
+
+
+def _register_metadata_tables(resource: DltResource, entity: Entity) -> None:
+    """Hints for the secondary tables an entity resource writes (before its own columns, so
+    the table variants do not inherit them)."""
+    variants: list[tuple[str, Any, list[str], list[dict[str, Any]]]] = [
+        (
+            MAPPING_TABLE,
+            "merge",
+            ["entity", "field_key"],
+            [
+                {"name": "entity", "data_type": "text", "nullable": False},
+                {"name": "field_key", "data_type": "text", "nullable": False},
+                {"name": "options", "data_type": "json"},
+                {"name": "is_active", "data_type": "bool"},
+            ],
+        ),
+        (definitions_table(entity), "replace", [], []),
+        (
+            LABEL_CHANGES_TABLE,
+            "append",
+            [],
+            [
+                {"name": "detected_at", "data_type": "timestamp"},
+                {"name": "applied_at", "data_type": "timestamp", "nullable": True},
+            ],
+        ),
+    ]
+    for table, disposition, primary_key, columns in variants:
+        resource.apply_hints(
+            table_name=table,
+            write_disposition=disposition,
+            primary_key=primary_key,
+            columns=columns,  # type: ignore[arg-type]
+            create_table_variant=True,
+        )
+
+
+def build_resources(
+    ctx: RunContext, entities: Sequence[Entity]
+) -> tuple[list[DltResource], dict[str, EntityExtractor]]:
+    """One dlt resource per entity, sharing one run context and one field catalog."""
+    catalog: list[FieldCatalog] = []
+
+    def shared_catalog() -> FieldCatalog:
+        # created on first use inside extract, where dlt source state is available
+        if not catalog:
+            catalog.append(FieldCatalog(ctx, dlt.current.source_state()))
+        return catalog[0]
+
+    resources: list[DltResource] = []
+    extractors: dict[str, EntityExtractor] = {}
+    for entity in entities:
+        extractor = EntityExtractor(ctx, entity, shared_catalog)
+        extractors[entity.name] = extractor
+        resource = dlt.resource(
+            extractor.rows(),
+            name=entity.name,
+            table_name=entity.name,
+            primary_key=entity.primary_key,
+            write_disposition="merge",
+        )
+        if entity.has_custom_fields:
+            _register_metadata_tables(resource, entity)
+        resource.apply_hints(columns=table_columns(entity.name))  # type: ignore[arg-type]
+        resources.append(resource)
+    return resources, extractors
+
+
+@dlt.source(max_table_nesting=0, schema=load_schema())
+def pipedrive_source(
+    api_token: str | None = dlt.secrets.value,
+    base_url: str = DEFAULT_BASE_URL,
+    entities: list[str] | None = None,
+    start_date: str | None = None,
+    ctx: RunContext | None = None,
+    auth: Auth | None = None,
+) -> Iterator[DltResource]:
+    """Pipedrive entities as dlt resources (merge on id, incremental on update_time).
+
+    `entities` selects tables (default: the core set); `start_date` limits history on the first
+    run; pass a `RunContext` to share options, HTTP settings and the per-entity report.
+    """
+    if ctx is None:
+        if auth is None:
+            if not api_token:
+                raise ValueError("a Pipedrive API token is required (sources.pipedrive.api_token)")
+            auth = ApiTokenAuth(api_token)
+        ctx = RunContext(
+            client=PipedriveClient(base_url, auth, HttpSettings()),
+            options=SyncOptions(start_date=start_date),
+        )
+    resources, _ = build_resources(ctx, select_entities(entities))
+    yield from resources

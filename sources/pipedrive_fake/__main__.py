@@ -1,0 +1,50 @@
+"""Serve a fake Pipedrive until Ctrl-C: `python -m sources.pipedrive_fake --port 8765 --deals 1000`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+
+from .fake import DEFAULT_SCALE, FakePipedrive
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sources.pipedrive_fake", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0: any free port")
+    parser.add_argument("--token", default="demo-token")
+    parser.add_argument("--seed", type=int, default=1)
+    for name, default in DEFAULT_SCALE.items():
+        parser.add_argument(f"--{name}", type=int, default=default, help=f"(default {default})")
+    parser.add_argument(
+        "--custom-fields", type=int, default=None, help="custom fields on deals (default ~23)"
+    )
+    parser.add_argument("--rate-limit", type=int, default=None, help="requests per 2 s window")
+    parser.add_argument("--daily-budget", type=int, default=None, help="daily token budget")
+    args = parser.parse_args(argv)
+    scale = {name: getattr(args, name) for name in DEFAULT_SCALE}
+    fake = FakePipedrive(
+        token=args.token,
+        seed=args.seed,
+        scale=scale,
+        rate_limit=args.rate_limit,
+        daily_budget=args.daily_budget,
+        custom_field_count=args.custom_fields,
+        host=args.host,
+        port=args.port,
+    )
+    fake.warm()
+    fake.start()
+    print(fake.base_url, flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fake.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

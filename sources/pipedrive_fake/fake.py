@@ -1,0 +1,823 @@
+"""`FakePipedrive`: an in-process, real-HTTP fake of the Pipedrive API for tests and benchmarks.
+
+    with FakePipedrive(token="t", seed=1, scale={"deals": 500}) as fake:
+        requests.get(f"{fake.base_url}/api/v2/deals", headers={"x-api-token": "t"})
+        fake.update("deals", 3, title="Renamed")          # stamps update_time, ticks the clock
+        key = fake.field_key("deals", "Título")           # custom field hashes by name
+
+See README-style notes in the package docstring (`sources/pipedrive_fake/__init__.py`).
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
+
+from . import generate as gen
+from .api import (
+    DEAL_STATUSES,
+    V1_SORTS,
+    V2_LISTS,
+    V2_TABLES,
+    HttpApi,
+    to_ms,
+)
+from .fields import (
+    CUSTOM_FIELD_ENTITIES,
+    FieldDef,
+    FieldRegistry,
+    check_value,
+    flatten_v1,
+    fmt_ms,
+    fmt_v1,
+    fmt_v2,
+    render_note_field,
+    render_v1,
+    render_v2,
+    table_name,
+)
+from .server import FaultRule, RateWindow, RequestRecord, make_server
+from .store import Row, Table, data_sort, seq_sort, time_sort
+
+DEFAULT_NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
+DEFAULT_SCALE: dict[str, int] = {
+    "deals": 200,
+    "persons": 100,
+    "organizations": 50,
+    "activities": 150,
+    "products": 30,
+    "leads": 60,
+    "notes": 80,
+}
+N_PIPELINES = 2
+STAGES_PER_PIPELINE = 5
+ENTITIES = (
+    "deals",
+    "persons",
+    "organizations",
+    "activities",
+    "products",
+    "pipelines",
+    "stages",
+    "leads",
+    "notes",
+)
+DELETED_SHARE = 0.03  # generated persons, orgs, ... that are (soft-)deleted
+class FakePipedrive(HttpApi):
+    """A fake Pipedrive account served over real HTTP on loopback.
+
+    Data is generated deterministically from `seed` at construction; `start()` serves it.
+    Thread-safe: tests may mutate records while a client pages through them.
+    """
+
+    def __init__(
+        self,
+        token: str = "test-token",
+        seed: int = 1,
+        scale: Mapping[str, int] | None = None,
+        rate_limit: int | None = None,
+        daily_budget: int | None = None,
+        *,
+        custom_field_count: int | Mapping[str, int] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        now: datetime | None = None,
+        compact_threshold: int = 200_000,
+    ) -> None:
+        unknown = set(scale or {}) - set(DEFAULT_SCALE)
+        if unknown:
+            raise ValueError(
+                f"unknown scale keys {sorted(unknown)}; known: {sorted(DEFAULT_SCALE)}"
+            )
+        self.token = token
+        self.seed = seed
+        self.scale = {**DEFAULT_SCALE, **(scale or {})}
+        self.rate_limit = rate_limit
+        self.daily_budget = daily_budget
+        self.host = host
+        self.port = port
+        self.v1_pagination_mode: str | None = (
+            None  # None | "omit_next_start" | "false_with_next_start"
+        )
+        self._now_ms = to_ms(now or DEFAULT_NOW)
+        self._lock = threading.RLock()
+        self._log_lock = threading.Lock()
+        self._log: list[RequestRecord] = []
+        self._hooks: list[Callable[[RequestRecord], Any]] = []
+        self._faults: list[FaultRule] = []
+        self._window = RateWindow(rate_limit)
+        self._budget_lock = threading.Lock()
+        self._tokens_used = 0
+        self._stop = threading.Event()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+        if isinstance(custom_field_count, int):
+            counts = {"deals": custom_field_count}
+        else:
+            counts = {table_name(k): v for k, v in (custom_field_count or {}).items()}
+        self.registry = FieldRegistry(seed, self._now_ms, counts)
+        self._cf_keys: dict[str, list[str]] = {}
+        self._cf_defs: dict[str, list[FieldDef]] = {}
+        for ent in CUSTOM_FIELD_ENTITIES:
+            self._refresh_fields(ent)
+        self._ctx = gen.Context(seed=seed, now_ms=self._now_ms, registry=self.registry)
+        self.tables: dict[str, Table] = self._make_tables(compact_threshold)
+        self._next_id: dict[str, int] = {}
+        started = time.perf_counter()
+        gc_was_enabled = gc.isenabled()
+        gc.disable()  # millions of new dicts: the cyclic GC would only slow generation down
+        try:
+            self._generate()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        if sum(self.scale.values()) > 100_000:
+            gc.freeze()  # keep the collector from walking millions of long-lived records
+        self.generation_seconds = time.perf_counter() - started
+        self._routes = self._make_routes()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> FakePipedrive:
+        if self._server is not None:
+            return self
+        self._stop.clear()
+        self._server = make_server(self, self.host, self.port)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"fake-pipedrive:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()  # wakes stalled requests
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server.close_connections()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> FakePipedrive:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if not self.port:
+            raise RuntimeError("the fake was never started")
+        return f"http://{self.host}:{self.port}"  # stays valid after stop(); start() reuses it
+
+    def url(self, path: str) -> str:
+        """Full URL of a path like "/api/v2/deals"."""
+        return self.base_url + path
+
+    def warm(self) -> None:
+        """Render every record and build the common indexes now (before a benchmark)."""
+        with self._lock:
+            for table in self.tables.values():
+                for row in table.by_seq:
+                    table.blob(row)
+                for sort_by in ("id", "update_time"):
+                    if sort_by in table.sort_values:
+                        table.index(sort_by, "live")
+
+    # ------------------------------------------------------------------ clock
+
+    @property
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self._now_ms / 1000, tz=UTC)
+
+    @now.setter
+    def now(self, value: datetime) -> None:
+        with self._lock:
+            self._now_ms = to_ms(value)
+
+    def advance(self, seconds: float = 1.0) -> datetime:
+        with self._lock:
+            self._now_ms += round(seconds * 1000)
+            return self.now
+
+    def _stamp(self, table: str, at: datetime | str | None) -> int:
+        ms = to_ms(at) if at is not None else self._now_ms
+        if table != "leads":
+            ms -= ms % 1000  # v2 and v1 notes: whole seconds
+        return ms
+
+    # ------------------------------------------------------------------ fields
+
+    def _refresh_fields(self, entity: str) -> None:
+        defs = self.registry.custom(entity)
+        self._cf_defs[entity] = defs
+        self._cf_keys[entity] = [f.key for f in defs]
+
+    def _fields_changed(self, entity: str) -> None:
+        ent = "deals" if entity == "leads" else entity
+        if ent not in CUSTOM_FIELD_ENTITIES:
+            return
+        self._refresh_fields(ent)
+        for t in (ent, "leads") if ent == "deals" else (ent,):
+            if t in getattr(self, "tables", {}):
+                self.tables[t].fields_changed()
+
+    def custom_field_defs(self, entity: str) -> list[FieldDef]:
+        """The active custom fields of an entity (leads: the deal fields). Do not mutate."""
+        with self._lock:
+            return list(self.registry.custom(entity))
+
+    def field_keys(self, entity: str, name: str) -> list[str]:
+        """Keys of the active custom fields named `name` (several for deals' "Source")."""
+        with self._lock:
+            return self.registry.keys_named(entity, name)
+
+    def field_key(self, entity: str, name: str) -> str:
+        """The key of the one active custom field named `name`."""
+        keys = self.field_keys(entity, name)
+        if len(keys) != 1:
+            raise LookupError(f"{len(keys)} custom fields named {name!r} on {entity}: {keys}")
+        return keys[0]
+
+    def field_key_for_type(self, entity: str, field_type: str) -> str:
+        """The key of the canonical (first) custom field of a type, e.g. "monetary"."""
+        for f in self.custom_field_defs(entity):
+            if f.field_type == field_type:
+                return f.key
+        raise LookupError(f"no {field_type} custom field on {entity}")
+
+    def field(self, entity: str, key: str) -> FieldDef:
+        with self._lock:
+            return self.registry.get(entity, key, include_deleted=True)
+
+    def stale_option_ids(self, entity: str, key: str) -> list[int]:
+        """Option ids records may hold although the field no longer defines them."""
+        return [o.id for o in self.field(entity, key).deleted_options]
+
+    def add_field(
+        self,
+        entity: str,
+        name: str,
+        field_type: str,
+        options: list[str] | None = None,
+    ) -> str:
+        """Add a custom field (records get null for it, update_time unchanged); returns its key."""
+        with self._lock:
+            f = self.registry.add(entity, name, field_type, options, at_ms=self._now_ms)
+            self._fields_changed(table_name(entity))
+            return f.key
+
+    def rename_field(self, entity: str, key: str, new_name: str) -> None:
+        with self._lock:
+            f = self.registry.get(entity, key)
+            f.name = new_name
+            f.update_time = self._now_ms
+            self._fields_changed(table_name(entity))
+
+    def add_option(self, entity: str, key: str, label: str) -> int:
+        with self._lock:
+            f = self._option_field(entity, key)
+            opt = self.registry.add_option(f, label)
+            f.update_time = self._now_ms
+            self._fields_changed(table_name(entity))
+            return opt.id
+
+    def rename_option(self, entity: str, key: str, option_id: int, new_label: str) -> None:
+        with self._lock:
+            f = self._option_field(entity, key)
+            for o in f.options or []:
+                if o.id == option_id:
+                    o.label = new_label
+                    o.update_time = self._now_ms
+                    f.update_time = self._now_ms
+                    self._fields_changed(table_name(entity))
+                    return
+            raise LookupError(f"field {key} has no option {option_id}")
+
+    def delete_option(self, entity: str, key: str, option_id: int) -> None:
+        """Remove an option from the definition; records keep holding its id (stale)."""
+        with self._lock:
+            f = self._option_field(entity, key)
+            for o in list(f.options or []):
+                if o.id == option_id:
+                    assert f.options is not None
+                    f.options.remove(o)
+                    f.deleted_options.append(o)
+                    f.update_time = self._now_ms
+                    self._fields_changed(table_name(entity))
+                    return
+            raise LookupError(f"field {key} has no option {option_id}")
+
+    def delete_field(self, entity: str, key: str) -> None:
+        """Delete a custom field: it vanishes from the *Fields lists (v2 and v1 alike) and its
+        values vanish from the records, whose update_time does not change."""
+        with self._lock:
+            f = self.registry.get(entity, key)
+            if not f.custom:
+                raise ValueError(f"{key} is a standard field; only custom fields can be deleted")
+            f.deleted = True
+            self._fields_changed(table_name(entity))
+
+    def _option_field(self, entity: str, key: str) -> FieldDef:
+        f = self.registry.get(entity, key)
+        if f.options is None:
+            raise ValueError(f"{key} ({f.field_type}) has no options")
+        return f
+
+    def field_definitions(self, entity: str) -> list[dict[str, Any]]:
+        """The field definitions exactly as the *Fields endpoint serves them (all pages)."""
+        with self._lock:
+            t = table_name(entity)
+            if t == "leads":
+                return [render_v1(f) for f in self.registry.active("leads")]
+            if t == "notes":
+                return [render_note_field(f) for f in self.registry.active("notes")]
+            return [render_v2(f, with_description=t == "deals") for f in self.registry.active(t)]
+
+    # ------------------------------------------------------------------ tables
+
+    def _make_tables(self, compact_threshold: int) -> dict[str, Table]:
+        def v2_render(entity: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+            keys_by_entity = self._cf_keys
+
+            def render(d: dict[str, Any]) -> dict[str, Any]:
+                cf = d.get("custom_fields") or {}
+                keys = keys_by_entity[entity]
+                if len(cf) == len(keys) and list(cf) == keys:
+                    return d  # already exactly the active fields, in order
+                out = dict(d)
+                out["custom_fields"] = {k: cf.get(k) for k in keys}
+                return out
+
+            return render
+
+        def lead_render(d: dict[str, Any]) -> dict[str, Any]:
+            out = {k: v for k, v in d.items() if k != "custom_fields"}
+            flatten_v1(self._cf_defs["deals"], d.get("custom_fields") or {}, out)
+            return out
+
+        def listed(r: Row) -> str | None:
+            return None if r.deleted else "live"
+
+        def with_archive(r: Row) -> str | None:
+            return "archived" if r.archived else "live"
+
+        def lead_part(r: Row) -> str | None:
+            return None if r.deleted else ("archived" if r.archived else "live")
+
+        std_sorts = {
+            "id": seq_sort,
+            "seq": seq_sort,
+            "update_time": time_sort("update_time"),
+            "add_time": time_sort("add_time"),
+        }
+        tables: dict[str, Table] = {}
+        for t in V2_TABLES:
+            sorts = dict(std_sorts)
+            for extra in V2_LISTS[t].sort_by:
+                if extra not in sorts:
+                    sorts[extra] = data_sort(extra, -1 if extra == "order_nr" else "")
+            tables[t] = Table(
+                t,
+                render=v2_render(t) if t in CUSTOM_FIELD_ENTITIES else None,
+                partition=with_archive if t == "deals" else listed,
+                sort_values=sorts,
+            )
+        for t in ("leads", "notes"):
+            sorts = {"seq": seq_sort}
+            for key, default in V1_SORTS[t].items():
+                if key in ("add_time", "update_time"):
+                    sorts[key] = time_sort(key)
+                elif t == "notes" and key == "id":
+                    sorts[key] = seq_sort
+                else:
+                    sorts[key] = data_sort(key, default)
+            tables[t] = Table(
+                t,
+                render=lead_render if t == "leads" else None,
+                partition=lead_part if t == "leads" else listed,
+                sort_values=sorts,
+                compactable=t != "leads",
+            )
+        for t, table in tables.items():
+            table.compact = self.scale.get(t, 0) > compact_threshold and table.compactable
+        return tables
+
+    def _insert(self, t: str, row: Row) -> None:
+        table = self.tables[t]
+        table.insert(row)
+        if table.compact:
+            table.blob(row)  # render now and drop the dict: big tables live as bytes
+
+    def _generate(self) -> None:
+        ctx = self._ctx
+        seed = self.seed
+        n = self.scale
+        now = self._now_ms
+        ctx.org_ids = list(range(1, n["organizations"] + 1))
+        ctx.person_ids = list(range(1, n["persons"] + 1))
+        ctx.deal_ids = list(range(1, n["deals"] + 1))
+        ctx.activity_ids = list(range(1, n["activities"] + 1))
+        ctx.product_ids = list(range(1, n["products"] + 1))
+        ctx.bulk_times = gen.make_bulk_times(random.Random(f"{seed}/bulk"), now)
+
+        rng = random.Random(f"{seed}/pipelines")
+        created = now - 800 * gen.DAY
+        for p in range(1, N_PIPELINES + 1):
+            at = created + p * 1000
+            d = gen.pipeline(ctx, rng, p, at, at + p * gen.DAY)
+            self._insert("pipelines", Row(p, p, d, at, at + p * gen.DAY))
+        sid = 0
+        for p in range(1, N_PIPELINES + 1):
+            for order in range(1, STAGES_PER_PIPELINE + 1):
+                sid += 1
+                at = created + sid * 60_000
+                d = gen.stage(ctx, rng, sid, at, at + sid * 1000, p, order)
+                ctx.stage_pipeline[sid] = p
+                ctx.stage_ids.append(sid)
+                self._insert("stages", Row(sid, sid, d, at, at + sid * 1000))
+
+        for ent in CUSTOM_FIELD_ENTITIES:
+            ctx.build_pools(ent, random.Random(f"{seed}/pools/{ent}"))
+
+        def simple(t: str, maker: Callable[..., dict[str, Any]], count: int, names: dict | None):
+            r = random.Random(f"{seed}/{t}")
+            for i in range(1, count + 1):
+                at, ut = ctx.times(r)
+                d = maker(ctx, r, i, at, ut)
+                if names is not None:
+                    names[i] = d["name"]
+                deleted = r.random() < DELETED_SHARE
+                if deleted:
+                    d["is_deleted"] = True
+                self._insert(t, Row(i, i, d, at, ut, deleted=deleted))
+
+        simple("organizations", gen.organization, n["organizations"], ctx.org_names)
+        simple("persons", gen.person, n["persons"], ctx.person_names)
+        simple("products", gen.product, n["products"], None)
+
+        r = random.Random(f"{seed}/leads")
+        for i in range(1, n["leads"] + 1):
+            at, ut = ctx.times(r)
+            d, archived = gen.lead(ctx, r, i, at, ut)
+            ctx.lead_ids.append(d["id"])
+            deleted = r.random() < DELETED_SHARE
+            self._insert("leads", Row(d["id"], i, d, at, ut, archived=archived, deleted=deleted))
+        self._fix_lead_times()
+
+        r = random.Random(f"{seed}/deals")
+        for i in range(1, n["deals"] + 1):
+            at, ut = ctx.times(r)
+            d, status, archived = gen.deal(ctx, r, i, at, ut)
+            ctx.deal_titles[i] = d["title"]
+            self._insert(
+                "deals",
+                Row(i, i, d, at, ut, status=status, archived=archived, deleted=status == "deleted"),
+            )
+
+        simple("activities", gen.activity, n["activities"], None)
+
+        r = random.Random(f"{seed}/notes")
+        for i in range(1, n["notes"] + 1):
+            at, ut = ctx.times(r)
+            d = gen.note(ctx, r, i, at, ut)
+            deleted = r.random() < DELETED_SHARE
+            if deleted:
+                d["active_flag"] = False
+            self._insert("notes", Row(i, i, d, at, ut, deleted=deleted))
+
+        for t in ENTITIES:
+            self._next_id[t] = len(self.tables[t].rows) + 1
+
+    def _fix_lead_times(self) -> None:
+        """Lead rows carry millisecond timestamps: make Row.at/ut match the served strings."""
+        for row in self.tables["leads"].by_seq:
+            d = self.tables["leads"].data(row)
+            row.at = to_ms(d["add_time"])
+            row.ut = to_ms(d["update_time"])
+
+    # ------------------------------------------------------------------ records
+
+    def _table(self, entity: str) -> tuple[str, Table]:
+        t = table_name(entity) if entity not in self.tables else entity
+        if t not in self.tables:
+            raise ValueError(f"unknown entity {entity!r}; known: {', '.join(self.tables)}")
+        return t, self.tables[t]
+
+    def _row(self, entity: str, id: Any) -> tuple[str, Table, Row]:
+        t, table = self._table(entity)
+        row = table.rows.get(id)
+        if row is None:
+            raise KeyError(f"no {t} record with id {id!r}")
+        return t, table, row
+
+    def records(
+        self, entity: str, *, deleted: bool | None = False, archived: bool | None = None
+    ) -> list[dict[str, Any]]:
+        """Records exactly as the list endpoints serve them, in id order.
+
+        deleted: False → not deleted (default), True → only deleted ones, None → both.
+        archived: None → both (default), True → only archived, False → only not archived.
+        """
+        with self._lock:
+            _t, table = self._table(entity)
+            return [
+                table.served(r)
+                for r in table.by_seq
+                if (deleted is None or r.deleted == deleted)
+                and (archived is None or r.archived == archived)
+            ]
+
+    def record(self, entity: str, id: Any) -> dict[str, Any]:
+        """One record as served (even a deleted one)."""
+        with self._lock:
+            _t, table, row = self._row(entity, id)
+            return table.served(row)
+
+    def ids(
+        self, entity: str, *, deleted: bool | None = False, archived: bool | None = None
+    ) -> list:
+        with self._lock:
+            _t, table = self._table(entity)
+            return [
+                r.id
+                for r in table.by_seq
+                if (deleted is None or r.deleted == deleted)
+                and (archived is None or r.archived == archived)
+            ]
+
+    def _fmt(self, t: str, ms: int) -> str:
+        if t == "leads":
+            return fmt_ms(ms)
+        if t == "notes":
+            return fmt_v1(ms)
+        return fmt_v2(ms)
+
+    def _apply(self, t: str, data: dict[str, Any], fields: dict[str, Any], ms: int) -> None:
+        allowed = set(data)
+        bad = [k for k in fields if k not in allowed]
+        if bad:
+            raise ValueError(f"{t} records have no field(s) {bad}; known: {sorted(allowed)}")
+        old_status = data.get("status")
+        for key, value in fields.items():
+            if key == "custom_fields":
+                cf_ent = "deals" if t == "leads" else t
+                defs = {f.key: f for f in self._cf_defs.get(cf_ent, [])}
+                merged = dict(data.get("custom_fields") or {})
+                for k, v in (value or {}).items():
+                    if k not in defs:
+                        raise ValueError(f"{k!r} is not an active custom field of {cf_ent}")
+                    check_value(defs[k], v)
+                    merged[k] = v
+                data["custom_fields"] = merged
+                continue
+            if isinstance(value, datetime):
+                value = self._fmt(t, to_ms(value))
+            elif isinstance(value, date):
+                value = value.isoformat()
+            data[key] = value
+        if t == "deals":
+            status = data["status"]
+            if status not in DEAL_STATUSES:
+                raise ValueError(f"deal status must be one of {DEAL_STATUSES}")
+            if "status" in fields and status != old_status:
+                stamp = fmt_v2(ms)
+                if status in ("open", "won", "lost"):
+                    for k in ("won_time", "lost_time", "close_time"):
+                        if k not in fields:
+                            data[k] = None
+                    if status != "lost" and "lost_reason" not in fields:
+                        data["lost_reason"] = None
+                if status in ("won", "lost"):
+                    data.setdefault("close_time", None)
+                    if "close_time" not in fields:
+                        data["close_time"] = stamp
+                    k = "won_time" if status == "won" else "lost_time"
+                    if k not in fields:
+                        data[k] = stamp
+                if "is_deleted" not in fields:
+                    data["is_deleted"] = status == "deleted"
+            if "stage_id" in fields and "pipeline_id" not in fields:
+                data["pipeline_id"] = self._ctx.stage_pipeline.get(data["stage_id"])
+
+    def _sync_flags(self, t: str, row: Row, data: dict[str, Any]) -> None:
+        if t == "deals":
+            row.status = data["status"]
+            row.archived = bool(data["is_archived"])
+            row.deleted = bool(data["is_deleted"]) or data["status"] == "deleted"
+        elif t == "leads":
+            row.archived = bool(data["is_archived"])
+        elif t == "notes":
+            row.deleted = not data["active_flag"]
+        else:
+            row.deleted = bool(data.get("is_deleted"))
+
+    def add(
+        self,
+        entity: str,
+        *,
+        at: datetime | str | None = None,
+        tick: bool = True,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Create a record (random realistic values, overridden by `fields`); returns it as
+        served. add_time = update_time = `at` or now; then the clock ticks 1 s unless tick=False.
+        Custom field values are given in the v2 shape: custom_fields={key: value}."""
+        with self._lock:
+            t, table = self._table(entity)
+            ms = self._stamp(t, fields.pop("update_time", None) or at)
+            ctx = self._ctx
+            i = self._next_id[t]
+            self._next_id[t] += 1
+            rng = random.Random(f"{self.seed}/add/{t}/{i}")
+            status, archived = None, False
+            if t == "deals":
+                data, status, archived = gen.deal(ctx, rng, i, ms, ms)
+                status = "open"  # a new deal is open until a test says otherwise
+                data.update(
+                    status=status, is_deleted=False, is_archived=False, won_time=None,
+                    lost_time=None, close_time=None, lost_reason=None, stage_change_time=None,
+                )  # fmt: skip
+                archived = False
+            elif t == "leads":
+                data, _ = gen.lead(ctx, rng, i, ms, ms)
+                data.update(add_time=fmt_ms(ms), update_time=fmt_ms(ms), is_archived=False)
+            elif t == "stages":
+                pipeline_id = fields.get("pipeline_id", 1)
+                order = 1 + sum(
+                    1 for r in table.by_seq if table.data(r)["pipeline_id"] == pipeline_id
+                )
+                data = gen.stage(ctx, rng, i, ms, ms, pipeline_id, order)
+            else:
+                maker = {
+                    "persons": gen.person,
+                    "organizations": gen.organization,
+                    "products": gen.product,
+                    "activities": gen.activity,
+                    "pipelines": gen.pipeline,
+                    "notes": gen.note,
+                }[t]
+                data = maker(ctx, rng, i, ms, ms)
+                if t == "activities" and data["done"]:
+                    data["marked_as_done_time"] = fmt_v2(ms)
+            if "custom_fields" in data:
+                data["custom_fields"] = dict.fromkeys(data["custom_fields"])  # start empty
+            self._apply(t, data, fields, ms)
+            rid = data["id"]
+            row = Row(rid, i, data, ms, ms, status=status, archived=archived)
+            self._sync_flags(t, row, data)
+            if rid in table.rows:
+                raise ValueError(f"{t} id {rid!r} exists already")
+            self._insert(t, row)
+            if t == "organizations":
+                ctx.org_ids.append(rid)
+                ctx.org_names[rid] = data["name"]
+            elif t == "persons":
+                ctx.person_ids.append(rid)
+                ctx.person_names[rid] = data["name"]
+            elif t == "deals":
+                ctx.deal_ids.append(rid)
+                ctx.deal_titles[rid] = data["title"]
+            elif t == "leads":
+                ctx.lead_ids.append(rid)
+            elif t == "activities":
+                ctx.activity_ids.append(rid)
+            elif t == "stages":
+                ctx.stage_pipeline[rid] = data["pipeline_id"]
+                ctx.stage_ids.append(rid)
+            if tick:
+                self._now_ms += 1000
+            return table.served(row)
+
+    def update(
+        self,
+        entity: str,
+        id: Any,
+        *,
+        at: datetime | str | None = None,
+        tick: bool = True,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Change fields of a record (custom_fields={key: v2 value} merges); update_time =
+        `at` or now, then the clock ticks 1 s unless tick=False. Returns the record as served."""
+        return self._mutate(entity, id, at, tick, fields)
+
+    def _mutate(
+        self,
+        entity: str,
+        id: Any,
+        at: datetime | str | None,
+        tick: bool,
+        fields: dict[str, Any],
+        deleted: bool | None = None,
+    ) -> dict[str, Any]:
+        with self._lock:
+            t, table, row = self._row(entity, id)
+            if "id" in fields:
+                raise ValueError("ids cannot change")
+            ms = self._stamp(t, fields.pop("update_time", None) or at)
+            data = dict(table.data(row))
+            self._apply(t, data, fields, ms)
+            data["update_time"] = self._fmt(t, ms)
+            before = table.snapshot(row)
+            row.ut = ms
+            self._sync_flags(t, row, data)
+            if deleted is not None:
+                row.deleted = deleted
+            table.replace(row, data, before)
+            if t == "stages" and "pipeline_id" in fields:
+                self._ctx.stage_pipeline[row.id] = data["pipeline_id"]
+            if tick:
+                self._now_ms += 1000
+            return table.served(row)
+
+    def delete(
+        self, entity: str, id: Any, *, at: datetime | str | None = None, tick: bool = True
+    ) -> None:
+        """Delete a record. Deals stay listed with status "deleted" (only when asked for);
+        everything else vanishes from the lists but is kept (see `records(deleted=True)`)."""
+        t, _table = self._table(entity)
+        if t == "deals":
+            self._mutate(t, id, at, tick, {"status": "deleted", "is_deleted": True})
+        elif t == "notes":
+            self._mutate(t, id, at, tick, {"active_flag": False})
+        elif t == "leads":
+            self._mutate(t, id, at, tick, {}, deleted=True)
+        else:
+            self._mutate(t, id, at, tick, {"is_deleted": True})
+
+    def archive(
+        self, entity: str, id: Any, *, at: datetime | str | None = None, tick: bool = True
+    ) -> dict[str, Any]:
+        """Archive a deal or lead: it leaves /deals (/leads) for /deals/archived (/leads/archived)."""
+        return self._set_archived(entity, id, True, at, tick)
+
+    def unarchive(
+        self, entity: str, id: Any, *, at: datetime | str | None = None, tick: bool = True
+    ) -> dict[str, Any]:
+        return self._set_archived(entity, id, False, at, tick)
+
+    def _set_archived(
+        self, entity: str, id: Any, value: bool, at: datetime | str | None, tick: bool
+    ) -> dict[str, Any]:
+        t, _table = self._table(entity)
+        if t not in ("deals", "leads"):
+            raise ValueError(f"only deals and leads can be archived, not {t}")
+        return self.update(t, id, at=at, tick=tick, is_archived=value)
+
+    # ------------------------------------------------------------------ requests, hooks, faults
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """A snapshot of every request received so far."""
+        with self._log_lock:
+            return list(self._log)
+
+    def reset_requests(self) -> None:
+        with self._log_lock:
+            self._log.clear()
+
+    @property
+    def token_leaked_in_url(self) -> bool:
+        return any(r.token_in_url for r in self.requests)
+
+    def on_request(self, hook: Callable[[RequestRecord], Any] | None) -> None:
+        """Call `hook(record)` for every request before its response is built (None: clear)."""
+        with self._lock:
+            if hook is None:
+                self._hooks.clear()
+            else:
+                self._hooks.append(hook)
+
+    def add_fault(self, rule: FaultRule) -> FaultRule:
+        with self._lock:
+            self._faults.append(rule)
+        return rule
+
+    def clear_faults(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    @property
+    def tokens_used(self) -> int:
+        with self._budget_lock:
+            return self._tokens_used
+
+    def reset_budget(self) -> None:
+        with self._budget_lock:
+            self._tokens_used = 0
+
+    def reset_rate_window(self) -> None:
+        self._window.reset()

@@ -1,0 +1,163 @@
+"""Shared fixtures: a running fake Pipedrive, an isolated dlt working dir, and sync helpers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipelines.pipedrive_sync.runner import RunResult, run_sync
+from pipelines.pipedrive_sync.settings import RunSettings, resolve
+from pipelines.pipedrive_sync.warehouse import open_duckdb
+from sources.pipedrive.http import HttpSettings
+from sources.pipedrive_fake import FakePipedrive
+
+TOKEN = "test-token-0123456789abcdef"
+SMALL_SCALE = {
+    "deals": 120,
+    "persons": 60,
+    "organizations": 30,
+    "activities": 80,
+    "products": 20,
+    "leads": 40,
+    "notes": 50,
+}
+FAST_HTTP = HttpSettings(
+    connect_timeout=2.0,
+    read_timeout=2.0,
+    max_attempts=4,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    max_rate_limit_wait=30.0,
+    page_limit=50,  # small pages so every test crosses page boundaries
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test gets its own cwd and dlt data dir, and no real credentials leak in."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / "dlt-data"))
+    monkeypatch.setenv("RUNTIME__LOG_LEVEL", "ERROR")
+    for name in list(os.environ):
+        if name.startswith(("PIPEDRIVE_", "SOURCES__PIPEDRIVE", "DESTINATION__")):
+            monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture
+def fake() -> Iterator[FakePipedrive]:
+    server = FakePipedrive(token=TOKEN, seed=7, scale=dict(SMALL_SCALE)).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class Syncer:
+    """Runs syncs against a fake into one DuckDB file, like cron would."""
+
+    def __init__(
+        self, fake: FakePipedrive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        self.fake = fake
+        self.db_path = tmp_path / "pipedrive.duckdb"
+        monkeypatch.setenv("PIPEDRIVE_API_TOKEN", TOKEN)
+        monkeypatch.setenv("PIPEDRIVE_BASE_URL", fake.base_url)
+
+    def settings(self, **overrides: Any) -> RunSettings:
+        http = overrides.pop("http", FAST_HTTP)
+        options = overrides.pop("options", {})
+        settings = resolve(duckdb_path=str(self.db_path), **overrides)
+        settings.http = http
+        settings.options = replace(settings.options, **options)
+        return settings
+
+    def run(self, **overrides: Any) -> RunResult:
+        return run_sync(self.settings(**overrides))
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with open_duckdb(self.db_path) as con:
+            return con.execute(sql).fetchall()
+
+    def columns(self, table: str) -> dict[str, str]:
+        with open_duckdb(self.db_path) as con:
+            rows = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = 'pipedrive' AND table_name = ? ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+        return dict(rows)
+
+
+@pytest.fixture
+def syncer(fake: FakePipedrive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Syncer:
+    return Syncer(fake, tmp_path, monkeypatch)
+
+
+# -- comparing the warehouse with the fake ------------------------------------------------------
+def _expected(value: Any, data_type: str) -> Any:
+    from datetime import date, datetime, time
+
+    if value is None:
+        return None
+    if data_type == "timestamp":
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00").replace(" ", "T", 1))
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if data_type == "date":
+        return date.fromisoformat(str(value)[:10])
+    if data_type == "time":
+        return time.fromisoformat(str(value))
+    if data_type == "double":
+        return float(value)
+    return value
+
+
+def _actual(value: Any, data_type: str) -> Any:
+    if value is None:
+        return None
+    if data_type == "json":
+        return orjson.loads(value) if isinstance(value, str) else value
+    if data_type == "timestamp":
+        return value.astimezone(UTC)
+    return value
+
+
+def table_rows(syncer: Syncer, table: str) -> dict[Any, dict[str, Any]]:
+    """Warehouse rows of a table keyed by id."""
+    with open_duckdb(syncer.db_path) as con:
+        cursor = con.execute(f'SELECT * FROM "{table}"')
+        names = [d[0] for d in cursor.description]
+        return {
+            row[names.index("id")]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()
+        }
+
+
+def assert_matches_fake(syncer: Syncer, table: str, expected_records: list[dict[str, Any]]) -> None:
+    """Every standard column of every row equals the fake's record; no extra, no missing rows."""
+    from sources.pipedrive.schema import standard_types
+
+    types = standard_types(table)
+    actual = table_rows(syncer, table)
+    expected = {r["id"]: r for r in expected_records}
+    assert sorted(actual, key=str) == sorted(expected, key=str), f"{table}: id sets differ"
+    for record_id, record in expected.items():
+        row = actual[record_id]
+        for column, data_type in types.items():
+            if column not in record:
+                continue
+            want = _expected(record[column], data_type)
+            got = _actual(row.get(column), data_type)
+            assert got == want, f"{table} id={record_id} column {column}: {got!r} != {want!r}"
+
+
+def all_deals(fake: FakePipedrive) -> list[dict[str, Any]]:
+    """Every deal the warehouse should hold: live, deleted and archived."""
+    records = {r["id"]: r for r in fake.records("deals", deleted=None, archived=None)}
+    return list(records.values())

@@ -1,0 +1,131 @@
+"""Pure pieces of the HTTP layer: paginators, rate limiter, status table, redaction, URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from sources.pipedrive.http import (
+    CursorPaginator,
+    OffsetPaginator,
+    RateLimiter,
+    redact,
+    register_secret,
+)
+from sources.pipedrive.http.client import normalize_base_url
+from sources.pipedrive.http.errors import STATUS_TABLE, Action, outcome_for
+
+
+def test_cursor_paginator_follows_next_cursor_until_null() -> None:
+    pager = CursorPaginator(limit=500)
+    assert pager.first_params() == {"limit": 500}
+    assert pager.next_params({"additional_data": {"next_cursor": "abc"}}, [{}]) == {
+        "limit": 500,
+        "cursor": "abc",
+    }
+    assert pager.position == "abc"
+    assert pager.next_params({"additional_data": {"next_cursor": None}}, []) is None
+    assert pager.next_params({"additional_data": None}, []) is None
+
+
+def test_cursor_paginator_resumes_from_saved_cursor() -> None:
+    assert CursorPaginator(limit=10, cursor="xyz").first_params() == {"limit": 10, "cursor": "xyz"}
+
+
+@pytest.mark.parametrize(
+    ("pagination", "expected"),
+    [
+        ({"more_items_in_collection": True, "next_start": 500}, {"start": 500, "limit": 500}),
+        ({"more_items_in_collection": True}, {"start": 3, "limit": 500}),  # next_start missing
+        ({"more_items_in_collection": False, "next_start": 500}, None),
+        ({"more_items_in_collection": False}, None),
+    ],
+)
+def test_offset_paginator_edge_cases(pagination: dict, expected: dict | None) -> None:
+    pager = OffsetPaginator(limit=500)
+    assert pager.first_params() == {"start": 0, "limit": 500}
+    body = {"additional_data": {"pagination": pagination}}
+    assert pager.next_params(body, [{}, {}, {}]) == expected
+
+
+def test_offset_paginator_overlap_rereads_but_always_advances() -> None:
+    pager = OffsetPaginator(limit=100, overlap=10)
+    body = {
+        "additional_data": {"pagination": {"more_items_in_collection": True, "next_start": 100}}
+    }
+    assert pager.next_params(body, [{}] * 100) == {"start": 90, "limit": 100}
+    stuck = {
+        "additional_data": {"pagination": {"more_items_in_collection": True, "next_start": 90}}
+    }
+    assert pager.next_params(stuck, [{}] * 100) is None  # a server that does not advance
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_rate_limiter_waits_for_window_reset_when_budget_runs_dry() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(reserve=1, clock=clock, sleep=clock.sleep)
+    limiter.before_request()  # nothing known yet: go
+    limiter.after_response({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"})
+    limiter.before_request()  # 3 -> 2
+    limiter.before_request()  # 2 -> 1
+    assert clock.slept == []
+    limiter.before_request()  # 1 left is the reserve: wait for the window to reset
+    assert clock.slept == [pytest.approx(2.0)]
+    assert limiter.throttled == 1
+
+
+def test_rate_limiter_ignores_responses_without_headers() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(clock=clock, sleep=clock.sleep)
+    limiter.after_response({})
+    for _ in range(100):
+        limiter.before_request()
+    assert clock.slept == []
+
+
+def test_every_listed_status_maps_to_an_action_and_a_message() -> None:
+    for status, outcome in STATUS_TABLE.items():
+        assert outcome.message, status
+    assert outcome_for(401).action is Action.AUTH
+    assert outcome_for(403).action is Action.UNAVAILABLE
+    assert outcome_for(402).action is Action.UNAVAILABLE
+    assert outcome_for(429).action is Action.RATE_LIMITED
+    assert outcome_for(599).action is Action.RETRY
+    assert outcome_for(418).action is Action.FAIL
+    assert outcome_for(204).action is Action.OK
+
+
+def test_redaction_masks_registered_secrets_and_credential_parameters() -> None:
+    register_secret("s3cr3t-token-value")
+    text = "GET /v1/deals?api_token=abcdef&x=1 failed for s3cr3t-token-value"
+    masked = redact(text)
+    assert "s3cr3t-token-value" not in masked
+    assert "abcdef" not in masked
+    assert "x=1" in masked
+    assert redact("Authorization: Bearer eyJhbGciOi") == "Authorization: Bearer ***"
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        (None, "https://api.pipedrive.com"),
+        ("https://api.pipedrive.com/", "https://api.pipedrive.com"),
+        ("https://acme.pipedrive.com/v1", "https://acme.pipedrive.com"),
+        ("https://acme.pipedrive.com/api/v2", "https://acme.pipedrive.com"),
+        ("acme.pipedrive.com", "https://acme.pipedrive.com"),
+        ("http://127.0.0.1:8080", "http://127.0.0.1:8080"),
+    ],
+)
+def test_base_url_forms(given: str | None, expected: str) -> None:
+    assert normalize_base_url(given) == expected
