@@ -31,7 +31,8 @@ Behaviour worth knowing (see FakePipedrive's docstrings for the rest):
   (2 s) follows the wall clock.
 """
 
-from .fake import DEFAULT_NOW, DEFAULT_SCALE, TOKEN_COSTS, FakePipedrive
+from .api import TOKEN_COSTS
+from .fake import DEFAULT_NOW, DEFAULT_SCALE, FakePipedrive
 from .fields import CUSTOM_FIELD_TYPES, TRICKY_DEAL_FIELDS, FieldDef
 from .server import FaultRule, RequestRecord
 

@@ -231,10 +231,6 @@ class HttpApi:
     _stop: threading.Event
     _routes: dict[str, tuple[int, Callable[[dict[str, str]], Response]]]
 
-    @property
-    def now(self) -> datetime:
-        return datetime.fromtimestamp(self._now_ms / 1000, tz=UTC)
-
     def field_definitions(self, entity: str) -> list[dict[str, Any]]:
         raise NotImplementedError
 
@@ -391,7 +387,7 @@ class HttpApi:
             return json_error(400, str(exc), "ERR_SCHEMA_VALIDATION_FAILED")
 
     def _seconds_to_midnight(self) -> int:
-        now = self.now
+        now = datetime.fromtimestamp(self._now_ms / 1000, tz=UTC)
         midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         return max(1, int((midnight - now).total_seconds()))
 

@@ -68,6 +68,8 @@ ENTITIES = (
     "notes",
 )
 DELETED_SHARE = 0.03  # generated persons, orgs, ... that are (soft-)deleted
+
+
 class FakePipedrive(HttpApi):
     """A fake Pipedrive account served over real HTTP on loopback.
 
