@@ -84,6 +84,13 @@ def run(
             help="Delete rows Pipedrive deleted, instead of flagging is_deleted = true.",
         ),
     ] = None,
+    reconcile: Annotated[
+        bool,
+        typer.Option(
+            "--reconcile",
+            help="List every id now to flag records deleted in Pipedrive (default: once a day).",
+        ),
+    ] = False,
     pipeline_name: Annotated[
         str | None, typer.Option("--pipeline-name", help="Override the local dlt pipeline name.")
     ] = None,
@@ -104,6 +111,7 @@ def run(
             start_date=start_date,
             refresh_fields=refresh_fields,
             hard_deletes=hard_deletes,
+            reconcile=reconcile,
         )
         result = run_sync(settings)
     except Exception as exc:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +13,14 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from sources.pipedrive import RunContext, pipedrive_source, select_entities
-from sources.pipedrive.entities import ENTITY_BY_NAME
+from sources.pipedrive.entities import ENTITY_BY_NAME, Strategy
 from sources.pipedrive.http import ApiTokenAuth, PipedriveClient, RequestMetrics
 from sources.pipedrive.postload import apply_label_changes, mark_vanished
 from sources.pipedrive.source import LABEL_CHANGES_TABLE
 
 from . import exit_codes
 from .exit_codes import RunInProgress
+from .history import last_reconciled, record_run
 from .settings import RunSettings
 
 
@@ -113,16 +115,39 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
     destination: Any = None
     if settings.destination == "duckdb":
         destination, connection = duckdb_destination(settings.duckdb_path.expanduser().resolve())
+    started_at = datetime.now(UTC)
     try:
         pipeline = make_pipeline(settings, destination)
+        if pipeline.has_pending_data:
+            # an interrupted run left extracted or normalized packages: finish them first
+            info = pipeline.run()
+            result.load_ids.extend(info.loads_ids if info else [])
+        ctx.options = replace(ctx.options, reconcile=_reconcile_due(pipeline, settings, entities))
         _run_chunks(pipeline, settings, ctx, entities, result)
         _post_load(pipeline, settings, ctx, result)
+        result.seconds = time.monotonic() - started
+        _decide_outcome(ctx, entities, result)
+        record_run(pipeline, result, started_at)
     finally:
         if connection is not None:
             connection.close()
-    result.seconds = time.monotonic() - started
-    _decide_outcome(ctx, entities, result)
     return result
+
+
+def _reconcile_due(pipeline: dlt.Pipeline, settings: RunSettings, entities: Any) -> frozenset[str]:
+    """Incremental entities whose ids should be listed in full this run (bounded token cost)."""
+    candidates = {e.name for e in entities if e.strategy is Strategy.UPDATED_SINCE}
+    if settings.force_reconcile:
+        return frozenset(candidates)
+    last = last_reconciled(pipeline)
+    if last is None:  # nothing synced yet: the first run reads everything anyway
+        return frozenset()
+    now = datetime.now(UTC)
+    return frozenset(
+        name
+        for name in candidates
+        if name not in last or now - last[name] >= settings.reconcile_interval
+    )
 
 
 def _run_chunks(
@@ -132,11 +157,6 @@ def _run_chunks(
     entities: Any,
     result: RunResult,
 ) -> None:
-
-    if pipeline.has_pending_data:
-        # an interrupted run left extracted or normalized packages: finish them first
-        info = pipeline.run()
-        result.load_ids.extend(info.loads_ids if info else [])
 
     file_format = _loader_format(pipeline)
     refresh = "drop_sources" if settings.full_refresh else None

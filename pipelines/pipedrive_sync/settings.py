@@ -60,6 +60,8 @@ class RunSettings:
     dataset: str = "pipedrive"
     pipeline_name: str | None = None
     full_refresh: bool = False
+    force_reconcile: bool = False
+    reconcile_interval: timedelta = timedelta(hours=24)
     options: SyncOptions = field(default_factory=SyncOptions)
     http: HttpSettings = field(default_factory=HttpSettings)
 
@@ -93,6 +95,7 @@ def resolve(
     start_date: str | None = None,
     refresh_fields: bool = False,
     hard_deletes: bool | None = None,
+    reconcile: bool = False,
     require_token: bool = True,
 ) -> RunSettings:
     """Build RunSettings; raises ConfigError with a one-line fix for anything missing or invalid."""
@@ -120,8 +123,8 @@ def resolve(
         start_date=start_date or _config("start_date"),
         chunk_pages=_optional_int(_config("chunk_pages"), "chunk_pages"),
         fields_refresh=_minutes(_config("fields_refresh_minutes", 60), "fields_refresh_minutes"),
-        archived_refresh=_minutes(
-            _config("archived_refresh_minutes", 60), "archived_refresh_minutes"
+        reference_refresh=_minutes(
+            _config("reference_refresh_minutes", 60), "reference_refresh_minutes"
         ),
         force_fields_refresh=refresh_fields,
         hard_deletes=bool(_config("hard_deletes", False)) if hard_deletes is None else hard_deletes,
@@ -145,6 +148,10 @@ def resolve(
         dataset=dataset or _config("dataset", "pipedrive"),
         pipeline_name=pipeline_name or _config("pipeline_name"),
         full_refresh=full_refresh,
+        force_reconcile=reconcile,
+        reconcile_interval=_minutes(
+            float(_config("reconcile_interval_hours", 24)) * 60, "reconcile_interval_hours"
+        ),
         options=options,
         http=http,
     )

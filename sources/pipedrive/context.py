@@ -21,9 +21,10 @@ class SyncOptions:
     start_date: str | None = None  # history start for a first sync (RFC 3339); None = everything
     chunk_pages: int | None = None  # commit progress every N pages per entity; None = one chunk
     fields_refresh: timedelta = timedelta(hours=1)  # re-read *Fields at most this often
-    archived_refresh: timedelta = timedelta(hours=1)  # re-read archived lists at most this often
+    reference_refresh: timedelta = timedelta(hours=1)  # re-read slow lists at most this often
     force_fields_refresh: bool = False
     hard_deletes: bool = False  # delete rows Pipedrive deleted instead of flagging them
+    reconcile: frozenset[str] = frozenset()  # entities whose ids to list in full this run
 
 
 @dataclass
@@ -34,6 +35,8 @@ class EntityReport:
     status: str = "ok"  # ok | skipped | stopped
     message: str = ""
     more: bool = False  # stopped at a chunk boundary with pages left
+    full_read: bool = False  # read everything from the beginning (a first sync)
+    reconciled: bool = False  # every current id was listed, vanished rows can be flagged
 
 
 @dataclass

@@ -46,7 +46,8 @@ class Stream:
     set_columns: Mapping[str, object] = field(default_factory=dict)  # constant columns added
     token_cost: int = 10  # per request, as the spec's x-token-cost says
     incremental: bool = True  # False: the endpoint has no updated_since and is re-read in full
-    cadence: str | None = None  # a SyncOptions interval: read at most that often (archived lists)
+    cadence: str | None = None  # a SyncOptions interval: read at most that often (slow lists)
+    listing_params: Mapping[str, str] | None = None  # params listing live ids (reconcile)
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,16 @@ ENTITIES: tuple[Entity, ...] = (
         name="deals",
         api=Api.V2,
         streams=(
-            _v2_sorted("deals", status="open,won,lost,deleted"),
+            Stream(
+                key="deals",
+                path="deals",
+                params={
+                    "sort_by": "update_time",
+                    "sort_direction": "asc",
+                    "status": "open,won,lost,deleted",
+                },
+                listing_params={"status": "open,won,lost"},
+            ),
             Stream(
                 key="deals/archived",
                 path="deals/archived",
@@ -102,6 +112,7 @@ ENTITIES: tuple[Entity, ...] = (
                 },
                 set_columns={"is_archived": True},
                 token_cost=20,
+                listing_params={"status": "open,won,lost"},
             ),
         ),
         fields_path="dealFields",

@@ -22,7 +22,7 @@ import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from .catalog import FieldCatalog
-from .context import RunContext, SyncOptions
+from .context import EntityReport, RunContext, SyncOptions
 from .custom_fields import ColumnPlan
 from .entities import Api, Entity, Strategy, Stream, select_entities
 from .http import (
@@ -103,10 +103,11 @@ class EntityExtractor:
         return last is None or datetime.now(UTC) - datetime.fromisoformat(last) >= interval
 
     def rows(self) -> Iterator[Any]:
+        """The resource generator: every due stream page by page, then bookkeeping."""
         report = self.ctx.report(self.entity.name)
-        state = dlt.current.resource_state()
-        streams_state = state.setdefault("streams", {})
+        streams_state = dlt.current.resource_state().setdefault("streams", {})
         hinted = False
+        skipped: list[str] = []
         for stream in self.entity.streams:
             if self.ctx.stopping:
                 report.status = "stopped"
@@ -114,14 +115,7 @@ class EntityExtractor:
             stream_state = streams_state.setdefault(stream.key, {})
             if not self._due(stream, stream_state):
                 continue
-            reader = StreamReader(
-                self.ctx,
-                self.entity,
-                stream,
-                stream_state,
-                self._builder(dict(stream.set_columns)),
-                chunk_pages=self.ctx.options.chunk_pages,
-            )
+            reader = self._reader(stream, stream_state)
             self.readers.append(reader)
             try:
                 for table in reader.read():
@@ -134,8 +128,7 @@ class EntityExtractor:
                     else:
                         yield table
             except EntityUnavailable as exc:
-                report.status = "skipped"
-                report.message = str(exc)
+                skipped.append(str(exc))
                 continue
             except TemporaryError as exc:
                 report.status = "stopped"
@@ -145,14 +138,49 @@ class EntityExtractor:
             if reader.complete and stream.cadence is not None:
                 stream_state["read_at"] = datetime.now(UTC).isoformat()
             report.more = report.more or reader.more
-        if report.status == "ok":
-            if self.entity.strategy is Strategy.FULL_REFRESH and all(
+        if skipped:
+            report.message = "; ".join(skipped)
+            if len(skipped) == len(self.readers):
+                report.status = "skipped"
+                return
+            report.status = "partial"
+        report.full_read = bool(self.readers) and all(
+            r.complete and r.full_read for r in self.readers
+        )
+        if not skipped:
+            self._reconcile(report)
+        yield from self._metadata()
+
+    def _reader(self, stream: Stream, state: dict[str, Any]) -> StreamReader:
+        return StreamReader(
+            self.ctx,
+            self.entity,
+            stream,
+            state,
+            self._builder(dict(stream.set_columns)),
+            chunk_pages=self.ctx.options.chunk_pages,
+        )
+
+    def _reconcile(self, report: EntityReport) -> None:
+        """Record every live id, so the runner can flag rows Pipedrive no longer lists."""
+        if self.entity.strategy is Strategy.FULL_REFRESH:
+            if len(self.readers) == len(self.entity.streams) and all(
                 r.complete for r in self.readers
             ):
                 self.ctx.record_listing(
                     self.entity.name, set().union(*(r.seen_ids for r in self.readers))
                 )
-            yield from self._metadata()
+                report.reconciled = True
+            return
+        if self.entity.name not in self.ctx.options.reconcile or report.more:
+            return
+        try:  # every stream, also those not due this run: an archived row is not a deleted one
+            ids = set().union(*(self._reader(s, {}).list_ids() for s in self.entity.streams))
+        except (TemporaryError, EntityUnavailable) as exc:
+            report.message = f"reconcile postponed: {exc}"
+            return
+        self.ctx.record_listing(self.entity.name, ids)
+        report.reconciled = True
 
     def _metadata(self) -> Iterator[Any]:
         """Mapping rows, raw definitions and label changes of this entity's custom fields."""

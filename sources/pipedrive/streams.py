@@ -82,6 +82,7 @@ class StreamReader:
         self.chunk_pages = chunk_pages
         self.seen_ids: set[Any] = set()
         self.complete = False  # every page was read (needed before trusting seen_ids)
+        self.full_read = False  # the pass started from the very beginning (no since, no resume)
         self.more = False
 
     def _pages(self, params: dict[str, Any], position: Any) -> Iterator[Page]:
@@ -117,6 +118,7 @@ class StreamReader:
             position = resume.get("position")
         if pass_since:
             params["updated_since"] = pass_since
+        self.full_read = pass_since is None and position is None
 
         pages = 0
         try:
@@ -189,6 +191,17 @@ class StreamReader:
             for i in pc.indices_nonzero(pc.fill_null(at_max, False)).to_pylist():
                 boundary[str(rows[i].get(pk))] = row_hash(rows[i])
         return since, boundary
+
+    # -- id listing (reconcile) ----------------------------------------------------------------
+    def list_ids(self) -> set[Any]:
+        """Every id the stream's endpoint lists right now (all pages, rows not built)."""
+        params = dict(self.stream.listing_params or self.stream.params)
+        params.pop("updated_since", None)
+        pk = self.entity.primary_key
+        ids: set[Any] = set()
+        for page in self._pages(params, None):
+            ids.update(row.get(pk) for row in page.items)
+        return ids
 
     # -- full refresh --------------------------------------------------------------------------
     def _read_full(self) -> Iterator[pa.Table]:

@@ -94,12 +94,16 @@ ENTITY_SINGULAR = {
     "products": "product",
     "leads": "lead",
     "notes": "note",
+    "projects": "project",
 }
 SINGULAR_TO_TABLE = {v: k for k, v in ENTITY_SINGULAR.items()}
 SINGULAR_TO_TABLE.update({"org": "organizations", "person": "persons"})
 
 # entities whose records carry custom fields (leads carry the deal fields)
-CUSTOM_FIELD_ENTITIES = ("deals", "persons", "organizations", "activities", "products")
+CUSTOM_FIELD_ENTITIES = ("deals", "persons", "organizations", "activities", "products", "projects")
+# entities whose fields are created after every other entity's (so that adding them left the
+# random streams, ids and times of the older entities' fields unchanged)
+LATE_FIELD_ENTITIES = ("projects",)
 
 
 def table_name(entity: str) -> str:
@@ -466,6 +470,26 @@ _STD: dict[str, list[tuple[Any, ...]]] = {
         ("pinned_to_person_flag", "Note is pinned to person", "enum"),
         ("pinned_to_organization_flag", "Note is pinned to organization", "enum"),
     ],
+    "projects": [  # v2 projectFields (types from the spec's projectFields enum)
+        ("id", "ID", "int"),
+        ("title", "Title", "varchar"),
+        ("description", "Description", "text"),
+        ("status", "Status", "status"),
+        ("board_id", "Board", "projects_board"),
+        ("phase_id", "Phase", "projects_phase"),
+        ("owner_id", "Owner", "user"),
+        ("start_date", "Start date", "date"),
+        ("end_date", "End date", "date"),
+        ("deal_ids", "Deals", "deals"),
+        ("person_ids", "Contact persons", "people"),
+        ("org_ids", "Organizations", "org"),
+        ("label_ids", "Labels", "set"),
+        ("health_status", "Health status", "enum"),
+        ("add_time", "Project created", "date"),
+        ("update_time", "Update time", "date"),
+        ("status_change_time", "Status changed", "date"),
+        ("archive_time", "Archived", "date"),
+    ],
 }
 
 _STD_OPTIONS: dict[str, list[tuple[Any, str]]] = {
@@ -478,6 +502,13 @@ _STD_OPTIONS: dict[str, list[tuple[Any, str]]] = {
     "status": [("open", "Open"), ("won", "Won"), ("lost", "Lost"), ("deleted", "Deleted")],
     "label_ids": [(1, "Hot"), (2, "Warm"), (3, "Cold"), (4, "VIP"), (5, "Churn risk")],
     "pinned": [(1, "Yes"), (0, "No")],
+    "project_status": [
+        ("open", "Open"),
+        ("completed", "Completed"),
+        ("canceled", "Canceled"),
+        ("deleted", "Deleted"),
+    ],
+    "health_status": [(10, "On track"), (20, "At risk"), (30, "Off track")],
     "lead_label_ids": [  # lead labels have UUID ids (generate.LEAD_LABELS)
         ("f08b42a0-4e75-11ea-9643-03698ef1cfd6", "Hot"),
         ("f08b42a1-4e75-11ea-9643-03698ef1cfd6", "Warm"),
@@ -497,8 +528,14 @@ class FieldRegistry:
         self._next_field_id = 1
         self.fields: dict[str, list[FieldDef]] = {}
         for entity, std in _STD.items():
-            self.fields[entity] = [self._standard(entity, n, spec) for n, spec in enumerate(std)]
+            if entity not in LATE_FIELD_ENTITIES:
+                self.fields[entity] = [self._standard(entity, n, s) for n, s in enumerate(std)]
         for entity in CUSTOM_FIELD_ENTITIES:
+            if entity not in LATE_FIELD_ENTITIES:
+                self._default_custom(entity, custom_field_count.get(entity))
+        for entity in LATE_FIELD_ENTITIES:
+            std = _STD[entity]
+            self.fields[entity] = [self._standard(entity, n, s) for n, s in enumerate(std)]
             self._default_custom(entity, custom_field_count.get(entity))
 
     # -- construction --
@@ -552,6 +589,7 @@ class FieldRegistry:
             key = "pinned" if code.startswith("pinned_to") else code
             key = ftype if ftype in ("status", "visible_to") else key
             key = "lead_label_ids" if (entity, code) == ("leads", "label_ids") else key
+            key = "project_status" if (entity, code) == ("projects", "status") else key
             if key in _STD_OPTIONS:
                 f.options = self._new_options(_STD_OPTIONS[key], with_ids=True)
             else:
