@@ -126,6 +126,43 @@ def run(
         raise typer.Exit(result.code)
 
 
+@app.command()
+def demo(
+    duckdb_path: Annotated[
+        str, typer.Option("--duckdb-path", help="Where to write the demo warehouse.")
+    ] = "demo.duckdb",
+    deals: Annotated[int, typer.Option(help="How many deals the fake account has.")] = 500,
+) -> None:
+    """Sync a bundled fake Pipedrive account into ./demo.duckdb: no account, no network needed."""
+    _quiet_libraries()
+    from sources.pipedrive_fake import FakePipedrive
+
+    from .runner import run_sync
+    from .settings import resolve
+
+    scale = {"deals": deals, "persons": deals // 2, "organizations": deals // 5, "activities": deals}
+    token = "demo-token-not-a-secret"
+    with FakePipedrive(token=token, seed=42, scale=scale) as fake:
+        os.environ["PIPEDRIVE_API_TOKEN"] = token
+        os.environ["PIPEDRIVE_BASE_URL"] = fake.base_url
+        try:
+            settings = resolve(duckdb_path=duckdb_path, pipeline_name="pipedrive_demo")
+            result = run_sync(settings)
+        except Exception as exc:  # noqa: BLE001
+            _fail(exit_codes.classify(exc))
+            return
+    print_summary(result)
+    sample = (
+        "SELECT stage_id, count(*) AS deals, round(sum(value)) AS value FROM deals"
+        " WHERE status = 'open' GROUP BY ALL ORDER BY deals DESC LIMIT 5"
+    )
+    from .warehouse import open_duckdb
+
+    with open_duckdb(duckdb_path) as connection:
+        typer.echo(f"\nTry it:  pipedrive-sync query --duckdb-path {duckdb_path} \"{sample}\"\n")
+        connection.sql(sample).show()
+
+
 @app.command("entities")
 def list_entities() -> None:
     """List the entities this tool can sync, with endpoint, API version and strategy."""

@@ -13,8 +13,8 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from sources.pipedrive import RunContext, pipedrive_source, select_entities
-from sources.pipedrive.entities import ENTITY_BY_NAME, Strategy
-from sources.pipedrive.http import ApiTokenAuth, PipedriveClient, RequestMetrics
+from sources.pipedrive.entities import ENTITY_BY_NAME, Api, Strategy
+from sources.pipedrive.http import ApiTokenAuth, EntityUnavailable, PipedriveClient, RequestMetrics
 from sources.pipedrive.postload import apply_label_changes, mark_vanished
 from sources.pipedrive.source import LABEL_CHANGES_TABLE
 
@@ -38,6 +38,7 @@ class RunResult:
     labels_rewritten: int = 0
     load_ids: list[str] = field(default_factory=list)
     pipeline_name: str = ""
+    account: str = ""
 
     @property
     def reports(self) -> list[Any]:
@@ -103,14 +104,23 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
         lock.release()
 
 
+def make_context(settings: RunSettings) -> RunContext:
+    """The per-run context (HTTP client, options, live per-entity reports) for these settings.
+
+    Create it yourself and pass it to `run_sync` to watch a run's progress from another thread.
+    """
+    client = PipedriveClient(settings.base_url, ApiTokenAuth(settings.token), settings.http)
+    return RunContext(client=client, options=settings.options)
+
+
 def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -> RunResult:
     entities = select_entities(settings.entities)
     if ctx is None:
-        client = PipedriveClient(settings.base_url, ApiTokenAuth(settings.token), settings.http)
-        ctx = RunContext(client=client, options=settings.options)
+        ctx = make_context(settings)
     result = RunResult(
         ctx=ctx, metrics=ctx.client.metrics, pipeline_name=settings.resolved_pipeline_name
     )
+    result.account = _preflight(ctx)  # a rejected token stops here, before anything is created
     connection = None
     destination: Any = None
     if settings.destination == "duckdb":
@@ -132,6 +142,16 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         if connection is not None:
             connection.close()
     return result
+
+
+def _preflight(ctx: RunContext) -> str:
+    """Check the credentials with the cheapest call (2 tokens); returns the account's domain."""
+    try:
+        body, _ = ctx.client.get_json(Api.V1, "users/me", cost=2, label="users/me")
+    except EntityUnavailable:
+        return ""
+    data = body.get("data") or {}
+    return str(data.get("company_domain") or data.get("company_name") or "")
 
 
 def _reconcile_due(pipeline: dlt.Pipeline, settings: RunSettings, entities: Any) -> frozenset[str]:
@@ -185,6 +205,7 @@ def _post_load(
             pipeline, entity_name, entity.primary_key, ids, hard=settings.options.hard_deletes
         )
     result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
+    # (views are (re)created here: see views.create_views)
 
 
 def _decide_outcome(ctx: RunContext, entities: Any, result: RunResult) -> None:

@@ -138,6 +138,7 @@ def resolve(
         backoff_base=float(_config("backoff_base", HttpSettings.backoff_base)),
         backoff_max=float(_config("backoff_max", HttpSettings.backoff_max)),
         max_rate_limit_wait=float(_config("max_rate_limit_wait", HttpSettings.max_rate_limit_wait)),
+        page_limit=min(500, int(_config("page_limit", HttpSettings.page_limit))),
     )
     return RunSettings(
         token=token or "",

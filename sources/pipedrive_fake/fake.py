@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from . import extras
 from . import generate as gen
 from .api import (
     DEAL_STATUSES,
@@ -27,6 +28,7 @@ from .api import (
     HttpApi,
     to_ms,
 )
+from .extras import KINDS, PROJECT_STATUSES
 from .fields import (
     CUSTOM_FIELD_ENTITIES,
     FieldDef,
@@ -41,7 +43,8 @@ from .fields import (
     render_v2,
     table_name,
 )
-from .server import FaultRule, RateWindow, RequestRecord, make_server
+from .oauth import OAuthInstall, OAuthRegistry
+from .server import FaultRule, RateWindow, RequestRecord, Restriction, make_server
 from .store import Row, Table, data_sort, seq_sort, time_sort
 
 DEFAULT_NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
@@ -53,7 +56,38 @@ DEFAULT_SCALE: dict[str, int] = {
     "products": 30,
     "leads": 60,
     "notes": 80,
+    # the smaller entities (users 1-5 are the fixed owners every record refers to)
+    "users": 5,
+    "activity_types": 10,
+    "currencies": 5,
+    "lead_labels": 3,
+    "lead_sources": 10,
+    "filters": 8,
+    "files": 40,
+    "goals": 6,
+    "call_logs": 30,
+    "roles": 4,
+    "permission_sets": 6,
+    "projects": 12,
+    "tasks": 60,
 }
+# the smaller tables, in generation order (each has its own random stream)
+EXTRA_TABLES = (
+    "users",
+    "roles",
+    "permission_sets",
+    "activity_types",
+    "currencies",
+    "lead_labels",
+    "lead_sources",
+    "filters",
+    "goals",
+    "projects",
+    "tasks",
+    "files",
+    "call_logs",
+)
+FOLLOWED = ("deals", "persons", "organizations", "products")
 N_PIPELINES = 2
 STAGES_PER_PIPELINE = 5
 ENTITIES = (
@@ -66,6 +100,7 @@ ENTITIES = (
     "stages",
     "leads",
     "notes",
+    *EXTRA_TABLES,
 )
 DELETED_SHARE = 0.03  # generated persons, orgs, ... that are (soft-)deleted
 
@@ -118,6 +153,12 @@ class FakePipedrive(HttpApi):
         self._stop = threading.Event()
         self._server: Any = None
         self._thread: threading.Thread | None = None
+        self._restrictions: list[Restriction] = []
+        self.oauth = OAuthRegistry(seed)
+        self.company: dict[str, Any] = dict(extras.COMPANY)  # what /v1/users/me tells
+        self._deal_products: dict[int, list[dict[str, Any]]] = {}  # deal id → attachments
+        self._attachment_deal: dict[int, int] = {}  # attachment id → deal id
+        self._followers: dict[tuple[str, Any], tuple[list, list]] = {}
 
         if isinstance(custom_field_count, int):
             counts = {"deals": custom_field_count}
@@ -129,6 +170,8 @@ class FakePipedrive(HttpApi):
         for ent in CUSTOM_FIELD_ENTITIES:
             self._refresh_fields(ent)
         self._ctx = gen.Context(seed=seed, now_ms=self._now_ms, registry=self.registry)
+        self._ctx.company_id = self.company["id"]
+        self._ctx.company_domain = self.company["domain"]
         self.tables: dict[str, Table] = self._make_tables(compact_threshold)
         self._next_id: dict[str, int] = {}
         started = time.perf_counter()
@@ -142,7 +185,10 @@ class FakePipedrive(HttpApi):
         if sum(self.scale.values()) > 100_000:
             gc.freeze()  # keep the collector from walking millions of long-lived records
         self.generation_seconds = time.perf_counter() - started
+        self._generated_deals = self.scale["deals"]
+        self._next_attachment_id = self._generated_deals * extras.MAX_PRODUCTS_PER_DEAL + 1
         self._routes = self._make_routes()
+        self._pattern_routes = self._make_pattern_routes()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -216,8 +262,9 @@ class FakePipedrive(HttpApi):
 
     def _stamp(self, table: str, at: datetime | str | None) -> int:
         ms = to_ms(at) if at is not None else self._now_ms
-        if table != "leads":
-            ms -= ms % 1000  # v2 and v1 notes: whole seconds
+        kind = KINDS.get(table)
+        if table != "leads" and (kind is None or kind.time_format != "ms"):
+            ms -= ms % 1000  # v2 and v1: whole seconds (leads, projects, tasks...: milliseconds)
         return ms
 
     # ------------------------------------------------------------------ fields
@@ -413,6 +460,17 @@ class FakePipedrive(HttpApi):
                 sort_values=sorts,
                 compactable=t != "leads",
             )
+        for t in EXTRA_TABLES:
+            sorts = dict(std_sorts)
+            if t == "files":
+                sorts["update_time"] = time_sort("update_time")
+            tables[t] = Table(
+                t,
+                render=v2_render(t) if t in CUSTOM_FIELD_ENTITIES else None,
+                partition=with_archive if t == "projects" else listed,
+                sort_values=sorts,
+                compactable=False,
+            )
         for t, table in tables.items():
             table.compact = self.scale.get(t, 0) > compact_threshold and table.compactable
         return tables
@@ -468,7 +526,7 @@ class FakePipedrive(HttpApi):
 
         simple("organizations", gen.organization, n["organizations"], ctx.org_names)
         simple("persons", gen.person, n["persons"], ctx.person_names)
-        simple("products", gen.product, n["products"], None)
+        simple("products", gen.product, n["products"], ctx.product_names)
 
         r = random.Random(f"{seed}/leads")
         for i in range(1, n["leads"] + 1):
@@ -499,6 +557,19 @@ class FakePipedrive(HttpApi):
             if deleted:
                 d["active_flag"] = False
             self._insert("notes", Row(i, i, d, at, ut, deleted=deleted))
+
+        for t in EXTRA_TABLES:
+            r = random.Random(f"{seed}/{t}")
+            maker = extras.MAKERS[t]
+            id_key = KINDS[t].id_key
+            for i in range(1, n[t] + 1):
+                at, ut = ctx.times(r)
+                d = maker(ctx, r, i, at, ut)
+                row = Row(d[id_key], i, d, at, ut)
+                self._sync_flags(t, row, d)
+                self._insert(t, row)
+                if t == "projects":
+                    ctx.project_ids.append(i)
 
         for t in ENTITIES:
             self._next_id[t] = len(self.tables[t].rows) + 1
@@ -561,6 +632,8 @@ class FakePipedrive(HttpApi):
             ]
 
     def _fmt(self, t: str, ms: int) -> str:
+        if t in KINDS:
+            return extras.fmt(KINDS[t].time_format, ms)
         if t == "leads":
             return fmt_ms(ms)
         if t == "notes":

@@ -114,6 +114,11 @@ class Context:
     activity_ids: list[int] = field(default_factory=list)
     pools: dict[str, CustomPools] = field(default_factory=dict)
     bulk_times: list[int] = field(default_factory=list)
+    product_names: dict[int, str] = field(default_factory=dict)
+    project_ids: list[int] = field(default_factory=list)
+    project_tasks: dict[int, list[int]] = field(default_factory=dict)  # project id → task ids
+    company_id: int = 0
+    company_domain: str = "example"
 
     def build_pools(self, entity: str, rng: random.Random) -> None:
         fields: Sequence[FieldDef] = self.registry.custom(entity)

@@ -1,0 +1,132 @@
+"""The command line as cron runs it: exit codes, one-line errors, locking, no secrets anywhere."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN
+from filelock import FileLock
+
+from pipelines.pipedrive_sync.settings import RunSettings
+from sources.pipedrive_fake import FakePipedrive, FaultRule
+
+CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
+
+
+def _env(tmp_path: Path, fake: FakePipedrive | None, token: str | None = TOKEN) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
+    env["DLT_DATA_DIR"] = str(tmp_path / "dlt-data")
+    if token:
+        env["PIPEDRIVE_API_TOKEN"] = token
+    if fake is not None:
+        env["PIPEDRIVE_BASE_URL"] = fake.base_url
+    return env
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr + proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_run_succeeds_and_prints_a_summary(fake: FakePipedrive, tmp_path: Path) -> None:
+    proc = _run(["run"], _env(tmp_path, fake), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "pipedrive.duckdb").exists()
+    for entity in ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages"):
+        assert entity in proc.stdout
+    assert "API requests" in proc.stdout
+
+
+def test_missing_token_exits_78(tmp_path: Path) -> None:
+    proc = _run(["run"], _env(tmp_path, None, token=None), tmp_path)
+    assert proc.returncode == 78
+    assert "PIPEDRIVE_API_TOKEN" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_unknown_entity_exits_78(fake: FakePipedrive, tmp_path: Path) -> None:
+    proc = _run(["run", "--entities", "deals,unicorns"], _env(tmp_path, fake), tmp_path)
+    assert proc.returncode == 78
+    assert "unicorns" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_wrong_token_exits_77_and_leaves_no_state(fake: FakePipedrive, tmp_path: Path) -> None:
+    proc = _run(["run"], _env(tmp_path, fake, token="wrong-token"), tmp_path)
+    assert proc.returncode == 77
+    assert "401" in proc.stderr and "wrong-token" not in proc.stderr
+    _no_traceback(proc)
+    assert not (tmp_path / "pipedrive.duckdb").exists()
+    pipelines = tmp_path / "dlt-data" / "pipelines"
+    states = list(pipelines.rglob("state.json")) if pipelines.exists() else []
+    assert states == []
+
+
+def test_a_second_run_while_one_holds_the_lock_exits_75_at_once(
+    fake: FakePipedrive, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, fake)  # same cwd and DLT_DATA_DIR as this test process
+    settings = RunSettings(duckdb_path=Path("pipedrive.duckdb"))
+    lock_path = settings.pipelines_dir / f"{settings.resolved_pipeline_name}.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock_path), timeout=0):
+        started = time.monotonic()
+        proc = _run(["run"], env, tmp_path)
+        assert time.monotonic() - started < 20
+    assert proc.returncode == 75
+    assert "already" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block_the_next(
+    fake: FakePipedrive, tmp_path: Path
+) -> None:
+    env = _env(tmp_path, fake)
+    fake.add_fault(FaultRule(path=r"/deals$", kind="stall", delay=30, times=1))
+    proc = subprocess.Popen(CLI + ["run"], env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 30
+    while not any(r.endpoint == "deals" for r in fake.requests) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    fake.clear_faults()
+    second = _run(["run"], env, tmp_path)
+    assert second.returncode == 0, second.stderr
+
+
+def test_the_token_appears_nowhere_a_run_leaves_behind(fake: FakePipedrive, tmp_path: Path) -> None:
+    env = _env(tmp_path, fake)
+    env["RUNTIME__LOG_LEVEL"] = "DEBUG"  # even verbose logs must not carry it
+    fake.add_fault(FaultRule(path=r"/persons$", kind="status", status=500, times=1))
+    first = _run(["run"], env, tmp_path)
+    second = _run(["run", "--entities", "deals"], _env(tmp_path, fake, token="wrong-" + TOKEN), tmp_path)
+    assert first.returncode == 0 and second.returncode == 77
+    needle = TOKEN.encode()
+    outputs = (first.stdout + first.stderr + second.stdout + second.stderr).encode()
+    assert needle not in outputs
+    leaked = [
+        path
+        for path in tmp_path.rglob("*")
+        if path.is_file() and needle in path.read_bytes()
+    ]
+    assert leaked == []
+    assert not fake.token_leaked_in_url
+
+
+@pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["entities"]])
+def test_help_and_listing_work(command: list[str], tmp_path: Path) -> None:
+    proc = _run(command, _env(tmp_path, None), tmp_path)
+    assert proc.returncode == 0
+    assert proc.stdout.strip()

@@ -1,0 +1,105 @@
+"""kill -9 a real sync at many points (fetch, normalize, load): the next run always converges.
+
+Fetch-phase kill points are exact: the fake kills the process when it receives its Nth request.
+Later points (normalize, load, post-load) are timed after the last request. Between rounds the
+fake's data changes, so every round has real work to lose.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN, Syncer, all_deals, assert_matches_fake
+
+from sources.pipedrive_fake import FakePipedrive
+
+CLI = [sys.executable, "-m", "pipelines.pipedrive_sync", "run"]
+TABLES = ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages")
+
+
+def _mutate(fake: FakePipedrive, round_no: int) -> None:
+    deals = fake.records("deals")
+    persons = fake.records("persons")
+    fake.update("deals", deals[round_no % len(deals)]["id"], title=f"round {round_no}")
+    fake.update("persons", persons[round_no % len(persons)]["id"], name=f"person {round_no}")
+    fake.add("deals", title=f"added in round {round_no}")
+    if round_no % 3 == 0:
+        fake.delete("deals", deals[(round_no * 7) % len(deals)]["id"])
+    if round_no % 4 == 1:
+        fake.archive("deals", deals[(round_no * 5 + 1) % len(deals)]["id"])
+
+
+def _killed_run(env: dict[str, str], cwd: Path, fake: FakePipedrive, kill_at: tuple[str, float]) -> int:
+    """Start the CLI and SIGKILL it at the given point; returns its exit status."""
+    kind, value = kill_at
+    fake.reset_requests()
+    proc = subprocess.Popen(CLI, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    fired = threading.Event()
+
+    def on_request(record) -> None:  # noqa: ANN001 - the fake's request record
+        if kind == "request" and record.n >= value and not fired.is_set():
+            fired.set()
+            os.kill(proc.pid, signal.SIGKILL)
+
+    fake.on_request(on_request)
+    try:
+        if kind == "after_requests":
+            # wait for the fetch phase to finish (no request for a while), then kill later
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                requests = fake.requests
+                if requests and time.monotonic() - requests[-1].started > 0.05:
+                    break
+                time.sleep(0.01)
+            time.sleep(value)
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+        return proc.wait(timeout=120)
+    finally:
+        fake.on_request(None)
+
+
+KILL_POINTS = [("request", n) for n in (1, 2, 3, 5, 7, 9, 12, 15, 18)] + [
+    ("after_requests", t) for t in (0.0, 0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.0, 1.3, 1.7)
+]
+
+
+@pytest.mark.slow
+def test_kill_minus_nine_anywhere_never_duplicates_or_loses_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    scale = {"deals": 150, "persons": 60, "organizations": 30, "activities": 60, "products": 20}
+    with FakePipedrive(token=TOKEN, seed=11, scale=scale) as fake:
+        syncer = Syncer(fake, tmp_path, monkeypatch)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SOURCES__")}
+        env.update(
+            PIPEDRIVE_API_TOKEN=TOKEN,
+            PIPEDRIVE_BASE_URL=fake.base_url,
+            DLT_DATA_DIR=str(tmp_path / "dlt-data"),
+            # small pages and chunks: many requests and several loads per run
+            SOURCES__PIPEDRIVE__CHUNK_PAGES="2",
+            SOURCES__PIPEDRIVE__PAGE_LIMIT="25",
+        )
+        (tmp_path / ".dlt").mkdir(exist_ok=True)
+        (tmp_path / ".dlt" / "config.toml").write_text("")
+        killed = 0
+        for round_no, kill_at in enumerate(KILL_POINTS):
+            _mutate(fake, round_no)
+            status = _killed_run(env, tmp_path, fake, kill_at)
+            killed += status == -signal.SIGKILL
+            # the next (uninterrupted) run converges to exactly the fake's data
+            result = syncer.run()
+            assert result.code == 0, (kill_at, result.message)
+            for table in TABLES:
+                expected = all_deals(fake) if table == "deals" else fake.records(table)
+                assert_matches_fake(syncer, table, expected)
+                duplicates = syncer.query(f"SELECT count(*) - count(DISTINCT id) FROM {table}")
+                assert duplicates == [(0,)], (kill_at, table)
+        assert killed >= len(KILL_POINTS) // 2, "most runs must really have been killed mid-way"
