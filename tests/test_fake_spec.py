@@ -10,17 +10,24 @@ import pytest
 
 from sources.pipedrive_fake import (
     CUSTOM_FIELD_TYPES,
+    ROUTE_SCOPES,
     TOKEN_COSTS,
     TRICKY_DEAL_FIELDS,
     FakePipedrive,
 )
 from sources.pipedrive_fake import spec as pspec
+from sources.pipedrive_fake.api import SCOPE_EXTRAS
 from sources.pipedrive_fake.fields import ADDRESS_COMPONENTS
 from sources.pipedrive_fake.testing import FakeClient
 
 V2_LISTS = ["deals", "deals/archived", "persons", "organizations", "activities", "products",
-            "pipelines", "stages"]  # fmt: skip
-V2_FIELDS = ["dealFields", "personFields", "organizationFields", "productFields", "activityFields"]
+            "pipelines", "stages", "projects", "projects/archived", "tasks"]  # fmt: skip
+V2_FIELDS = ["dealFields", "personFields", "organizationFields", "productFields", "activityFields",
+             "projectFields"]  # fmt: skip
+V1_PLAIN = ["users", "activityTypes", "currencies", "leadLabels", "leadSources", "filters",
+            "permissionSets"]  # fmt: skip
+V1_PAGED = ["files", "callLogs", "roles"]
+FOLLOWED = ["deals", "persons", "organizations", "products"]
 V1_LISTS = ["leads", "leads/archived", "notes"]
 V1_FIELDS = ["leadFields", "noteFields"]
 CF_ENTITIES = {
@@ -29,15 +36,18 @@ CF_ENTITIES = {
     "organizations": "organizationFields",
     "products": "productFields",
     "activities": "activityFields",
+    "projects": "projectFields",
 }
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+RFC3339_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 V1_TIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 HASH = re.compile(r"^[0-9a-f]{40}$")
 
 
 @pytest.fixture(scope="module")
 def fake() -> Iterator[FakePipedrive]:
-    scale = {"deals": 400, "persons": 150, "activities": 200, "leads": 120, "notes": 120}
+    scale = {"deals": 400, "persons": 150, "activities": 200, "leads": 120, "notes": 120,
+             "projects": 60, "tasks": 120, "files": 90, "call_logs": 70}  # fmt: skip
     with FakePipedrive(token="spec-token", seed=7, scale=scale) as f:
         yield f
 
@@ -50,7 +60,11 @@ def client(fake: FakePipedrive) -> Iterator[FakeClient]:
 
 
 def _params(path: str) -> dict[str, Any]:
-    return {"status": "open,won,lost,deleted"} if path.startswith("deals") else {}
+    if path.startswith("deals"):
+        return {"status": "open,won,lost,deleted"}
+    if path.startswith("projects"):
+        return {"status": "open,completed,canceled,deleted"}
+    return {}
 
 
 def _fields(client: FakeClient, endpoint: str) -> list[dict[str, Any]]:
@@ -150,6 +164,16 @@ def test_token_costs_match_the_spec() -> None:
         version = "v2" if path.startswith("/api/v2/") else "v1"
         spec_path = path.removeprefix("/api/v2").removeprefix("/v1")
         assert pspec.token_cost(version, spec_path) == cost, path
+
+
+def test_route_scopes_are_the_specs_plus_documented_extras() -> None:
+    assert set(ROUTE_SCOPES) == set(TOKEN_COSTS)
+    for path, scopes in ROUTE_SCOPES.items():
+        version = "v2" if path.startswith("/api/v2/") else "v1"
+        op = pspec.operation(version, path.removeprefix("/api/v2").removeprefix("/v1"))
+        spec_scopes = {s for sec in op["security"] for s in sec.get("oauth2", [])}
+        extra = set(SCOPE_EXTRAS[path][0]) if path in SCOPE_EXTRAS else set()
+        assert set(scopes) == spec_scopes | extra, path
 
 
 def test_timestamps_and_dates_are_formatted_like_the_real_api(client: FakeClient) -> None:
@@ -390,3 +414,171 @@ def test_custom_field_count_knob() -> None:
     assert len(fake.custom_field_defs("persons")) == len(CUSTOM_FIELD_TYPES)
     fake = FakePipedrive(scale={"deals": 5}, custom_field_count={"persons": 3})
     assert len(fake.custom_field_defs("persons")) == 3
+
+
+# --- the smaller entities, deal products, followers ------------------------------------------------
+
+
+def _item_names(version: str, path: str) -> set[str]:
+    return set(pspec.item_properties(version, path))
+
+
+@pytest.mark.parametrize("path", V1_PLAIN)
+def test_v1_plain_lists_validate_and_carry_every_property(client: FakeClient, path: str) -> None:
+    body = client.json(f"/v1/{path}")
+    assert pspec.errors(pspec.validator_for("v1", f"/{path}"), body) == []
+    assert set(body) == {"success", "data"}  # no pagination on these
+    assert body["data"]
+    names = _item_names("v1", f"/{path}")
+    for item in body["data"]:
+        assert set(item) == names, path
+
+
+@pytest.mark.parametrize("path", V1_PAGED)
+def test_v1_paged_lists_validate_and_carry_every_property(client: FakeClient, path: str) -> None:
+    validator = pspec.validator_for("v1", f"/{path}")
+    names = _item_names("v1", f"/{path}")
+    if path == "files":
+        names |= {"log_id", "file_type"}  # a documented spec gap (KNOWN_GAPS)
+    pages = client.v1_pages(f"/v1/{path}", limit=3 if path == "roles" else 9)
+    assert len(pages) > 1
+    for body in pages:
+        assert pspec.errors(validator, body) == []
+        assert set(body["additional_data"]) == {"pagination"}
+        for item in body["data"]:
+            assert set(item) == names
+
+
+def test_users_me_validates_and_tells_the_company(client: FakeClient, fake: FakePipedrive) -> None:
+    body = client.json("/v1/users/me")
+    assert pspec.errors(pspec.validator_for("v1", "/users/me"), body) == []
+    me = body["data"]
+    schema = pspec.json_schema_for("v1", "/users/me")
+    assert set(me) == set(pspec._object_at(schema, "data")["properties"])
+    assert me["id"] == 1 and me["is_you"] is True and me["email"] == "ada@example.com"
+    assert me["company_id"] == fake.company["id"]
+    assert me["company_domain"] == fake.company["domain"] and me["company_name"]
+
+
+def test_goals_find_validates_with_its_own_envelope(client: FakeClient) -> None:
+    validator = pspec.validator_for("v1", "/goals/find")
+    seen = []
+    for assignee_type in ("person", "company", "team"):
+        for active in ("true", "false"):
+            body = client.json(
+                "/v1/goals/find", **{"assignee.type": assignee_type}, is_active=active
+            )
+            assert pspec.errors(validator, body) == []
+            assert body["statusCode"] == 20000 and body["service"] == "statistics-goals-api"
+            seen += body["data"]["goals"]
+    assert len(seen) == 6 and len({g["id"] for g in seen}) == 6
+    strict = pspec.validator_for("v1", "/goals/find", gaps=False)
+    assert any("statusCode" in e for e in pspec.errors(strict, body))
+
+
+def test_deal_products_validate_in_batches(client: FakeClient, fake: FakePipedrive) -> None:
+    validator = pspec.validator_for("v2", "/deals/products")
+    names = _item_names("v2", "/deals/products")
+    products = set(fake.ids("products", deleted=None))
+    deal_ids = fake.ids("deals", deleted=None)
+    got = []
+    for i in range(0, len(deal_ids), 100):
+        batch = deal_ids[i : i + 100]
+        for body in client.v2_pages(
+            "/api/v2/deals/products", deal_ids=",".join(map(str, batch)), limit=60
+        ):
+            assert pspec.errors(validator, body) == []
+            for item in body["data"]:
+                assert set(item) == names
+                assert item["deal_id"] in batch and item["product_id"] in products
+                got.append(item)
+    assert got == fake.deal_products()
+    per_deal = [sum(1 for a in got if a["deal_id"] == d) for d in deal_ids]
+    assert min(per_deal) == 0 and max(per_deal) == 4
+    for key in ("comments", "billing_start_date", "billing_frequency_cycles"):
+        assert any(a[key] is None for a in got) and any(a[key] is not None for a in got), key
+
+
+@pytest.mark.parametrize("entity", FOLLOWED)
+def test_followers_and_their_changelog_validate(client: FakeClient, entity: str) -> None:
+    for sub in ("followers", "followers/changelog"):
+        validator = pspec.validator_for("v2", f"/{entity}/{{id}}/{sub}")
+        names = _item_names("v2", f"/{entity}/{{id}}/{sub}")
+        for rid in range(1, 16):
+            body = client.json(f"/api/v2/{entity}/{rid}/{sub}")
+            assert pspec.errors(validator, body) == []
+            assert body["data"] and all(set(i) == names for i in body["data"])
+
+
+NEW_NULLABLE = {
+    "/v1/users": ["phone", "icon_url"],
+    "/v1/filters": ["last_used_time", "custom_view_id", "filter_code"],
+    "/v1/files": ["deal_id", "person_id", "description", "lead_id"],
+    "/v1/callLogs": ["subject", "note", "deal_id", "org_id", "from_phone_number"],
+    "/api/v2/projects": ["description", "health_status", "end_date", "start_date"],
+    "/api/v2/tasks": ["description", "due_date", "parent_task_id", "priority",
+                      "marked_as_done_time"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", list(NEW_NULLABLE))
+def test_realistic_nulls_in_the_smaller_entities(client: FakeClient, path: str) -> None:
+    if path.startswith("/v1/"):
+        items = (
+            client.v1_all(path, limit=50)
+            if path in ("/v1/files", "/v1/callLogs")
+            else client.json(path)["data"]
+        )
+    else:
+        items = client.v2_all(path, limit=500, **_params(path.removeprefix("/api/v2/")))
+    for key in NEW_NULLABLE[path]:
+        nulls = sum(i[key] is None for i in items)
+        assert 0 < nulls <= len(items), (path, key)
+        if key != "filter_code":
+            assert nulls < len(items), (path, key)
+
+
+def test_timestamps_of_the_smaller_entities(client: FakeClient) -> None:
+    v1 = {"/v1/users": ("created", "modified", "last_login"),
+          "/v1/activityTypes": ("add_time", "update_time"),
+          "/v1/filters": ("add_time", "update_time", "last_used_time")}  # fmt: skip
+    for path, keys in v1.items():
+        for item in client.json(path)["data"]:
+            for key in keys:
+                assert item[key] is None or V1_TIME.match(item[key]), (path, key)
+    for item in client.v1_all("/v1/files", limit=100):
+        assert V1_TIME.match(item["add_time"]) and V1_TIME.match(item["update_time"])
+    for item in client.json("/v1/leadLabels")["data"]:
+        assert RFC3339_MS.match(item["add_time"]) and RFC3339_MS.match(item["update_time"])
+    for item in client.v1_all("/v1/callLogs", limit=50):
+        assert RFC3339_MS.match(item["start_time"]) and item["end_time"] >= item["start_time"]
+    for path in ("projects", "tasks"):
+        for item in client.v2_all(f"/api/v2/{path}", **_params(path)):
+            assert RFC3339_MS.match(item["add_time"]) and RFC3339_MS.match(item["update_time"])
+    for item in client.json("/api/v2/deals/products", deal_ids="1,2,3,4,5,6,7,8")["data"]:
+        assert RFC3339.match(item["add_time"]) and RFC3339.match(item["update_time"])
+    for item in client.json("/api/v2/deals/1/followers")["data"]:
+        assert RFC3339.match(item["add_time"])
+
+
+def test_references_of_the_smaller_entities(client: FakeClient, fake: FakePipedrive) -> None:
+    users = {u["id"] for u in client.json("/v1/users")["data"]}
+    sets = {p["id"] for p in client.json("/v1/permissionSets")["data"]}
+    roles = {r["id"] for r in client.v1_all("/v1/roles")}
+    for u in client.json("/v1/users")["data"]:
+        assert {a["permission_set_id"] for a in u["access"]} <= sets
+        assert u["role_id"] in roles
+    projects = {p["id"] for p in fake.records("projects", deleted=None)}
+    tasks = client.v2_all("/api/v2/tasks", limit=500)
+    by_id = {t["id"]: t for t in tasks}
+    for t in tasks:
+        assert t["project_id"] in projects and set(t["assignee_ids"]) <= users
+        if t["parent_task_id"] is not None:
+            assert by_id[t["parent_task_id"]]["project_id"] == t["project_id"]
+    labels = {lab["id"] for lab in client.json("/v1/leadLabels")["data"]}
+    for lead in client.v1_all("/v1/leads"):
+        assert set(lead["label_ids"]) <= labels
+    types = {t["key_string"] for t in client.json("/v1/activityTypes")["data"]}
+    assert {a["type"] for a in client.v2_all("/api/v2/activities", limit=500)} <= types
+    currencies = {c["code"] for c in client.json("/v1/currencies")["data"]}
+    assert {d["currency"] for d in client.v2_all("/api/v2/deals", limit=500)} <= currencies

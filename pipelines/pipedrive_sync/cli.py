@@ -5,19 +5,39 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Annotated
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+from rich.console import Console
 
 from . import exit_codes
-from .summary import print_summary
+from .output import Format
+from .progress import LogFormat
+
+if TYPE_CHECKING:
+    from .runner import RunResult
+    from .settings import RunSettings
 
 app = typer.Typer(
     name="pipedrive-sync",
-    help="Sync Pipedrive CRM into DuckDB (or any dlt destination): complete, incremental, typed.",
+    help="Sync Pipedrive CRM into DuckDB (or any dlt destination): complete, incremental, typed."
+    " Then explore it: status, query, shell, fields.",
+    epilog="Quick start: `pipedrive-sync demo` (no account needed), then"
+    " `pipedrive-sync shell --duckdb-path demo.duckdb`. Docs: README.md.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+)
+
+DEMO_TOKEN = "demo-token-not-a-secret"
+DEMO_SQL = (
+    "SELECT pipeline_name, stage_name, currency, open_deals, round(total_value) AS value,"
+    " round(weighted_value) AS weighted FROM open_pipeline_summary"
+    " WHERE currency = 'EUR' ORDER BY pipeline_name, stage_order_nr"
 )
 
 
@@ -27,11 +47,47 @@ def _quiet_libraries() -> None:
     logging.getLogger("dlt").setLevel(logging.ERROR)
 
 
-def _fail(failure: exit_codes.Failure) -> None:
+class _OneLineHandler(logging.Handler):
+    """Our own warnings (e.g. a view that could not be created) as one stderr line each."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        typer.echo(f"pipedrive-sync: warning: {record.getMessage()}", err=True)
+
+
+def _setup_logging(quiet: bool) -> None:
+    _quiet_libraries()
+    logger = logging.getLogger("pipelines.pipedrive_sync")
+    logger.propagate = False
+    logger.handlers = [] if quiet else [_OneLineHandler(logging.WARNING)]
+    if quiet:
+        logger.addHandler(logging.NullHandler())
+
+
+def _fail(failure: exit_codes.Failure) -> NoReturn:
     typer.echo(f"pipedrive-sync: {failure.message}", err=True)
     raise typer.Exit(failure.code)
 
 
+@contextmanager
+def _expected_failures() -> Iterator[None]:
+    """Expected failures of the reading commands → one stderr line and their exit code."""
+    import duckdb
+
+    from .warehouse import WarehouseBusy, first_line
+
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except exit_codes.ConfigError as exc:
+        _fail(exit_codes.Failure(exit_codes.CONFIG, str(exc), expected=True))
+    except WarehouseBusy as exc:
+        _fail(exit_codes.Failure(exit_codes.TEMPORARY, str(exc), expected=True))
+    except duckdb.Error as exc:
+        _fail(exit_codes.Failure(exit_codes.FAILURE, first_line(exc), expected=True))
+
+
+# -- shared options --------------------------------------------------------------------------
 EntitiesOpt = Annotated[
     str | None,
     typer.Option(
@@ -42,10 +98,14 @@ EntitiesOpt = Annotated[
 ]
 DuckdbOpt = Annotated[
     str | None,
-    typer.Option("--duckdb-path", help="DuckDB file to write [default: ./pipedrive.duckdb]."),
+    typer.Option(
+        "--duckdb-path",
+        help="DuckDB warehouse file [default: sources.pipedrive.duckdb_path, else ./pipedrive.duckdb].",
+    ),
 ]
 DatasetOpt = Annotated[
-    str | None, typer.Option("--dataset", help="Dataset (schema) name [default: pipedrive].")
+    str | None,
+    typer.Option("--dataset", help="Dataset (schema) name [default: pipedrive]."),
 ]
 DestinationOpt = Annotated[
     str | None,
@@ -55,9 +115,87 @@ DestinationOpt = Annotated[
         " credentials come from dlt config [default: duckdb].",
     ),
 ]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="text: a live table on a terminal, plain timestamped lines otherwise (cron);"
+        " json: one JSON object per line (run_started, entity_progress, entity_finished,"
+        " run_finished).",
+        case_sensitive=False,
+    ),
+]
+QuietOpt = Annotated[
+    bool, typer.Option("--quiet", "-q", help="Print nothing but errors (on stderr).")
+]
+FormatOpt = Annotated[
+    Format,
+    typer.Option(
+        "--format", "-f", help="table for people, csv or json (JSON lines) for programs.",
+        case_sensitive=False,
+    ),
+]
 
 
-@app.command()
+def _read_settings(duckdb_path: str | None, dataset: str | None) -> RunSettings:
+    """Where the reading commands look: the same resolution as `run`, no token needed."""
+    from .settings import resolve
+
+    return resolve(duckdb_path=duckdb_path, dataset=dataset, require_token=False)
+
+
+def _console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(highlight=False, width=160)  # log files: do not wrap at 80
+    return console
+
+
+# -- run / demo ------------------------------------------------------------------------------
+def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResult:
+    """Run a sync with progress reporting; exits with the run's code on failure."""
+    from sources.pipedrive import select_entities
+
+    from .progress import RunInfo, Watcher, make_reporter
+    from .runner import make_context, run_sync
+
+    entities = tuple(e.name for e in select_entities(settings.entities))
+    reporter = make_reporter(log_format, quiet, _console())
+    ctx = make_context(settings)
+    watcher = Watcher(ctx, entities, reporter)
+    reporter.run_started(RunInfo.from_settings(settings, entities))
+    try:
+        with watcher:
+            result = run_sync(settings, ctx)
+    except Exception as exc:
+        reporter.close()
+        failure = exit_codes.classify(exc)
+        reporter.run_failed(failure, watcher.snapshot())
+        if not failure.expected and os.environ.get("PIPEDRIVE_SYNC_DEBUG"):
+            raise
+        _fail(failure)
+    finally:
+        reporter.close()
+    reporter.run_finished(result, watcher.snapshot())
+    if result.code != exit_codes.OK:
+        _fail(exit_codes.Failure(result.code, result.message, expected=True))
+    return result
+
+
+RUN_EPILOG = """Examples:
+
+  PIPEDRIVE_API_TOKEN=... pipedrive-sync run
+
+  pipedrive-sync run --entities deals,persons --start-date 2024-01-01
+
+  pipedrive-sync run --destination postgres --log-format json   # credentials: DESTINATION__POSTGRES__CREDENTIALS
+
+  */5 * * * * cd /srv/pipedrive && .venv/bin/pipedrive-sync run >> sync.log 2>&1
+
+Exit status: 0 ok, 1 bug, 75 temporary (retry later), 77 token rejected, 78 configuration."""
+
+
+@app.command(epilog=RUN_EPILOG)
 def run(
     entities: EntitiesOpt = None,
     duckdb_path: DuckdbOpt = None,
@@ -94,10 +232,11 @@ def run(
     pipeline_name: Annotated[
         str | None, typer.Option("--pipeline-name", help="Override the local dlt pipeline name.")
     ] = None,
+    log_format: LogFormatOpt = LogFormat.text,
+    quiet: QuietOpt = False,
 ) -> None:
     """Sync Pipedrive into the warehouse; only what changed since the last run."""
-    _quiet_libraries()
-    from .runner import run_sync
+    _setup_logging(quiet)
     from .settings import resolve
 
     try:
@@ -113,54 +252,260 @@ def run(
             hard_deletes=hard_deletes,
             reconcile=reconcile,
         )
-        result = run_sync(settings)
-    except Exception as exc:
-        failure = exit_codes.classify(exc)
-        if not failure.expected and os.environ.get("PIPEDRIVE_SYNC_DEBUG"):
-            raise
-        _fail(failure)
-        return
-    print_summary(result)
-    if result.code != exit_codes.OK:
-        typer.echo(f"pipedrive-sync: {result.message}", err=True)
-        raise typer.Exit(result.code)
+    except Exception as exc:  # noqa: BLE001 - classified: one line and the right exit code
+        _fail(exit_codes.classify(exc))
+    _sync(settings, log_format, quiet)
 
 
-@app.command()
+DEMO_EPILOG = """Then explore it:
+
+  pipedrive-sync shell --duckdb-path demo.duckdb
+
+  pipedrive-sync query --duckdb-path demo.duckdb "SELECT * FROM deals_enriched LIMIT 5"
+
+  pipedrive-sync status --duckdb-path demo.duckdb"""
+
+
+@app.command(epilog=DEMO_EPILOG)
 def demo(
     duckdb_path: Annotated[
         str, typer.Option("--duckdb-path", help="Where to write the demo warehouse.")
     ] = "demo.duckdb",
     deals: Annotated[int, typer.Option(help="How many deals the fake account has.")] = 500,
+    log_format: LogFormatOpt = LogFormat.text,
+    quiet: QuietOpt = False,
 ) -> None:
     """Sync a bundled fake Pipedrive account into ./demo.duckdb: no account, no network needed."""
-    _quiet_libraries()
+    _setup_logging(quiet)
     from sources.pipedrive_fake import FakePipedrive
 
-    from .runner import run_sync
     from .settings import resolve
 
+    if deals < 1:
+        _fail(exit_codes.Failure(exit_codes.CONFIG, "--deals must be at least 1", expected=True))
     scale = {"deals": deals, "persons": deals // 2, "organizations": deals // 5, "activities": deals}
-    token = "demo-token-not-a-secret"
-    with FakePipedrive(token=token, seed=42, scale=scale) as fake:
-        os.environ["PIPEDRIVE_API_TOKEN"] = token
+    with FakePipedrive(token=DEMO_TOKEN, seed=42, scale=scale) as fake:
+        os.environ["PIPEDRIVE_API_TOKEN"] = DEMO_TOKEN
         os.environ["PIPEDRIVE_BASE_URL"] = fake.base_url
         try:
-            settings = resolve(duckdb_path=duckdb_path, pipeline_name="pipedrive_demo")
-            result = run_sync(settings)
+            # a fresh fake each time: rebuild the demo warehouse instead of syncing increments
+            settings = resolve(
+                duckdb_path=duckdb_path,
+                destination="duckdb",
+                dataset="pipedrive",
+                pipeline_name="pipedrive_demo",
+                full_refresh=True,
+            )
         except Exception as exc:  # noqa: BLE001
             _fail(exit_codes.classify(exc))
-            return
-    print_summary(result)
-    sample = (
-        "SELECT stage_id, count(*) AS deals, round(sum(value)) AS value FROM deals"
-        " WHERE status = 'open' GROUP BY ALL ORDER BY deals DESC LIMIT 5"
-    )
-    from .warehouse import open_duckdb
+        _sync(settings, log_format, quiet)
+    if quiet or log_format is LogFormat.json:
+        return
+    from .output import print_cursor
+    from .warehouse import open_warehouse
 
-    with open_duckdb(duckdb_path) as connection:
-        typer.echo(f"\nTry it:  pipedrive-sync query --duckdb-path {duckdb_path} \"{sample}\"\n")
-        connection.sql(sample).show()
+    console = _console()
+    path = f" --duckdb-path {duckdb_path}" if duckdb_path != "pipedrive.duckdb" else ""
+    console.print("\nOpen pipeline in EUR by stage (view open_pipeline_summary):", markup=False)
+    with _expected_failures(), open_warehouse(duckdb_path) as connection:
+        print_cursor(connection.execute(DEMO_SQL), Format.table, sys.stdout, console)
+    console.print(
+        f'\nTry it:  pipedrive-sync query{path} "SELECT * FROM deals_enriched LIMIT 5"'
+        f"\n         pipedrive-sync shell{path}",
+        markup=False,
+        soft_wrap=True,
+    )
+
+
+# -- reading the warehouse -------------------------------------------------------------------
+STATUS_EPILOG = """Examples:
+
+  pipedrive-sync status
+
+  pipedrive-sync status --max-age 2h || alert "pipedrive data is stale"
+
+  pipedrive-sync status --format json
+
+Exit status: 0 fresh, 1 some entity is older than --max-age (the line on stderr names them),
+75 the file is locked by a running sync, 78 no such warehouse or dataset."""
+
+
+@app.command(epilog=STATUS_EPILOG)
+def status(
+    duckdb_path: DuckdbOpt = None,
+    dataset: DatasetOpt = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age",
+            help="Exit 1 when an entity's last successful sync is older than this"
+            " (30m, 2h, 1d, 1h30m).",
+        ),
+    ] = None,
+    entities: Annotated[
+        str | None,
+        typer.Option(
+            "--entities", "-e", help="Entities to check [default: those of the latest run]."
+        ),
+    ] = None,
+    fmt: Annotated[
+        Format,
+        typer.Option("--format", "-f", help="table, or json (one object per entity).",
+                     case_sensitive=False),
+    ] = Format.table,
+) -> None:
+    """Per entity: last successful sync, rows, last run outcome, staleness (for monitoring)."""
+    _setup_logging(quiet=False)
+    from .status import parse_duration, print_status, read_status, stale_line
+    from .warehouse import open_warehouse
+
+    with _expected_failures():
+        limit = parse_duration(max_age) if max_age else None
+        wanted = [e.strip() for e in entities.split(",") if e.strip()] if entities else None
+        settings = _read_settings(duckdb_path, dataset)
+        with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
+            rows = read_status(connection, wanted, max_age=limit)
+    print_status(rows, fmt, sys.stdout, _console(), settings.duckdb_path, settings.dataset)
+    line = stale_line(rows, limit)
+    if line:
+        _fail(exit_codes.Failure(exit_codes.FAILURE, line, expected=True))
+
+
+QUERY_EPILOG = """Examples:
+
+  pipedrive-sync query "SELECT status, count(*) FROM deals GROUP BY ALL"
+
+  pipedrive-sync query --format csv "SELECT * FROM deals_enriched" > deals.csv
+
+  pipedrive-sync query -f json "SELECT * FROM open_pipeline_summary" | jq .
+
+Tables: deals, persons, organizations, activities, products, pipelines, stages, custom_fields,
+sync_runs; views: deals_enriched, open_pipeline_summary. Times are UTC."""
+
+
+@app.command(epilog=QUERY_EPILOG)
+def query(
+    sql: Annotated[str, typer.Argument(help="The SQL to run (DuckDB dialect); `-` reads stdin.")],
+    fmt: FormatOpt = Format.table,
+    duckdb_path: DuckdbOpt = None,
+    dataset: DatasetOpt = None,
+    max_rows: Annotated[
+        int,
+        typer.Option("--max-rows", help="Rows shown in table format (0: all); csv/json print all."),
+    ] = 1000,
+) -> None:
+    """Run SQL against the DuckDB warehouse (the dataset is the default schema) and print it."""
+    _setup_logging(quiet=False)
+    from .output import print_cursor
+    from .warehouse import open_warehouse
+
+    text = sys.stdin.read() if sql == "-" else sql
+    if not text.strip():
+        _fail(exit_codes.Failure(exit_codes.CONFIG, "no SQL given", expected=True))
+    with _expected_failures():
+        settings = _read_settings(duckdb_path, dataset)
+        with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
+            cursor = connection.execute(text)
+            print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=max_rows)
+
+
+class ShellUi(StrEnum):
+    auto = "auto"
+    harlequin = "harlequin"
+    prompt = "prompt"
+
+
+SHELL_EPILOG = """With harlequin installed (pip install 'pipedrive-sync[shell]') you get its full
+terminal UI on the warehouse, dataset selected; otherwise a simple SQL prompt:
+statements end with `;`, `.tables` lists tables, `.schema deals` shows columns, `.quit` leaves.
+Also reads statements from a pipe:
+
+  echo "SELECT count(*) FROM deals;" | pipedrive-sync shell"""
+
+
+@app.command(epilog=SHELL_EPILOG)
+def shell(
+    duckdb_path: DuckdbOpt = None,
+    dataset: DatasetOpt = None,
+    ui: Annotated[
+        ShellUi,
+        typer.Option(
+            "--ui",
+            help="auto: harlequin when installed and on a terminal, else the prompt;"
+            " harlequin; prompt.",
+            case_sensitive=False,
+        ),
+    ] = ShellUi.auto,
+    write: Annotated[
+        bool,
+        typer.Option("--write", help="Open read-write (default read-only: the sync owns the file)."),
+    ] = False,
+) -> None:
+    """Interactive SQL on the DuckDB warehouse: harlequin when installed, a simple prompt otherwise."""
+    _setup_logging(quiet=False)
+    from .shell import find_harlequin, run_harlequin, run_prompt
+    from .warehouse import open_warehouse
+
+    harlequin = find_harlequin()
+    if ui is ShellUi.harlequin and harlequin is None:
+        _fail(
+            exit_codes.Failure(
+                exit_codes.CONFIG,
+                "harlequin is not installed: pip install 'pipedrive-sync[shell]' (or harlequin)",
+                True,
+            )
+        )
+    interactive = sys.stdin.isatty()
+    with _expected_failures():
+        settings = _read_settings(duckdb_path, dataset)
+        with open_warehouse(settings.duckdb_path, settings.dataset, read_only=not write) as con:
+            catalog = con.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+            use_harlequin = ui is ShellUi.harlequin or (ui is ShellUi.auto and interactive)
+            if harlequin and use_harlequin:
+                con.close()
+                code = run_harlequin(
+                    harlequin, settings.duckdb_path, catalog, settings.dataset, read_only=not write
+                )
+                raise typer.Exit(code)
+            code = run_prompt(con, sys.stdin, _console(), interactive=interactive)
+    raise typer.Exit(code)
+
+
+FIELDS_EPILOG = """Examples:
+
+  pipedrive-sync fields
+
+  pipedrive-sync fields --entity deal
+
+  pipedrive-sync fields -e person --format csv"""
+
+
+@app.command(epilog=FIELDS_EPILOG)
+def fields(
+    entity: Annotated[
+        str | None,
+        typer.Option("--entity", "-e", help="Only this entity (deal, person, organization…)."),
+    ] = None,
+    fmt: FormatOpt = Format.table,
+    duckdb_path: DuckdbOpt = None,
+    dataset: DatasetOpt = None,
+    all_fields: Annotated[
+        bool, typer.Option("--all", help="Include fields deleted in Pipedrive (is_active false).")
+    ] = False,
+) -> None:
+    """The custom-field mapping: which column holds which Pipedrive field, per entity."""
+    _setup_logging(quiet=False)
+    from .output import print_cursor
+    from .status import custom_fields_cursor
+    from .warehouse import open_warehouse
+
+    with _expected_failures():
+        settings = _read_settings(duckdb_path, dataset)
+        with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
+            cursor = custom_fields_cursor(
+                connection, entity, include_inactive=all_fields, with_options=fmt is not Format.table
+            )
+            print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=0)
 
 
 @app.command("entities")
@@ -174,6 +519,55 @@ def list_entities() -> None:
         typer.echo(
             f"{entity.name:16} {entity.api.value}  {entity.strategy.value:14} {default:8} {paths}"
         )
+
+
+@app.command()
+def docs(
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Where to write the table reference.")
+    ] = Path("docs/tables.md"),
+    check: Annotated[
+        bool, typer.Option("--check", help="Exit 1 if the file is not up to date.")
+    ] = False,
+) -> None:
+    """Write the table reference (every table, column and type) from the dlt schema."""
+    from .docs import render
+
+    text = render()
+    if check:
+        if not output.is_file() or output.read_text(encoding="utf-8") != text:
+            _fail(
+                exit_codes.Failure(
+                    exit_codes.FAILURE,
+                    f"{output} is out of date: run `pipedrive-sync docs` (or `make schema-docs`)",
+                    True,
+                )
+            )
+        return
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {output}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"pipedrive-sync {version('pipedrive-sync')}")
+        except PackageNotFoundError:
+            typer.echo("pipedrive-sync (not installed)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Sync Pipedrive CRM into DuckDB (or any dlt destination): complete, incremental, typed."""
 
 
 def main() -> None:

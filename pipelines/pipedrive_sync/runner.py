@@ -15,13 +15,20 @@ from filelock import FileLock, Timeout
 from sources.pipedrive import RunContext, pipedrive_source, select_entities
 from sources.pipedrive.entities import ENTITY_BY_NAME, Api, Strategy
 from sources.pipedrive.http import ApiTokenAuth, EntityUnavailable, PipedriveClient, RequestMetrics
-from sources.pipedrive.postload import apply_label_changes, mark_vanished
+from sources.pipedrive.postload import (
+    apply_label_changes,
+    backup_retired,
+    mark_vanished,
+    restore_retired,
+    retired_columns,
+)
 from sources.pipedrive.source import LABEL_CHANGES_TABLE
 
 from . import exit_codes
 from .exit_codes import RunInProgress
 from .history import last_reconciled, record_run
 from .settings import RunSettings
+from .views import create_views
 
 
 @dataclass
@@ -130,8 +137,11 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         pipeline = make_pipeline(settings, destination)
         if pipeline.has_pending_data:
             # an interrupted run left extracted or normalized packages: finish them first
+            backup_retired(pipeline, retired_columns(pipeline.state))
             info = pipeline.run()
             result.load_ids.extend(info.loads_ids if info else [])
+        else:
+            pipeline.sync_destination()  # a new machine restores cursors from the warehouse
         ctx.options = replace(ctx.options, reconcile=_reconcile_due(pipeline, settings, entities))
         _run_chunks(pipeline, settings, ctx, entities, result)
         _post_load(pipeline, settings, ctx, result)
@@ -179,7 +189,7 @@ def _run_chunks(
 ) -> None:
 
     file_format = _loader_format(pipeline)
-    refresh = "drop_sources" if settings.full_refresh else None
+    refresh: Any = "drop_sources" if settings.full_refresh else None
     while True:
         ctx.begin_chunk()
         source = pipedrive_source(
@@ -188,8 +198,12 @@ def _run_chunks(
             entities=[e.name for e in entities],
             ctx=ctx,
         )
-        info = pipeline.run(source, loader_file_format=file_format, refresh=refresh)  # type: ignore[arg-type]
+        pipeline.extract(source, loader_file_format=file_format, refresh=refresh)  # type: ignore[arg-type]
         refresh = None
+        # fields deleted in Pipedrive: keep their loaded values before the load can null them
+        backup_retired(pipeline, retired_columns(pipeline.state))
+        pipeline.normalize()
+        info = pipeline.load()
         result.chunks += 1
         result.load_ids.extend(info.loads_ids)
         if ctx.stopping or not ctx.has_more:
@@ -205,7 +219,8 @@ def _post_load(
             pipeline, entity_name, entity.primary_key, ids, hard=settings.options.hard_deletes
         )
     result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
-    # (views are (re)created here: see views.create_views)
+    restore_retired(pipeline, retired_columns(pipeline.state))
+    create_views(pipeline)  # analytics views, recreated so new custom columns appear
 
 
 def _decide_outcome(ctx: RunContext, entities: Any, result: RunResult) -> None:

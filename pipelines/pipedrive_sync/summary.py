@@ -12,17 +12,18 @@ if TYPE_CHECKING:
 
 
 def summary_rows(result: RunResult) -> list[dict[str, object]]:
+    """One dict per entity: rows, pages, requests, tokens, status, flagged deleted, message."""
+    stats = list(result.metrics.by_label.items())
     rows = []
     for report in result.reports:
-        stats = result.metrics.by_label
-        requests = sum(
-            s.requests for label, s in stats.items() if label.split("/")[0] == report.name
-        )
+        mine = [s for label, s in stats if label.split("/")[0] == report.name]
         rows.append(
             {
                 "entity": report.name,
                 "rows": report.rows,
-                "requests": requests,
+                "pages": report.pages,
+                "requests": sum(s.requests for s in mine),
+                "tokens": sum(s.tokens for s in mine),
                 "status": report.status,
                 "vanished": result.vanished.get(report.name, 0),
                 "message": report.message,
@@ -34,14 +35,21 @@ def summary_rows(result: RunResult) -> list[dict[str, object]]:
 def print_summary(result: RunResult, console: Console | None = None) -> None:
     console = console or Console(highlight=False)
     table = Table(title=None, show_edge=False, pad_edge=False)
-    for column in ("entity", "rows", "requests", "status"):
-        table.add_column(column, justify="right" if column in ("rows", "requests") else "left")
+    numeric = ("rows", "requests", "tokens")
+    for column in ("entity", *numeric, "status"):
+        table.add_column(column, justify="right" if column in numeric else "left")
     notes = []
     for row in summary_rows(result):
         status = str(row["status"])
         if row["vanished"]:
             status += f" ({row['vanished']} flagged deleted)"
-        table.add_row(str(row["entity"]), str(row["rows"]), str(row["requests"]), status)
+        table.add_row(
+            str(row["entity"]),
+            f"{row['rows']:,}",
+            f"{row['requests']:,}",
+            f"{row['tokens']:,}",
+            status,
+        )
         if row["message"]:
             notes.append(f"{row['entity']}: {row['message']}")
     console.print(table)
@@ -54,7 +62,8 @@ def print_summary(result: RunResult, console: Console | None = None) -> None:
             f"; {result.labels_rewritten} label rename(s) applied"
             if result.labels_rewritten
             else ""
-        )
+        ),
+        soft_wrap=True,
     )
     for note in notes:
-        console.print(f"warning: {note}")
+        console.print(f"warning: {note}", markup=False)

@@ -120,6 +120,13 @@ class FieldCatalog:
             for field in definitions:
                 if field.is_custom:
                     entry["known"][field.key] = field.to_dict()
+            current = {d.key for d in definitions if d.is_custom}
+            # fields deleted in Pipedrive: the runner keeps the values already loaded
+            entry["retired"] = {
+                fp.field.key: [o.name for o in fp.outputs]
+                for fp in plan.fields
+                if fp.field.key not in current and fp.outputs
+            }
             changes = option_label_changes(entry["labels"], plan)
             if changes:
                 self.label_changes.setdefault(entity.singular, []).extend(changes)

@@ -208,3 +208,27 @@ def column_max(table: pa.Table, column: str) -> Any:
     if column not in table.column_names or table.num_rows == 0:
         return None
     return pc.max(table[column]).as_py()
+
+
+class TableBatcher:
+    """Collects page tables into bigger ones: dlt's cost per yielded item is high and fixed."""
+
+    def __init__(self, max_rows: int = 10_000) -> None:
+        self.max_rows = max_rows
+        self._tables: list[pa.Table] = []
+        self._rows = 0
+
+    def add(self, table: pa.Table) -> pa.Table | None:
+        """Add a page; returns a batch when enough rows have accumulated."""
+        self._tables.append(table)
+        self._rows += table.num_rows
+        return self.flush() if self._rows >= self.max_rows else None
+
+    def flush(self) -> pa.Table | None:
+        """Everything collected so far as one table (None if nothing)."""
+        if not self._tables:
+            return None
+        tables, self._tables, self._rows = self._tables, [], 0
+        if len(tables) == 1:
+            return tables[0]
+        return pa.concat_tables(tables, promote_options="default")

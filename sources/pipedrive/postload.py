@@ -140,3 +140,78 @@ def _cast_json(client: Any, expression: str) -> str:
     if dialect == "snowflake":
         return f"PARSE_JSON({expression})"
     return expression
+
+
+RETIRED_PREFIX = "_retired__"
+
+
+def retired_columns(pipeline_state: Any) -> dict[str, list[str]]:
+    """table → columns of custom fields deleted in Pipedrive, from the source's dlt state."""
+    from .entities import ENTITIES
+
+    tables = {e.singular: e.name for e in ENTITIES if e.singular}
+    sources = (pipeline_state or {}).get("sources", {})
+    catalog = (sources.get("pipedrive") or {}).get("custom_fields") or {}
+    result: dict[str, list[str]] = {}
+    for singular, entry in catalog.items():
+        for columns in (entry.get("retired") or {}).values():
+            if singular in tables:
+                result.setdefault(tables[singular], []).extend(columns)
+    return result
+
+
+def _backup_name(table: str, column: str) -> str:
+    return f"{RETIRED_PREFIX}{table}__{column}"[:63]
+
+
+def _column_exists(client: Any, table: str, column: str) -> bool:
+    try:
+        client.execute_sql(
+            f"SELECT {client.escape_column_name(column)} FROM"
+            f" {client.make_qualified_table_name(table)} WHERE 1 = 0"
+        )
+    except Exception:  # noqa: BLE001 - missing table or column
+        return False
+    return True
+
+
+def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -> int:
+    """Snapshot the values of newly retired columns before a load can overwrite them with nulls.
+
+    Idempotent: a column already backed up is left alone. Returns how many were backed up.
+    """
+    created = 0
+    with _sql_client(pipeline) as client:
+        for table, columns in retired.items():
+            for column in columns:
+                backup = _backup_name(table, column)
+                if _table_exists(client, backup) or not _column_exists(client, table, column):
+                    continue
+                col = client.escape_column_name(column)
+                client.execute_sql(
+                    f"CREATE TABLE {client.make_qualified_table_name(backup)} AS"
+                    f" SELECT id, {col} FROM {client.make_qualified_table_name(table)}"
+                    f" WHERE {col} IS NOT NULL"
+                )
+                created += 1
+    return created
+
+
+def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -> int:
+    """Put back values of deleted fields that a reload of their rows overwrote with nulls."""
+    restored = 0
+    with _sql_client(pipeline) as client:
+        for table, columns in retired.items():
+            target = client.make_qualified_table_name(table)
+            for column in columns:
+                backup = _backup_name(table, column)
+                if not _table_exists(client, backup):
+                    continue
+                col = client.escape_column_name(column)
+                source = client.make_qualified_table_name(backup)
+                client.execute_sql(
+                    f"UPDATE {target} SET {col} = b.{col} FROM {source} AS b"
+                    f" WHERE {target}.id = b.id AND {target}.{col} IS NULL"
+                )
+                restored += 1
+    return restored

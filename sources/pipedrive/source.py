@@ -34,7 +34,7 @@ from .http import (
     TemporaryError,
 )
 from .http.client import DEFAULT_BASE_URL
-from .pages import build_table
+from .pages import TableBatcher, build_table
 from .schema import load_schema, table_columns
 from .streams import StreamReader
 
@@ -63,6 +63,7 @@ class EntityExtractor:
         self._catalog = catalog
         self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
         self.readers: list[StreamReader] = []
+        self._hinted = False
 
     @property
     def catalog(self) -> FieldCatalog | None:
@@ -106,38 +107,40 @@ class EntityExtractor:
         """The resource generator: every due stream page by page, then bookkeeping."""
         report = self.ctx.report(self.entity.name)
         streams_state = dlt.current.resource_state().setdefault("streams", {})
-        hinted = False
+        batcher = TableBatcher(BATCH_ROWS)
         skipped: list[str] = []
         for stream in self.entity.streams:
             if self.ctx.stopping:
                 report.status = "stopped"
-                return
+                break
             stream_state = streams_state.setdefault(stream.key, {})
             if not self._due(stream, stream_state):
                 continue
             reader = self._reader(stream, stream_state)
             self.readers.append(reader)
+            failure: Exception | None = None
             try:
                 for table in reader.read():
                     report.rows += table.num_rows
                     report.pages += 1
-                    if not hinted:
-                        hinted = True
-                        hints = dlt.mark.make_hints(columns=self._column_hints())  # type: ignore[arg-type]
-                        yield dlt.mark.with_hints(table, hints)
-                    else:
-                        yield table
-            except EntityUnavailable as exc:
-                skipped.append(str(exc))
+                    yield from self._emit(batcher.add(table))
+            except (EntityUnavailable, TemporaryError) as exc:
+                failure = exc
+            # what was read is consistent with the stream state: always load it
+            yield from self._emit(batcher.flush())
+            if isinstance(failure, EntityUnavailable):
+                skipped.append(str(failure))
                 continue
-            except TemporaryError as exc:
+            if isinstance(failure, TemporaryError):
                 report.status = "stopped"
-                report.message = str(exc)
-                self.ctx.stop(exc)
-                return
+                report.message = str(failure)
+                self.ctx.stop(failure)
+                break
             if reader.complete and stream.cadence is not None:
                 stream_state["read_at"] = datetime.now(UTC).isoformat()
             report.more = report.more or reader.more
+        if report.status == "stopped":
+            return
         if skipped:
             report.message = "; ".join(skipped)
             if len(skipped) == len(self.readers):
@@ -150,6 +153,17 @@ class EntityExtractor:
         if not skipped:
             self._reconcile(report)
         yield from self._metadata()
+
+    def _emit(self, table: pa.Table | None) -> Iterator[Any]:
+        """Yield a batch; the first one carries the column hints (custom columns included)."""
+        if table is None or table.num_rows == 0:
+            return
+        if not self._hinted:
+            self._hinted = True
+            hints = dlt.mark.make_hints(columns=self._column_hints())  # type: ignore[arg-type]
+            yield dlt.mark.with_hints(table, hints)
+        else:
+            yield table
 
     def _reader(self, stream: Stream, state: dict[str, Any]) -> StreamReader:
         return StreamReader(
@@ -212,6 +226,7 @@ class EntityExtractor:
             yield dlt.mark.with_table_name(rows, LABEL_CHANGES_TABLE)
 
 
+BATCH_ROWS = 10_000  # rows per item handed to dlt (its per-item overhead is high)
 MAPPING_TABLE = "custom_fields"
 LABEL_CHANGES_TABLE = "custom_field_label_changes"
 

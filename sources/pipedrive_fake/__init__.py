@@ -29,21 +29,40 @@ Behaviour worth knowing (see FakePipedrive's docstrings for the rest):
   `fake.records(entity, deleted=True)`.
 * The `Date` header and the daily budget's midnight follow the fake clock; the burst window
   (2 s) follows the wall clock.
+* Smaller entities (`EXTRA_TABLES`: users, activity_types, currencies, lead_labels,
+  lead_sources, filters, files, goals, call_logs, roles, permission_sets, projects, tasks) are
+  tables like the others: `scale` sizes them, `add`/`update`/`delete` change them (users and
+  activity types are deactivated, staying listed; projects get status "deleted"; the rest
+  vanish), `archive("projects", id)` moves a project to /projects/archived.
+* Deal products (`/api/v2/deals/products?deal_ids=...`) and followers are generated per record
+  on first use (deterministic); `add_deal_product`/`update_deal_product`/`remove_deal_product`
+  also stamp the deal's update_time; `add_follower`/`remove_follower` do not touch the record.
+* `restrict(path_regex, 402|403)` answers matching requests with Pipedrive's error envelope.
+* OAuth: `oauth_client(...)` registers an app install; `POST /oauth/token` refreshes (refresh
+  tokens rotate); `Authorization: Bearer` works instead of x-api-token, with scope checks
+  (`ROUTE_SCOPES`); access tokens expire on the fake clock (`advance`) or at once with
+  `expire_access_tokens()`. See `oauth.py` for the shapes.
 """
 
-from .api import TOKEN_COSTS
-from .fake import DEFAULT_NOW, DEFAULT_SCALE, FakePipedrive
+from .api import ROUTE_SCOPES, TOKEN_COSTS
+from .fake import DEFAULT_NOW, DEFAULT_SCALE, EXTRA_TABLES, FakePipedrive
 from .fields import CUSTOM_FIELD_TYPES, TRICKY_DEAL_FIELDS, FieldDef
-from .server import FaultRule, RequestRecord
+from .oauth import ALL_SCOPES, OAuthInstall
+from .server import FaultRule, RequestRecord, Restriction
 
 __all__ = [
+    "ALL_SCOPES",
     "CUSTOM_FIELD_TYPES",
     "DEFAULT_NOW",
     "DEFAULT_SCALE",
+    "EXTRA_TABLES",
+    "ROUTE_SCOPES",
     "TOKEN_COSTS",
     "TRICKY_DEAL_FIELDS",
     "FakePipedrive",
     "FaultRule",
     "FieldDef",
+    "OAuthInstall",
     "RequestRecord",
+    "Restriction",
 ]

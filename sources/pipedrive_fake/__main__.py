@@ -16,12 +16,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", default="demo-token")
     parser.add_argument("--seed", type=int, default=1)
     for name, default in DEFAULT_SCALE.items():
-        parser.add_argument(f"--{name}", type=int, default=default, help=f"(default {default})")
+        flag = "--" + name.replace("_", "-")
+        parser.add_argument(flag, dest=name, type=int, default=default, help=f"(default {default})")
     parser.add_argument(
         "--custom-fields", type=int, default=None, help="custom fields on deals (default ~23)"
     )
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per 2 s window")
     parser.add_argument("--daily-budget", type=int, default=None, help="daily token budget")
+    parser.add_argument(
+        "--oauth",
+        action="append",
+        default=[],
+        metavar="CLIENT_ID:CLIENT_SECRET:REFRESH_TOKEN",
+        help="register an OAuth app install (POST /oauth/token then refreshes it)",
+    )
     args = parser.parse_args(argv)
     scale = {name: getattr(args, name) for name in DEFAULT_SCALE}
     fake = FakePipedrive(
@@ -34,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
+    for spec in args.oauth:
+        client_id, secret, refresh = [*spec.split(":", 2), "", ""][:3]
+        if not (client_id and secret and refresh):
+            parser.error("--oauth takes CLIENT_ID:CLIENT_SECRET:REFRESH_TOKEN")
+        fake.oauth_client(client_id, secret, refresh)
     fake.warm()
     fake.start()
     print(fake.base_url, flush=True)

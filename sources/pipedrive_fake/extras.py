@@ -11,6 +11,7 @@ Every generator has the signature of `generate`'s: `(ctx, rng, i, at, ut) -> rec
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -277,7 +278,13 @@ def lead_label(ctx: Context, rng: random.Random, i: int, at: int, ut: int) -> di
         lid, name, color = LEAD_LABEL_DEFS[i - 1]
     else:
         lid, name, color = _uuid(rng), f"Label {i}", rng.choice(_LABEL_COLORS)
-    return {"id": lid, "name": name, "color": color, "add_time": fmt_ms(at), "update_time": fmt_ms(ut)}
+    return {
+        "id": lid,
+        "name": name,
+        "color": color,
+        "add_time": fmt_ms(at),
+        "update_time": fmt_ms(ut),
+    }
 
 
 LEAD_SOURCE_NAMES = ("Manually created", "Deal", "Web forms", "Prospector", "Leadbooster",
@@ -304,7 +311,9 @@ _FILTER_TYPES = ("deals", "leads", "org", "people", "products", "activity", "pro
 
 def filter_(ctx: Context, rng: random.Random, i: int, at: int, ut: int) -> dict[str, Any]:
     r = rng.random
-    name, ftype = _FILTERS[i - 1] if i <= len(_FILTERS) else (f"Filter {i}", rng.choice(_FILTER_TYPES))
+    name, ftype = (
+        _FILTERS[i - 1] if i <= len(_FILTERS) else (f"Filter {i}", rng.choice(_FILTER_TYPES))
+    )
     used = ut + int(r() * max(0, ctx.now_ms - ut))
     return {
         "id": i,
@@ -318,8 +327,8 @@ def filter_(ctx: Context, rng: random.Random, i: int, at: int, ut: int) -> dict[
         "add_time": fmt_v1(at),
         "update_time": fmt_v1(ut),
         "visible_to": rng.choice(["1", "3", "7", "7"]),
-        "last_used_time": fmt_v1(used - used % 1000) if r() < 0.5 else None,
-        "custom_view_id": rng.randint(1, 40) if r() < 0.3 else None,
+        "last_used_time": fmt_v1(used - used % 1000) if i % 2 else None,
+        "custom_view_id": 10 + i if i % 3 == 0 else None,
     }
 
 
@@ -462,10 +471,14 @@ def project(ctx: Context, rng: random.Random, i: int, at: int, ut: int) -> dict[
     """A project; archived ones have an archive_time (the fake derives `archived` from it)."""
     r = rng.random
     x = r()
-    status = "open" if x < 0.6 else "completed" if x < 0.85 else "canceled" if x < 0.95 else "deleted"
+    status = (
+        "open" if x < 0.6 else "completed" if x < 0.85 else "canceled" if x < 0.95 else "deleted"
+    )
     board = 1 if r() < 0.7 else 2
     org = rng.choice(ctx.org_ids) if ctx.org_ids and r() < 0.7 else None
-    title = f"{ctx.org_names.get(org, 'Internal') if org else 'Internal'} {rng.choice(_PROJECT_WORDS)}"
+    title = (
+        f"{ctx.org_names.get(org, 'Internal') if org else 'Internal'} {rng.choice(_PROJECT_WORDS)}"
+    )
     start = at + rng.randint(0, 10) * DAY
     change = at + int(r() * (ut - at))
     archived = r() < 0.1
@@ -480,7 +493,9 @@ def project(ctx: Context, rng: random.Random, i: int, at: int, ut: int) -> dict[
         "start_date": fmt_date(start) if r() < 0.8 else None,
         "end_date": fmt_date(start + rng.randint(14, 120) * DAY) if r() < 0.6 else None,
         "deal_ids": [rng.choice(ctx.deal_ids)] if ctx.deal_ids and r() < 0.6 else [],
-        "person_ids": sorted(rng.sample(ctx.person_ids, min(len(ctx.person_ids), rng.randint(0, 2)))),
+        "person_ids": sorted(
+            rng.sample(ctx.person_ids, min(len(ctx.person_ids), rng.randint(0, 2)))
+        ),
         "org_ids": [org] if org else [],
         "label_ids": [] if r() < 0.6 else [rng.randint(1, 5)],
         "health_status": None if r() < 0.5 else rng.choice([10, 20, 30]),
@@ -539,7 +554,7 @@ MAKERS = {
 # --- deal products (attachments), generated per deal on first use -------------------------------------
 
 MAX_PRODUCTS_PER_DEAL = 4
-_N_PRODUCTS = (0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4)  # 0–4, mostly 0–2
+_N_PRODUCTS = (0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 4)  # 0-4, mostly 0-2
 
 
 def deal_products(
@@ -547,14 +562,15 @@ def deal_products(
     deal: dict[str, Any],
     deal_at: int,
     deal_ut: int,
-    products: list[dict[str, Any]],
+    product_ids: Sequence[int],
+    get_product: Callable[[int], dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The generated attachments of one deal. Ids are `(deal_id - 1) * 4 + k`, so unique and
     independent of which deals were asked for first."""
     rng = random.Random(f"{seed}/deal_products/{deal['id']}")
-    n = min(rng.choice(_N_PRODUCTS), len(products))
+    n = min(rng.choice(_N_PRODUCTS), len(product_ids))
     out = []
-    for k, product in enumerate(rng.sample(products, n)):
+    for k, product_id in enumerate(rng.sample(product_ids, n)):
         added = deal_at + int(rng.random() * (deal_ut - deal_at))
         added -= added % 1000
         updated = added if rng.random() < 0.7 else added + int(rng.random() * (deal_ut - added))
@@ -563,7 +579,7 @@ def deal_products(
             rng,
             (deal["id"] - 1) * MAX_PRODUCTS_PER_DEAL + k + 1,
             deal,
-            product,
+            get_product(product_id),
             order_nr=k + 1,
             at=added,
             ut=updated,
@@ -615,6 +631,8 @@ def new_attachment(
         else None,
         "billing_start_date": fmt_date(at) if freq != "one-time" else None,
     }
+    if not percentage and float(att["quantity"]) * float(price) < 2 * att["discount"]:
+        att["discount"] = 0  # an amount discount never exceeds half the price
     att["sum"] = attachment_sum(att)
     return att
 

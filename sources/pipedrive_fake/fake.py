@@ -564,6 +564,9 @@ class FakePipedrive(HttpApi):
             id_key = KINDS[t].id_key
             for i in range(1, n[t] + 1):
                 at, ut = ctx.times(r)
+                if t == "users":  # the account's users predate its records
+                    at = now - (1000 - 3 * min(i, 300)) * gen.DAY
+                    ut = max(at, ut)
                 d = maker(ctx, r, i, at, ut)
                 row = Row(d[id_key], i, d, at, ut)
                 self._sync_flags(t, row, d)
@@ -603,7 +606,10 @@ class FakePipedrive(HttpApi):
 
         deleted: False → not deleted (default), True → only deleted ones, None → both.
         archived: None → both (default), True → only archived, False → only not archived.
+        "deal_products": every deal's attachments (`deal_products()`; the flags do not apply).
         """
+        if entity == "deal_products":
+            return self.deal_products()
         with self._lock:
             _t, table = self._table(entity)
             return [
@@ -686,6 +692,13 @@ class FakePipedrive(HttpApi):
                     data["is_deleted"] = status == "deleted"
             if "stage_id" in fields and "pipeline_id" not in fields:
                 data["pipeline_id"] = self._ctx.stage_pipeline.get(data["stage_id"])
+        elif t == "projects":
+            if data["status"] not in PROJECT_STATUSES:
+                raise ValueError(f"project status must be one of {PROJECT_STATUSES}")
+            if data["status"] != old_status and "status_change_time" not in fields:
+                data["status_change_time"] = self._fmt(t, ms)
+        elif t == "tasks" and "is_done" in fields and "marked_as_done_time" not in fields:
+            data["marked_as_done_time"] = self._fmt(t, ms) if data["is_done"] else None
 
     def _sync_flags(self, t: str, row: Row, data: dict[str, Any]) -> None:
         if t == "deals":
@@ -696,6 +709,14 @@ class FakePipedrive(HttpApi):
             row.archived = bool(data["is_archived"])
         elif t == "notes":
             row.deleted = not data["active_flag"]
+        elif t == "projects":
+            row.status = data["status"]
+            row.archived = data["archive_time"] is not None
+            row.deleted = data["status"] == "deleted"
+        elif t in KINDS:
+            if KINDS[t].delete == "flag_vanish":
+                row.deleted = not data["active_flag"]
+            # "deactivate": inactive records stay listed; "vanish": only delete() sets the flag
         else:
             row.deleted = bool(data.get("is_deleted"))
 
@@ -735,6 +756,9 @@ class FakePipedrive(HttpApi):
                     1 for r in table.by_seq if table.data(r)["pipeline_id"] == pipeline_id
                 )
                 data = gen.stage(ctx, rng, i, ms, ms, pipeline_id, order)
+            elif t in extras.MAKERS:
+                data = extras.MAKERS[t](ctx, rng, i, ms, ms)
+                self._new_extra(t, data)
             else:
                 maker = {
                     "persons": gen.person,
@@ -750,7 +774,7 @@ class FakePipedrive(HttpApi):
             if "custom_fields" in data:
                 data["custom_fields"] = dict.fromkeys(data["custom_fields"])  # start empty
             self._apply(t, data, fields, ms)
-            rid = data["id"]
+            rid = data[KINDS[t].id_key] if t in KINDS else data["id"]
             row = Row(rid, i, data, ms, ms, status=status, archived=archived)
             self._sync_flags(t, row, data)
             if rid in table.rows:
@@ -772,6 +796,11 @@ class FakePipedrive(HttpApi):
             elif t == "stages":
                 ctx.stage_pipeline[rid] = data["pipeline_id"]
                 ctx.stage_ids.append(rid)
+            elif t == "products":
+                ctx.product_ids.append(rid)
+                ctx.product_names[rid] = data["name"]
+            elif t == "projects":
+                ctx.project_ids.append(rid)
             if tick:
                 self._now_ms += 1000
             return table.served(row)
@@ -802,10 +831,19 @@ class FakePipedrive(HttpApi):
             t, table, row = self._row(entity, id)
             if "id" in fields:
                 raise ValueError("ids cannot change")
+            if t in KINDS and KINDS[t].id_key in fields:
+                raise ValueError(f"{t} are identified by {KINDS[t].id_key}, which cannot change")
+            update_key = KINDS[t].update_key if t in KINDS else "update_time"
+            # generate the record's lazily made data now, from its times before this change
+            if t == "deals" and row.id not in self._deal_products:
+                self._attachments(row.id)
+            if t in FOLLOWED and (t, row.id) not in self._followers:
+                self._follow_state(t, row.id)
             ms = self._stamp(t, fields.pop("update_time", None) or at)
             data = dict(table.data(row))
             self._apply(t, data, fields, ms)
-            data["update_time"] = self._fmt(t, ms)
+            if update_key is not None:
+                data[update_key] = self._fmt(t, ms)
             before = table.snapshot(row)
             row.ut = ms
             self._sync_flags(t, row, data)
@@ -821,22 +859,32 @@ class FakePipedrive(HttpApi):
     def delete(
         self, entity: str, id: Any, *, at: datetime | str | None = None, tick: bool = True
     ) -> None:
-        """Delete a record. Deals stay listed with status "deleted" (only when asked for);
+        """Delete a record. Deals and projects stay listed with status "deleted" (only when
+        asked for); users and activity types are deactivated (active_flag false, still listed);
         everything else vanishes from the lists but is kept (see `records(deleted=True)`)."""
         t, _table = self._table(entity)
+        kind = KINDS.get(t)
         if t == "deals":
             self._mutate(t, id, at, tick, {"status": "deleted", "is_deleted": True})
         elif t == "notes":
             self._mutate(t, id, at, tick, {"active_flag": False})
         elif t == "leads":
             self._mutate(t, id, at, tick, {}, deleted=True)
+        elif kind is not None:
+            if kind.delete == "status":
+                self._mutate(t, id, at, tick, {"status": "deleted"})
+            elif kind.delete in ("deactivate", "flag_vanish"):
+                self._mutate(t, id, at, tick, {"active_flag": False})
+            else:
+                self._mutate(t, id, at, tick, {}, deleted=True)
         else:
             self._mutate(t, id, at, tick, {"is_deleted": True})
 
     def archive(
         self, entity: str, id: Any, *, at: datetime | str | None = None, tick: bool = True
     ) -> dict[str, Any]:
-        """Archive a deal or lead: it leaves /deals (/leads) for /deals/archived (/leads/archived)."""
+        """Archive a deal, lead or project: it leaves /deals (/leads, /projects) for
+        /deals/archived (/leads/archived, /projects/archived)."""
         return self._set_archived(entity, id, True, at, tick)
 
     def unarchive(
@@ -848,9 +896,313 @@ class FakePipedrive(HttpApi):
         self, entity: str, id: Any, value: bool, at: datetime | str | None, tick: bool
     ) -> dict[str, Any]:
         t, _table = self._table(entity)
+        if t == "projects":
+            ms = self._stamp(t, at)
+            return self.update(
+                t, id, at=at, tick=tick, archive_time=self._fmt(t, ms) if value else None
+            )
         if t not in ("deals", "leads"):
-            raise ValueError(f"only deals and leads can be archived, not {t}")
+            raise ValueError(f"only deals, leads and projects can be archived, not {t}")
         return self.update(t, id, at=at, tick=tick, is_archived=value)
+
+    @staticmethod
+    def _new_extra(t: str, data: dict[str, Any]) -> None:
+        """A record made by `add` starts in its plain state (tests override with fields)."""
+        if t == "projects":
+            data.update(status="open", archive_time=None, status_change_time=None)
+        elif t == "tasks":
+            data.update(is_done=False, marked_as_done_time=None, parent_task_id=None)
+        elif t in ("activity_types", "users", "currencies", "filters", "files", "roles"):
+            data["active_flag"] = True
+        elif t == "goals":
+            data["is_active"] = True
+
+    # ------------------------------------------------------------------ deal products
+
+    def _product_data(self, product_id: int) -> dict[str, Any]:
+        row = self.tables["products"].rows.get(product_id)
+        if row is None:
+            raise KeyError(f"no products record with id {product_id!r}")
+        return self.tables["products"].data(row)
+
+    def _generated_product(self, product_id: int) -> dict[str, Any]:
+        """A product with the name it was generated with (attachments keep that name)."""
+        data = self._product_data(product_id)
+        name = self._ctx.product_names.get(product_id)
+        return data if name is None else {**data, "name": name}
+
+    def _attachments(self, deal_id: int) -> list[dict[str, Any]]:
+        """The attachments of a deal (generated on first use); [] for unknown deals."""
+        atts = self._deal_products.get(deal_id)
+        if atts is not None:
+            return atts
+        table = self.tables["deals"]
+        row = table.rows.get(deal_id)
+        atts = []
+        generated_products = range(1, self.scale["products"] + 1)  # not later additions
+        if row is not None and deal_id <= self._generated_deals and generated_products:
+            atts = extras.deal_products(
+                self.seed,
+                table.data(row),
+                row.at,
+                row.ut,
+                generated_products,
+                self._generated_product,
+            )
+        if row is not None:
+            self._deal_products[deal_id] = atts
+            for a in atts:
+                self._attachment_deal[a["id"]] = deal_id
+        return atts
+
+    def _find_attachment(self, attachment_id: int) -> tuple[int, dict[str, Any]]:
+        deal_id = self._attachment_deal.get(attachment_id)
+        if deal_id is None and 0 < attachment_id < self._next_attachment_id:
+            guess = (attachment_id - 1) // extras.MAX_PRODUCTS_PER_DEAL + 1
+            if guess <= self._generated_deals:
+                self._attachments(guess)
+                deal_id = self._attachment_deal.get(attachment_id)
+        if deal_id is not None:
+            for a in self._attachments(deal_id):
+                if a["id"] == attachment_id:
+                    return deal_id, a
+        raise KeyError(f"no deal product attachment with id {attachment_id!r}")
+
+    def deal_products(self, deal_ids: Any = None) -> list[dict[str, Any]]:
+        """Deal-product attachments as /api/v2/deals/products serves them, by id: of the given
+        deal ids (an int or an iterable), or of every deal (deleted and archived ones too)."""
+        with self._lock:
+            if deal_ids is None:
+                ids = list(self.tables["deals"].rows)
+            elif isinstance(deal_ids, int):
+                ids = [deal_ids]
+            else:
+                ids = list(deal_ids)
+            out = [dict(a) for d in ids for a in self._attachments(d)]
+            return sorted(out, key=lambda a: a["id"])
+
+    def _bump_deal(self, deal_id: int, at: datetime | str | None) -> int:
+        """Stamp the deal's update_time (a change of its products changes the deal)."""
+        self._mutate("deals", deal_id, at, False, {})
+        return self.tables["deals"].rows[deal_id].ut
+
+    def add_deal_product(
+        self,
+        deal_id: int,
+        product_id: int,
+        *,
+        at: datetime | str | None = None,
+        tick: bool = True,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Attach a product to a deal (realistic values, overridden by `fields`). The deal's
+        update_time becomes `at` or now, like the attachment's add/update_time; the clock then
+        ticks 1 s unless tick=False. Returns the attachment as served."""
+        with self._lock:
+            _t, _table, _row = self._row("deals", deal_id)
+            product = self._product_data(product_id)
+            atts = self._attachments(deal_id)
+            ms = self._bump_deal(deal_id, at)
+            aid = self._next_attachment_id
+            self._next_attachment_id += 1
+            rng = random.Random(f"{self.seed}/add/deal_products/{aid}")
+            deal = self.tables["deals"].data(self.tables["deals"].rows[deal_id])
+            order = max((a["order_nr"] or 0 for a in atts), default=0) + 1
+            att = extras.new_attachment(rng, aid, deal, product, order_nr=order, at=ms, ut=ms)
+            att.update(discount=0, comments=None, is_enabled=True)
+            self._set_attachment_fields(att, fields)
+            atts.append(att)
+            self._attachment_deal[aid] = deal_id
+            if tick:
+                self._now_ms += 1000
+            return dict(att)
+
+    def update_deal_product(
+        self,
+        attachment_id: int,
+        *,
+        at: datetime | str | None = None,
+        tick: bool = True,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Change an attachment (sum is recomputed unless given); stamps its update_time and
+        its deal's update_time. Returns the attachment as served."""
+        with self._lock:
+            deal_id, att = self._find_attachment(attachment_id)
+            for key in ("id", "deal_id"):
+                if key in fields:
+                    raise ValueError(f"an attachment's {key} cannot change")
+            ms = self._bump_deal(deal_id, at)
+            self._set_attachment_fields(att, fields)
+            att["update_time"] = fmt_v2(ms)
+            if tick:
+                self._now_ms += 1000
+            return dict(att)
+
+    def remove_deal_product(
+        self, attachment_id: int, *, at: datetime | str | None = None, tick: bool = True
+    ) -> None:
+        """Detach a product from its deal (stamps the deal's update_time)."""
+        with self._lock:
+            deal_id, att = self._find_attachment(attachment_id)
+            self._bump_deal(deal_id, at)
+            self._deal_products[deal_id].remove(att)
+            del self._attachment_deal[attachment_id]
+            if tick:
+                self._now_ms += 1000
+
+    def _set_attachment_fields(self, att: dict[str, Any], fields: dict[str, Any]) -> None:
+        bad = [k for k in fields if k not in att]
+        if bad:
+            raise ValueError(f"deal products have no field(s) {bad}; known: {sorted(att)}")
+        if "product_id" in fields and "name" not in fields:
+            att["name"] = self._product_data(fields["product_id"])["name"]
+        for key, value in fields.items():
+            att[key] = value.isoformat() if isinstance(value, date) else value
+        if "sum" not in fields:
+            att["sum"] = extras.attachment_sum(att)
+
+    # ------------------------------------------------------------------ followers
+
+    def _follow_state(self, entity: str, id: Any) -> tuple[list, list]:
+        if self._table(entity)[0] not in FOLLOWED:
+            raise ValueError(f"followers are served for {', '.join(FOLLOWED)}, not {entity}")
+        t, table, row = self._row(entity, id)
+        state = self._followers.get((t, row.id))
+        if state is None:
+            owner = table.data(row).get("owner_id")
+            state = extras.followers(self.seed, t, row.id, owner, row.at, row.ut)
+            self._followers[(t, row.id)] = state
+        return state
+
+    def followers(self, entity: str, id: Any) -> list[dict[str, Any]]:
+        """The followers of a deal, person, organization or product as
+        /api/v2/{entity}/{id}/followers serves them."""
+        with self._lock:
+            current, _log = self._follow_state(entity, id)
+            return [{"user_id": f["user_id"], "add_time": fmt_v2(f["ms"])} for f in current]
+
+    def follower_changelog(self, entity: str, id: Any) -> list[dict[str, Any]]:
+        """As /api/v2/{entity}/{id}/followers/changelog serves it (oldest first)."""
+        with self._lock:
+            _current, log = self._follow_state(entity, id)
+            return [
+                {
+                    "action": e["action"],
+                    "actor_user_id": e["actor"],
+                    "follower_user_id": e["user"],
+                    "time": fmt_v2(e["ms"]),
+                }
+                for e in log
+            ]
+
+    def add_follower(
+        self,
+        entity: str,
+        id: Any,
+        user_id: int,
+        *,
+        actor_user_id: int = 1,
+        at: datetime | str | None = None,
+        tick: bool = True,
+    ) -> None:
+        """Make a user follow a record (the record's update_time does not change)."""
+        self._change_follower(entity, id, user_id, True, actor_user_id, at, tick)
+
+    def remove_follower(
+        self,
+        entity: str,
+        id: Any,
+        user_id: int,
+        *,
+        actor_user_id: int = 1,
+        at: datetime | str | None = None,
+        tick: bool = True,
+    ) -> None:
+        self._change_follower(entity, id, user_id, False, actor_user_id, at, tick)
+
+    def _change_follower(
+        self,
+        entity: str,
+        id: Any,
+        user_id: int,
+        follow: bool,
+        actor: int,
+        at: datetime | str | None,
+        tick: bool,
+    ) -> None:
+        with self._lock:
+            current, log = self._follow_state(entity, id)
+            if user_id not in self.tables["users"].rows:
+                raise KeyError(f"no users record with id {user_id!r}")
+            following = any(f["user_id"] == user_id for f in current)
+            if follow == following:
+                raise ValueError(
+                    f"user {user_id} {'already follows' if follow else 'does not follow'} it"
+                )
+            ms = self._stamp("deals", at)
+            if follow:
+                current.append({"user_id": user_id, "ms": ms})
+            else:
+                current[:] = [f for f in current if f["user_id"] != user_id]
+            log.append(
+                {"action": "added" if follow else "removed", "actor": actor, "user": user_id,
+                 "ms": ms}
+            )  # fmt: skip
+            if tick:
+                self._now_ms += 1000
+
+    # ------------------------------------------------------------------ plan restrictions
+
+    def restrict(self, path: str, status: int = 402, message: str | None = None) -> Restriction:
+        """Answer requests whose path matches the regex `path` with Pipedrive's error envelope:
+        402 (the feature is not on the company's plan) or 403 (the user may not see it).
+        Checked after authentication and OAuth scopes, before the daily budget (not charged)."""
+        rule = Restriction(path, status, message)
+        with self._lock:
+            self._restrictions.append(rule)
+        return rule
+
+    def unrestrict(self, path: str | None = None) -> None:
+        """Lift the restrictions made with this exact `path` regex (None: all of them)."""
+        with self._lock:
+            self._restrictions = [
+                r for r in self._restrictions if path is not None and r.path != path
+            ]
+
+    # ------------------------------------------------------------------ OAuth
+
+    def oauth_client(
+        self,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        scopes: list[str] | tuple[str, ...] | None = None,
+        access_ttl: float = 3600,
+    ) -> OAuthInstall:
+        """Register an app install: POST /oauth/token with these client credentials and this
+        refresh token then gives access tokens (valid for `access_ttl` seconds of the fake
+        clock) with these scopes ("base" is always granted; None: every scope the fake
+        knows). Refresh tokens rotate: the returned object's `refresh_token` follows."""
+        return self.oauth.register(client_id, client_secret, refresh_token, scopes, access_ttl)
+
+    def issue_access_token(
+        self, scopes: list[str] | tuple[str, ...] | None = None, access_ttl: float = 3600
+    ) -> str:
+        """A bearer token without the refresh dance (for tests of scopes and expiry)."""
+        return self.oauth.issue(scopes, access_ttl, self._now_ms)
+
+    def revoke_refresh_token(self, token: str) -> None:
+        """The refresh token stops working (the user uninstalled the app, or an admin revoked
+        it); access tokens already issued keep working until they expire."""
+        self.oauth.revoke_refresh(token)
+
+    def revoke_access_token(self, token: str) -> None:
+        self.oauth.revoke_access(token)
+
+    def expire_access_tokens(self) -> None:
+        """Every access token issued so far expires now: the next API call with one gets 401."""
+        self.oauth.expire_all(self._now_ms)
 
     # ------------------------------------------------------------------ requests, hooks, faults
 

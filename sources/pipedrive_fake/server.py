@@ -109,6 +109,11 @@ class RequestRecord:
     fault: str | None = None
     cost: int = 0  # tokens charged against the daily budget
     started: float = 0.0  # time.monotonic()
+    # the credential that authenticated the request ("api_token": x-api-token header or
+    # api_token parameter; "bearer": an OAuth access token), or the one presented when it
+    # failed; None: none was presented (and /oauth/token requests)
+    auth: str | None = None
+    body: bytes = b""  # the request body (POST /oauth/token's form)
 
     @property
     def api(self) -> str | None:
@@ -122,6 +127,32 @@ class RequestRecord:
     def endpoint(self) -> str:
         """The path without its API prefix, e.g. "deals/archived"."""
         return self.path.removeprefix("/api/v2/").removeprefix("/v1/")
+
+
+@dataclass
+class Restriction:
+    """A plan or permission restriction: matching paths answer `status` (402 or 403)."""
+
+    path: str
+    status: int = 402
+    message: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in (402, 403):
+            raise ValueError("a restriction answers 402 (plan) or 403 (permission)")
+        self._re = re.compile(self.path)
+
+    def matches(self, path: str) -> bool:
+        return bool(self._re.search(path))
+
+    def response(self) -> Response:
+        if self.message is not None:
+            message = self.message
+        elif self.status == 402:
+            message = "Payment required: this feature is not available on your company's plan"
+        else:
+            message = "Forbidden: you do not have permission to access this resource"
+        return json_error(self.status, message)
 
 
 @dataclass
@@ -244,10 +275,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         fake = self.server.fake
+        self.body = b""
         if self.command != "GET":
             length = int(self.headers.get("content-length") or 0)
             if length:
-                self.rfile.read(length)
+                self.body = self.rfile.read(length)
         try:
             response = fake._handle(self)
         except Exception as exc:  # noqa: BLE001 - a bug in the fake: answer 500, say so loudly

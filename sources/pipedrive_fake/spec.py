@@ -222,6 +222,7 @@ def to_json_schema(
 # --- places where the official spec and the real API disagree -----------------------------------
 
 CUSTOM_FIELD_KEY_PATTERN = r"^[0-9a-f]{40}(_[a-z0-9_]+)?$"
+V1_TIME_PATTERN = r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$"
 V1_PAGINATION = {
     "type": ["object", "null"],
     "properties": {
@@ -285,6 +286,54 @@ KNOWN_GAPS: tuple[Gap, ...] = (
             add_properties={"pagination": V1_PAGINATION},
         )
         for p in ("/leads", "/leads/archived", "/leadFields", "/noteFields")
+    ),
+    *(
+        Gap(
+            "v1",
+            p,
+            "200",
+            "additional_data",
+            "the real v1 pagination carries next_start (the spec's own callLogs example shows "
+            "it); the schema leaves it out",
+            add_properties={"pagination": V1_PAGINATION},
+        )
+        for p in ("/callLogs", "/roles")
+    ),
+    Gap(
+        "v1",
+        "/activityTypes",
+        "200",
+        "data.items",
+        "activity types' add_time/update_time are 'YYYY-MM-DD HH:MM:SS' (the spec's own example) "
+        "although the schema says date-time",
+        add_properties={
+            k: {"type": ["string", "null"], "pattern": V1_TIME_PATTERN}
+            for k in ("add_time", "update_time")
+        },
+    ),
+    Gap(
+        "v1",
+        "/files",
+        "200",
+        "data.items",
+        "files also carry log_id and file_type (the spec's own example)",
+        add_properties={
+            "log_id": {"type": ["integer", "null"]},
+            "file_type": {"type": ["string", "null"]},
+        },
+    ),
+    Gap(
+        "v1",
+        "/goals/find",
+        "200",
+        "",
+        "the goals envelope also carries statusCode, statusText and service (the spec's own "
+        "example)",
+        add_properties={
+            "statusCode": {"type": ["integer", "null"]},
+            "statusText": {"type": ["string", "null"]},
+            "service": {"type": ["string", "null"]},
+        },
     ),
     Gap(
         "v1",
