@@ -131,7 +131,9 @@ QuietOpt = Annotated[
 FormatOpt = Annotated[
     Format,
     typer.Option(
-        "--format", "-f", help="table for people, csv or json (JSON lines) for programs.",
+        "--format",
+        "-f",
+        help="table for people, csv or json (JSON lines) for programs.",
         case_sensitive=False,
     ),
 ]
@@ -283,7 +285,12 @@ def demo(
 
     if deals < 1:
         _fail(exit_codes.Failure(exit_codes.CONFIG, "--deals must be at least 1", expected=True))
-    scale = {"deals": deals, "persons": deals // 2, "organizations": deals // 5, "activities": deals}
+    scale = {
+        "deals": deals,
+        "persons": deals // 2,
+        "organizations": deals // 5,
+        "activities": deals,
+    }
     with FakePipedrive(token=DEMO_TOKEN, seed=42, scale=scale) as fake:
         os.environ["PIPEDRIVE_API_TOKEN"] = DEMO_TOKEN
         os.environ["PIPEDRIVE_BASE_URL"] = fake.base_url
@@ -350,8 +357,9 @@ def status(
     ] = None,
     fmt: Annotated[
         Format,
-        typer.Option("--format", "-f", help="table, or json (one object per entity).",
-                     case_sensitive=False),
+        typer.Option(
+            "--format", "-f", help="table, or json (one object per entity).", case_sensitive=False
+        ),
     ] = Format.table,
 ) -> None:
     """Per entity: last successful sync, rows, last run outcome, staleness (for monitoring)."""
@@ -438,7 +446,9 @@ def shell(
     ] = ShellUi.auto,
     write: Annotated[
         bool,
-        typer.Option("--write", help="Open read-write (default read-only: the sync owns the file)."),
+        typer.Option(
+            "--write", help="Open read-write (default read-only: the sync owns the file)."
+        ),
     ] = False,
 ) -> None:
     """Interactive SQL on the DuckDB warehouse: harlequin when installed, a simple prompt otherwise."""
@@ -503,7 +513,10 @@ def fields(
         settings = _read_settings(duckdb_path, dataset)
         with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
             cursor = custom_fields_cursor(
-                connection, entity, include_inactive=all_fields, with_options=fmt is not Format.table
+                connection,
+                entity,
+                include_inactive=all_fields,
+                with_options=fmt is not Format.table,
             )
             print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=0)
 

@@ -27,7 +27,7 @@ TYPES = {  # dlt data type → (DuckDB, PostgreSQL)
     "timestamp": ("TIMESTAMP WITH TIME ZONE", "timestamp with time zone"),
     "date": ("DATE", "date"),
     "time": ("TIME", "time without time zone"),
-    "json": ("JSON", "jsonb"),
+    "json": ("JSON", "json (jsonb for bookkeeping tables)"),
     "decimal": ("DECIMAL(38,9)", "numeric"),
 }
 MAX_DESCRIPTION = 200
@@ -211,8 +211,7 @@ def render() -> str:
         "",
         "### custom_fields",
         "",
-        "The custom-field mapping, one row per entity and field (merged on `entity`,"
-        " `field_key`).",
+        "The custom-field mapping, one row per entity and field (merged on `entity`, `field_key`).",
         "",
         *_column_table(MAPPING_COLUMNS),
         "",
@@ -232,7 +231,10 @@ def render() -> str:
         "One row per entity per run (append-only); `pipedrive-sync status` reads it.",
         "",
         *_column_table(
-            [(c["name"], c["data_type"], RUNS_DESCRIPTIONS.get(c["name"], "")) for c in RUNS_COLUMNS]
+            [
+                (c["name"], c["data_type"], RUNS_DESCRIPTIONS.get(c["name"], ""))
+                for c in RUNS_COLUMNS
+            ]
         ),
         "",
         "## Views",

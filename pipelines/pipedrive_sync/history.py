@@ -73,8 +73,7 @@ def run_rows(result: RunResult, started_at: datetime) -> list[dict[str, Any]]:
                 "requests": sum(s.requests for s in labels),
                 "tokens": sum(s.tokens for s in labels),
                 "flagged_deleted": result.vanished.get(report.name, 0),
-                "reconciled": bool(report.reconciled or report.full_read)
-                and report.status == "ok",
+                "reconciled": bool(report.reconciled or report.full_read) and report.status == "ok",
                 "exit_code": result.code,
                 "message": report.message or None,
             }

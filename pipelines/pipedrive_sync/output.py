@@ -142,7 +142,9 @@ def print_records(names: Sequence[str], rows: Iterable[Sequence[Any]], console: 
         console.print(Text(f"-[ row {number} ]" + "-" * max(0, width - 6), style="dim"))
         for name, value in zip(names, row, strict=True):
             line = Text(name.ljust(width) + "  ", style="bold")
-            line.append("NULL" if value is None else text_value(value), style="dim" if value is None else "")
+            line.append(
+                "NULL" if value is None else text_value(value), style="dim" if value is None else ""
+            )
             console.print(line, soft_wrap=True)
 
 

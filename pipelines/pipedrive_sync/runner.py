@@ -14,7 +14,17 @@ from filelock import FileLock, Timeout
 
 from sources.pipedrive import RunContext, pipedrive_source, select_entities
 from sources.pipedrive.entities import ENTITY_BY_NAME, Api, Strategy
-from sources.pipedrive.http import ApiTokenAuth, EntityUnavailable, PipedriveClient, RequestMetrics
+from sources.pipedrive.http import (
+    ApiTokenAuth,
+    Auth,
+    EntityUnavailable,
+    FileTokenStore,
+    OAuthAuth,
+    PipedriveClient,
+    RequestMetrics,
+)
+from sources.pipedrive.http.client import normalize_base_url
+from sources.pipedrive.http.errors import BudgetExhausted
 from sources.pipedrive.postload import (
     apply_label_changes,
     backup_retired,
@@ -116,7 +126,22 @@ def make_context(settings: RunSettings) -> RunContext:
 
     Create it yourself and pass it to `run_sync` to watch a run's progress from another thread.
     """
-    client = PipedriveClient(settings.base_url, ApiTokenAuth(settings.token), settings.http)
+    auth: Auth
+    if settings.oauth is not None:
+        oauth = settings.oauth
+        store_path = oauth.token_store or (
+            settings.pipelines_dir.parent / "pipedrive-oauth" / f"{oauth.client_id}.json"
+        )
+        auth = OAuthAuth(
+            oauth.client_id,
+            oauth.client_secret,
+            oauth.refresh_token,
+            oauth.token_url,
+            FileTokenStore(store_path),
+        )
+    else:
+        auth = ApiTokenAuth(settings.token)
+    client = PipedriveClient(settings.base_url, auth, settings.http)
     return RunContext(client=client, options=settings.options)
 
 
@@ -127,7 +152,11 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
     result = RunResult(
         ctx=ctx, metrics=ctx.client.metrics, pipeline_name=settings.resolved_pipeline_name
     )
-    result.account = _preflight(ctx)  # a rejected token stops here, before anything is created
+    result.account = _preflight(ctx, settings)  # rejected credentials stop here: nothing created
+    entities = _within_scopes(ctx, entities)
+    if not entities:
+        _decide_outcome(ctx, entities, result)
+        return result
     connection = None
     destination: Any = None
     if settings.destination == "duckdb":
@@ -154,14 +183,42 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
     return result
 
 
-def _preflight(ctx: RunContext) -> str:
-    """Check the credentials with the cheapest call (2 tokens); returns the account's domain."""
+def _preflight(ctx: RunContext, settings: RunSettings) -> str:
+    """Check the credentials with the cheapest call (2 tokens); returns the account's domain.
+
+    With OAuth this also obtains the first access token, whose `api_domain` is the API root
+    unless one was configured explicitly.
+    """
+    auth = ctx.client.auth
+    if isinstance(auth, OAuthAuth) and not settings.base_url_explicit:
+        domain = auth.api_domain
+        if domain:
+            ctx.client.base_url = normalize_base_url(domain)
     try:
         body, _ = ctx.client.get_json(Api.V1, "users/me", cost=2, label="users/me")
     except EntityUnavailable:
         return ""
     data = body.get("data") or {}
     return str(data.get("company_domain") or data.get("company_name") or "")
+
+
+def _within_scopes(ctx: RunContext, entities: Any) -> tuple[Any, ...]:
+    """With OAuth, skip up front the entities the granted scopes cannot read (one line each)."""
+    auth = ctx.client.auth
+    if not isinstance(auth, OAuthAuth):
+        return tuple(entities)
+    granted = auth.scopes
+    readable = []
+    for entity in entities:
+        if not entity.scopes or granted & set(entity.scopes):
+            readable.append(entity)
+            continue
+        report = ctx.report(entity.name)
+        report.status = "skipped"
+        report.message = f"the OAuth app lacks a scope for {entity.name}: grant " + " or ".join(
+            entity.scopes[:2]
+        )
+    return tuple(readable)
 
 
 def _reconcile_due(pipeline: dlt.Pipeline, settings: RunSettings, entities: Any) -> frozenset[str]:
@@ -224,12 +281,19 @@ def _post_load(
 
 
 def _decide_outcome(ctx: RunContext, entities: Any, result: RunResult) -> None:
+    reports = list(ctx.reports.values())
     if ctx.stopped_by is not None:
         result.code = ctx.stopped_by.exit_code
-        result.message = f"stopped early, everything fetched so far is loaded: {ctx.stopped_by}"
+        unfinished = [r.name for r in reports if r.status == "stopped" or r.more]
+        waiting = ""
+        if isinstance(ctx.stopped_by, BudgetExhausted) and ctx.stopped_by.retry_after:
+            hours, rest = divmod(int(ctx.stopped_by.retry_after), 3600)
+            waiting = f"; the budget resets in about {hours}h{rest // 60:02d}m"
+        result.message = f"{ctx.stopped_by}{waiting}; everything fetched so far is loaded" + (
+            f"; left for the next run: {', '.join(unfinished)}" if unfinished else ""
+        )
         return
-    reports = [ctx.report(e.name) for e in entities]
     skipped = [r for r in reports if r.status == "skipped"]
     if reports and len(skipped) == len(reports):
         result.code = exit_codes.AUTH
-        result.message = "the token may not read any selected entity: " + skipped[0].message
+        result.message = "the credentials may not read any selected entity: " + skipped[0].message

@@ -48,12 +48,28 @@ def _minutes(value: Any, name: str) -> timedelta:
         raise ConfigError(f"{name} must be a number of minutes, got {value!r}") from None
 
 
+DEFAULT_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"
+
+
+@dataclass
+class OAuthSettings:
+    """An installed OAuth app: client credentials and the (rotating) refresh token."""
+
+    client_id: str
+    client_secret: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    token_url: str = DEFAULT_TOKEN_URL
+    token_store: Path | None = None  # default: next to dlt's working state
+
+
 @dataclass
 class RunSettings:
     """Everything one `pipedrive-sync run` needs."""
 
     token: str = field(repr=False, default="")
+    oauth: OAuthSettings | None = None
     base_url: str = DEFAULT_BASE_URL
+    base_url_explicit: bool = False
     entities: list[str] | None = None
     destination: str = "duckdb"
     duckdb_path: Path = Path("pipedrive.duckdb")
@@ -100,10 +116,12 @@ def resolve(
 ) -> RunSettings:
     """Build RunSettings; raises ConfigError with a one-line fix for anything missing or invalid."""
     token = _env_or_config("PIPEDRIVE_API_TOKEN", "api_token", secret=True)
-    if require_token and not token:
+    oauth = None if token else _oauth_settings()
+    if require_token and not token and oauth is None:
         raise ConfigError(
-            "no Pipedrive API token: set PIPEDRIVE_API_TOKEN or sources.pipedrive.api_token "
-            "in .dlt/secrets.toml"
+            "no Pipedrive credentials: set PIPEDRIVE_API_TOKEN (or sources.pipedrive.api_token in"
+            " .dlt/secrets.toml), or an OAuth app's PIPEDRIVE_CLIENT_ID, PIPEDRIVE_CLIENT_SECRET"
+            " and PIPEDRIVE_REFRESH_TOKEN"
         )
     entity_list = None
     raw_entities = entities or _config("entities")
@@ -140,9 +158,12 @@ def resolve(
         max_rate_limit_wait=float(_config("max_rate_limit_wait", HttpSettings.max_rate_limit_wait)),
         page_limit=min(500, int(_config("page_limit", HttpSettings.page_limit))),
     )
+    base_url = _env_or_config("PIPEDRIVE_BASE_URL", "base_url", None)
     return RunSettings(
         token=token or "",
-        base_url=_env_or_config("PIPEDRIVE_BASE_URL", "base_url", DEFAULT_BASE_URL),
+        oauth=oauth,
+        base_url=base_url or DEFAULT_BASE_URL,
+        base_url_explicit=base_url is not None,
         entities=entity_list,
         destination=destination or _config("destination", "duckdb"),
         duckdb_path=Path(duckdb_path or _config("duckdb_path", "pipedrive.duckdb")),
@@ -155,6 +176,35 @@ def resolve(
         ),
         options=options,
         http=http,
+    )
+
+
+def _oauth_settings() -> OAuthSettings | None:
+    """OAuth app credentials, when all three are configured (a partial set is an error)."""
+    values = {
+        "client_id": _env_or_config("PIPEDRIVE_CLIENT_ID", "oauth.client_id", secret=True),
+        "client_secret": _env_or_config(
+            "PIPEDRIVE_CLIENT_SECRET", "oauth.client_secret", secret=True
+        ),
+        "refresh_token": _env_or_config(
+            "PIPEDRIVE_REFRESH_TOKEN", "oauth.refresh_token", secret=True
+        ),
+    }
+    present = {k for k, v in values.items() if v}
+    if not present:
+        return None
+    if present != set(values):
+        missing = ", ".join(sorted(set(values) - present))
+        raise ConfigError(f"incomplete OAuth configuration: missing {missing}")
+    store = _env_or_config("PIPEDRIVE_OAUTH_TOKEN_STORE", "oauth.token_store")
+    return OAuthSettings(
+        client_id=str(values["client_id"]),
+        client_secret=str(values["client_secret"]),
+        refresh_token=str(values["refresh_token"]),
+        token_url=str(
+            _env_or_config("PIPEDRIVE_OAUTH_TOKEN_URL", "oauth.token_url", DEFAULT_TOKEN_URL)
+        ),
+        token_store=Path(store) if store else None,
     )
 
 

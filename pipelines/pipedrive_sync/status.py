@@ -91,7 +91,9 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
-def _table_counts(connection: duckdb.DuckDBPyConnection, table: str) -> tuple[int | None, int | None]:
+def _table_counts(
+    connection: duckdb.DuckDBPyConnection, table: str
+) -> tuple[int | None, int | None]:
     if not has_table(connection, table):
         return None, None
     quoted = quote_identifier(table)
@@ -205,7 +207,9 @@ def print_status(
         return
     table = Table(show_edge=False, pad_edge=False, title_justify="left")
     for column in ("entity", "last success", "age", "rows", "deleted", "last run"):
-        table.add_column(column, justify="right" if column in ("age", "rows", "deleted") else "left")
+        table.add_column(
+            column, justify="right" if column in ("age", "rows", "deleted") else "left"
+        )
     for row in rows:
         outcome = row.last_status or "–"
         if row.last_exit_code not in (None, 0):

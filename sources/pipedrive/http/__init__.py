@@ -1,6 +1,6 @@
 """HTTP layer: client, auth, paginators, rate limiting, status table, redaction."""
 
-from .auth import ApiTokenAuth, Auth
+from .auth import ApiTokenAuth, Auth, FileTokenStore, OAuthAuth, OAuthError, TokenStore
 from .client import HttpSettings, Page, PipedriveClient, RequestMetrics, RunStopped
 from .errors import (
     AuthError,
@@ -23,7 +23,10 @@ __all__ = [
     "BudgetExhausted",
     "CursorPaginator",
     "EntityUnavailable",
+    "FileTokenStore",
     "HttpSettings",
+    "OAuthAuth",
+    "OAuthError",
     "OffsetPaginator",
     "Page",
     "Paginator",
@@ -35,6 +38,7 @@ __all__ = [
     "RunStopped",
     "SinglePage",
     "TemporaryError",
+    "TokenStore",
     "redact",
     "register_secret",
 ]

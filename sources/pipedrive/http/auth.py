@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
 
-from .redact import register_secret
+import orjson
+import requests
+
+from .errors import AuthError, TemporaryError
+from .redact import redact, register_secret
 
 
 class Auth(Protocol):
@@ -32,3 +41,202 @@ class ApiTokenAuth:
 
     def __repr__(self) -> str:
         return "ApiTokenAuth(***)"
+
+
+class TokenStore(Protocol):
+    """Where a rotating OAuth refresh token survives between runs."""
+
+    def load(self) -> dict[str, Any] | None: ...
+
+    def save(self, data: dict[str, Any]) -> None: ...
+
+
+class FileTokenStore:
+    """A JSON file (mode 0600) replaced atomically, guarded by a lock file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except orjson.JSONDecodeError:
+            raise OAuthError(f"the OAuth token store {self.path} is corrupt; delete it") from None
+        return data if isinstance(data, dict) else None
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.path)
+
+
+class OAuthError(AuthError):
+    """The OAuth grant failed (revoked or rotated-away refresh token, wrong client)."""
+
+
+@dataclass
+class OAuthGrant:
+    access_token: str
+    refresh_token: str
+    expires_at: float
+    lifetime: float
+    scopes: frozenset[str]
+    api_domain: str | None
+
+
+class OAuthAuth:
+    """OAuth 2 bearer auth that refreshes its access token before expiry and once on a 401.
+
+    Pipedrive rotates refresh tokens: every refresh returns a new one and retires the old, so
+    the new one is saved in the token store before anything else happens.
+    """
+
+    def __init__(
+        self,
+        client_id: str,
+        client_secret: str,
+        refresh_token: str,
+        token_url: str,
+        store: TokenStore,
+        *,
+        leeway: float = 120.0,
+        timeout: float = 30.0,
+        clock: Any = time.time,
+    ) -> None:
+        self.client_id = client_id
+        self._client_secret = client_secret
+        self.token_url = token_url
+        self.store = store
+        self.leeway = leeway
+        self.timeout = timeout
+        self._clock = clock
+        self._lock = threading.Lock()
+        register_secret(client_secret)
+        register_secret(refresh_token)
+        stored = store.load() or {}
+        # the stored chain continues the configured refresh token; a newly configured token
+        # (the app was re-authorized) starts a new chain
+        continues = (
+            stored.get("client_id") == client_id
+            and stored.get("seed_refresh_token") == refresh_token
+            and bool(stored.get("refresh_token"))
+        )
+        self._seed = refresh_token
+        self._refresh_token = stored["refresh_token"] if continues else refresh_token
+        register_secret(self._refresh_token)
+        self._grant: OAuthGrant | None = None
+        if continues and stored.get("access_token"):
+            register_secret(stored["access_token"])
+            self._grant = OAuthGrant(
+                access_token=stored["access_token"],
+                refresh_token=self._refresh_token,
+                expires_at=float(stored.get("expires_at") or 0),
+                lifetime=float(stored.get("lifetime") or 3600),
+                scopes=frozenset(stored.get("scopes") or ()),
+                api_domain=stored.get("api_domain"),
+            )
+
+    # -- Auth protocol -------------------------------------------------------------------
+    def headers(self) -> dict[str, str]:
+        grant = self.grant()
+        return {"Authorization": f"Bearer {grant.access_token}"}
+
+    def on_unauthorized(self) -> bool:
+        self.refresh()
+        return True
+
+    # -- grants --------------------------------------------------------------------------
+    def grant(self) -> OAuthGrant:
+        """A valid grant, refreshed first when it expires within `leeway` seconds."""
+        with self._lock:
+            grant = self._grant
+        if grant is None:
+            return self.refresh()
+        # refresh ahead of expiry: `leeway` early, or half-way for very short-lived tokens
+        early = min(self.leeway, grant.lifetime / 2)
+        if grant.expires_at - early <= self._clock():
+            return self.refresh()
+        return grant
+
+    @property
+    def scopes(self) -> frozenset[str]:
+        return self.grant().scopes
+
+    @property
+    def api_domain(self) -> str | None:
+        return self.grant().api_domain
+
+    def refresh(self) -> OAuthGrant:
+        """Exchange the refresh token for a new access token (and the next refresh token)."""
+        with self._lock:
+            try:
+                response = requests.post(
+                    self.token_url,
+                    data={"grant_type": "refresh_token", "refresh_token": self._refresh_token},
+                    auth=(self.client_id, self._client_secret),
+                    headers={"Accept": "application/json"},
+                    timeout=self.timeout,
+                )
+            except requests.RequestException as exc:
+                raise OAuthUnavailable(
+                    f"could not reach the OAuth token endpoint ({type(exc).__name__})"
+                ) from None
+            if response.status_code >= 500:
+                raise OAuthUnavailable(f"the OAuth token endpoint answered {response.status_code}")
+            try:
+                body = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                body = {}
+            if (
+                response.status_code != 200
+                or not isinstance(body, dict)
+                or "access_token" not in body
+            ):
+                detail = body.get("error_description") or body.get("message") or body.get("error")
+                raise OAuthError(
+                    f"the OAuth refresh was rejected ({response.status_code}"
+                    + (f": {redact(str(detail))}" if detail else "")
+                    + "); the refresh token may be revoked or already used — re-authorize the app"
+                )
+            for secret in (body.get("access_token"), body.get("refresh_token")):
+                register_secret(secret)
+            scope = body.get("scope") or ""
+            lifetime = float(body.get("expires_in") or 3600)
+            grant = OAuthGrant(
+                access_token=body["access_token"],
+                refresh_token=body.get("refresh_token") or self._refresh_token,
+                expires_at=self._clock() + lifetime,
+                lifetime=lifetime,
+                scopes=frozenset(s for s in scope.replace(",", " ").split() if s),
+                api_domain=body.get("api_domain"),
+            )
+            # persist the rotated refresh token before anything else can fail
+            self.store.save(
+                {
+                    "client_id": self.client_id,
+                    "seed_refresh_token": self._seed,
+                    "refresh_token": grant.refresh_token,
+                    "access_token": grant.access_token,
+                    "expires_at": grant.expires_at,
+                    "lifetime": grant.lifetime,
+                    "scopes": sorted(grant.scopes),
+                    "api_domain": grant.api_domain,
+                }
+            )
+            self._refresh_token = grant.refresh_token
+            self._grant = grant
+            return grant
+
+    def __repr__(self) -> str:
+        return f"OAuthAuth(client_id={self.client_id!r}, ***)"
+
+
+class OAuthUnavailable(TemporaryError):
+    """The token endpoint could not be reached or failed (temporary)."""
