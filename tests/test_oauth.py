@@ -99,8 +99,8 @@ def test_an_access_token_expiring_mid_run_is_refreshed_once_on_401(
     result = run_sync(_settings(tmp_path))
     assert result.code == 0, result.message
     assert expired
-    assert [r.status for r in fake.requests if r.status == 401] == [401]
-    assert len(_token_requests(fake)) == 2
+    assert [r for r in fake.requests if r.status == 401]  # pages in flight may all see it
+    assert len(_token_requests(fake)) == 2  # but one refresh serves them all
     assert_matches_fake(_syncer(fake, tmp_path), "deals", all_deals(fake))
 
 

@@ -7,6 +7,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import orjson
@@ -21,8 +22,9 @@ class Auth(Protocol):
         """Headers to add to the next request."""
         ...
 
-    def on_unauthorized(self) -> bool:
-        """Called on a 401; True if credentials were renewed and the request may be retried."""
+    def on_unauthorized(self, sent: Mapping[str, str]) -> bool:
+        """Called on a 401 with the headers that were sent; True if credentials were renewed
+        (or renewed meanwhile by another thread) and the request may be retried."""
         ...
 
 
@@ -36,7 +38,7 @@ class ApiTokenAuth:
     def headers(self) -> dict[str, str]:
         return {"x-api-token": self._token}
 
-    def on_unauthorized(self) -> bool:
+    def on_unauthorized(self, sent: Mapping[str, str]) -> bool:
         return False
 
     def __repr__(self) -> str:
@@ -148,8 +150,12 @@ class OAuthAuth:
         grant = self.grant()
         return {"Authorization": f"Bearer {grant.access_token}"}
 
-    def on_unauthorized(self) -> bool:
-        self.refresh()
+    def on_unauthorized(self, sent: Mapping[str, str]) -> bool:
+        with self._lock:
+            current = self._grant.access_token if self._grant else None
+        if current is not None and sent.get("Authorization") != f"Bearer {current}":
+            return True  # another thread refreshed since this request was sent
+        self.refresh(stale=current)
         return True
 
     # -- grants --------------------------------------------------------------------------
@@ -162,7 +168,7 @@ class OAuthAuth:
         # refresh ahead of expiry: `leeway` early, or half-way for very short-lived tokens
         early = min(self.leeway, grant.lifetime / 2)
         if grant.expires_at - early <= self._clock():
-            return self.refresh()
+            return self.refresh(stale=grant.access_token)
         return grant
 
     @property
@@ -173,9 +179,14 @@ class OAuthAuth:
     def api_domain(self) -> str | None:
         return self.grant().api_domain
 
-    def refresh(self) -> OAuthGrant:
-        """Exchange the refresh token for a new access token (and the next refresh token)."""
+    def refresh(self, stale: str | None = None) -> OAuthGrant:
+        """Exchange the refresh token for a new access token (and the next refresh token).
+
+        With `stale`, nothing happens if another thread already replaced that access token.
+        """
         with self._lock:
+            if stale is not None and self._grant is not None and self._grant.access_token != stale:
+                return self._grant
             try:
                 response = requests.post(
                     self.token_url,

@@ -201,11 +201,12 @@ class PipedriveClient:
             if self.stop_event.is_set():
                 raise RunStopped(f"{what}: not sent, the run is stopping")
             self.limiter.before_request()
+            headers = self.auth.headers()
             try:
                 response = self._session().get(
                     url,
                     params=params,
-                    headers=self.auth.headers(),
+                    headers=headers,
                     timeout=(self.settings.connect_timeout, self.settings.read_timeout),
                 )
             except requests.Timeout:
@@ -242,7 +243,7 @@ class PipedriveClient:
                     self.limiter.wait(wait)
                     continue
                 elif action is Action.AUTH:
-                    if not auth_renewed and self.auth.on_unauthorized():
+                    if not auth_renewed and self.auth.on_unauthorized(headers):
                         auth_renewed = True
                         continue
                     raise AuthError(f"{outcome.message}: {what}")
