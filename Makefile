@@ -39,6 +39,7 @@ bench: $(STAMP)        ## throughput benchmark against the fake server (see READ
 
 schema-docs: $(STAMP)  ## regenerate schemas/pipedrive.schema.yaml and docs/tables.md
 	$(BIN)/python -m schemas.generate
+	$(BIN)/pipedrive-sync docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -36,6 +36,11 @@ TIMESTAMP_NAMES = {
     "archive_time",
     "last_incoming_mail_time",
     "last_outgoing_mail_time",
+    "last_login",
+    "created",
+    "modified",
+    "last_used_time",
+    "time",
 }
 DATE_NAMES = {
     "expected_close_date",
@@ -50,9 +55,7 @@ TIME_NAMES = {"due_time"}
 EXTRA_COLUMNS: dict[str, dict[str, Any]] = {
     "is_deleted": {"data_type": "bool", "nullable": True},
 }
-TABLE_EXTRA_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
-    "deals": {"is_archived": {"data_type": "bool", "nullable": True}},
-}
+TABLE_EXTRA_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {}
 SKIP_PROPERTIES = {"custom_fields"}  # normalized into their own columns
 
 
@@ -84,12 +87,14 @@ def _properties(spec: dict[str, Any], node: Any) -> dict[str, Any]:
     return merged
 
 
-def list_item_properties(version: str, path: str) -> dict[str, Any]:
+def list_item_properties(version: str, path: str, data_key: str | None = None) -> dict[str, Any]:
     """The properties of one item of a list endpoint's 200 response, per the official spec."""
     spec = load_spec(version)
     operation = spec["paths"]["/" + path]["get"]
     schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
     data = _resolve(spec, _properties(spec, schema).get("data"))
+    if data_key is not None:
+        data = _resolve(spec, _properties(spec, data).get(data_key))
     items = data.get("items") if isinstance(data, dict) and data.get("type") == "array" else data
     return _properties(spec, items)
 
@@ -128,15 +133,21 @@ def table_columns(entity: Any) -> dict[str, dict[str, Any]]:
     """Standard columns of one entity's table (union over its streams), spec order."""
     columns: dict[str, dict[str, Any]] = {}
     for stream in entity.streams:
-        for name, prop in list_item_properties(entity.api.value, stream.path).items():
+        properties = list_item_properties(entity.api.value, stream.path, stream.data_key)
+        for name, prop in properties.items():
             if name in SKIP_PROPERTIES or name in columns:
                 continue
             columns[name] = {"name": name, "data_type": _type_of(name, prop), "nullable": True}
+        for name, value in stream.set_columns.items():
+            kind = "bool" if isinstance(value, bool) else "text"
+            columns.setdefault(name, {"name": name, "data_type": kind, "nullable": True})
+    if entity.parent_key:
+        columns.setdefault(entity.parent_key, {"name": entity.parent_key, "data_type": "bigint"})
     for name, column in {**EXTRA_COLUMNS, **TABLE_EXTRA_COLUMNS.get(entity.name, {})}.items():
         columns.setdefault(name, {"name": name, **column})
-    pk = columns[entity.primary_key]
-    pk.update(nullable=False, primary_key=True)
-    if entity.cursor_field in columns:
+    for key in entity.key_columns:
+        columns[key].update(nullable=False, primary_key=True)
+    if entity.cursor_field in columns and columns[entity.cursor_field]["data_type"] == "timestamp":
         columns[entity.cursor_field]["dedup_sort"] = "desc"
     return columns
 

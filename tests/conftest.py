@@ -28,6 +28,7 @@ SMALL_SCALE = {
     "leads": 40,
     "notes": 50,
 }
+CORE_ENTITIES = ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages")
 FAST_HTTP = HttpSettings(
     connect_timeout=2.0,
     read_timeout=2.0,
@@ -72,8 +73,11 @@ class Syncer:
         monkeypatch.setenv("PIPEDRIVE_BASE_URL", fake.base_url)
 
     def settings(self, **overrides: Any) -> RunSettings:
+        """Settings for a run; by default the core entities, every slow list due (fast and
+        deterministic: tests of cadences and of the default set say so explicitly)."""
         http = overrides.pop("http", FAST_HTTP)
-        options = overrides.pop("options", {})
+        options = {"refresh_all": True, **overrides.pop("options", {})}
+        overrides.setdefault("entities", ",".join(CORE_ENTITIES))
         settings = resolve(duckdb_path=str(self.db_path), **overrides)
         settings.http = http
         settings.options = replace(settings.options, **options)

@@ -23,23 +23,28 @@ from pipelines.pipedrive_sync.cli import app
 from pipelines.pipedrive_sync.runner import run_sync
 from pipelines.pipedrive_sync.settings import RunSettings
 from pipelines.pipedrive_sync.warehouse import open_duckdb
+from sources.pipedrive.entities import DEFAULT_ENTITIES
 from sources.pipedrive.schema import table_columns
 from sources.pipedrive_fake import FakePipedrive
 
 CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
-ENTITIES = ["deals", "persons", "organizations", "activities", "products", "pipelines", "stages"]
+ENTITIES = list(DEFAULT_ENTITIES)
 
 
 @pytest.fixture(scope="module")
 def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One warehouse synced from the fake, shared by this module's (read-only) tests."""
     work = tmp_path_factory.mktemp("read-commands")
-    with pytest.MonkeyPatch.context() as patch, FakePipedrive(
-        token=TOKEN, seed=3, scale=dict(SMALL_SCALE)
-    ) as fake:
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        FakePipedrive(token=TOKEN, seed=3, scale=dict(SMALL_SCALE)) as fake,
+    ):
         patch.setenv("DLT_DATA_DIR", str(work / "dlt-data"))
         settings = RunSettings(
-            token=TOKEN, base_url=fake.base_url, duckdb_path=work / "pipedrive.duckdb", http=FAST_HTTP
+            token=TOKEN,
+            base_url=fake.base_url,
+            duckdb_path=work / "pipedrive.duckdb",
+            http=FAST_HTTP,
         )
         assert run_sync(settings).code == 0
     yield work / "pipedrive.duckdb"
@@ -122,7 +127,12 @@ def test_status_exits_1_naming_the_stale_entities(warehouse: Path) -> None:
     assert "persons (3h ago)" in line and "stages (3h ago)" in line
     assert "activities (5h ago)" in line and "deals" not in line
     assert "stopped (exit 75)" in proc.stdout  # the latest outcome is shown
-    assert _cli(["status", "--duckdb-path", str(warehouse), "--max-age", "6h"], warehouse.parent).returncode == 0
+    assert (
+        _cli(
+            ["status", "--duckdb-path", str(warehouse), "--max-age", "6h"], warehouse.parent
+        ).returncode
+        == 0
+    )
 
 
 @pytest.mark.parametrize(
@@ -183,7 +193,9 @@ def test_query_prints_a_table_csv_and_json_lines(warehouse: Path) -> None:
 
 
 def test_query_errors_are_one_line_and_exit_1(warehouse: Path) -> None:
-    proc = _cli(["query", "SELECT nope FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent)
+    proc = _cli(
+        ["query", "SELECT nope FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent
+    )
     assert proc.returncode == 1
     assert "nope" in _one_error_line(proc)
     proc = _cli(["query", "DELETE FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent)
@@ -203,7 +215,9 @@ def test_query_reads_sql_from_stdin_and_limits_table_rows(warehouse: Path) -> No
 
 
 def test_wide_results_print_one_record_per_block(warehouse: Path) -> None:
-    result = _invoke(["query", "SELECT * FROM deals_enriched LIMIT 2", "--duckdb-path", str(warehouse)])
+    result = _invoke(
+        ["query", "SELECT * FROM deals_enriched LIMIT 2", "--duckdb-path", str(warehouse)]
+    )
     assert result.exit_code == 0
     assert result.stdout.count("-[ row ") == 2
     assert any(line.startswith("pipeline_name ") for line in result.stdout.splitlines())
@@ -249,7 +263,11 @@ def test_shell_reads_statements_from_a_pipe(warehouse: Path) -> None:
         assert name in out
     assert str(_count(warehouse, "SELECT count(*) FROM deals")) in out
     assert "first" in out and "second" in out and "42" in out
-    ok = _cli(["shell", "--duckdb-path", str(warehouse)], warehouse.parent, stdin="SELECT 1;\n.quit\nSELECT nope;")
+    ok = _cli(
+        ["shell", "--duckdb-path", str(warehouse)],
+        warehouse.parent,
+        stdin="SELECT 1;\n.quit\nSELECT nope;",
+    )
     assert ok.returncode == 0 and ok.stderr == ""
 
 
@@ -273,7 +291,12 @@ def test_shell_starts_harlequin_on_the_file_with_the_dataset_selected(
     env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
     proc = subprocess.run(
         [*CLI, "shell", "--ui", "harlequin", "--duckdb-path", str(warehouse)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 3, proc.stderr  # harlequin's own exit status
     call = json.loads(record.read_text())
@@ -286,7 +309,9 @@ def test_shell_asking_for_missing_harlequin_exits_78(
     warehouse: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(shell_module, "find_harlequin", lambda: None)
-    result = CliRunner().invoke(app, ["shell", "--ui", "harlequin", "--duckdb-path", str(warehouse)])
+    result = CliRunner().invoke(
+        app, ["shell", "--ui", "harlequin", "--duckdb-path", str(warehouse)]
+    )
     assert result.exit_code == 78
     assert "pip install 'pipedrive-sync[shell]'" in result.stderr
 
@@ -329,3 +354,35 @@ def test_every_command_has_help(command: str) -> None:
 def test_version() -> None:
     result = CliRunner().invoke(app, ["--version"])
     assert result.exit_code == 0 and result.stdout.startswith("pipedrive-sync ")
+
+
+def test_a_sync_while_someone_reads_the_file_exits_75_and_the_next_catches_up(
+    fake: FakePipedrive, tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
+    env.update(
+        DLT_DATA_DIR=str(tmp_path / "dlt-data"),
+        PIPEDRIVE_API_TOKEN=TOKEN,
+        PIPEDRIVE_BASE_URL=fake.base_url,
+    )
+
+    def sync() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*CLI, "run", "-q", "--entities", "deals,stages"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    assert sync().returncode == 0
+    deal_id = fake.records("deals")[0]["id"]
+    fake.update("deals", deal_id, title="Renamed while an analyst had the file open")
+    with duckdb.connect(str(tmp_path / "pipedrive.duckdb"), read_only=True):  # an analyst
+        blocked = sync()
+    assert blocked.returncode == 75
+    assert "open in another process" in _one_error_line(blocked)
+    assert sync().returncode == 0
+    title = _count(tmp_path / "pipedrive.duckdb", f"SELECT title FROM deals WHERE id = {deal_id}")
+    assert title == "Renamed while an analyst had the file open"

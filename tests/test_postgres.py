@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,10 @@ from typing import Any
 import pytest
 from conftest import TOKEN
 
+from pipelines.pipedrive_sync.runner import run_sync
+from pipelines.pipedrive_sync.settings import RunSettings
 from pipelines.pipedrive_sync.warehouse import open_duckdb
+from sources.pipedrive.http import HttpSettings
 from sources.pipedrive_fake import FakePipedrive
 
 pytestmark = pytest.mark.postgres
@@ -55,7 +58,9 @@ TYPE_MATCH = {  # DuckDB information_schema type → PostgreSQL's, as docs/table
 def _bin_dir() -> Path:
     found = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-        key=lambda p: int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0,
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
     )
     if found:
         return Path(found[-1]).parent
@@ -83,7 +88,13 @@ class Server:
         return f"postgresql://postgres:{PASSWORD}@127.0.0.1:{self.port}/postgres"
 
     def pg_ctl(self, *args: str) -> subprocess.CompletedProcess:
-        command = [*self.runner, str(self.bin_dir / "pg_ctl"), "-D", str(self.directory / "data"), *args]
+        command = [
+            *self.runner,
+            str(self.bin_dir / "pg_ctl"),
+            "-D",
+            str(self.directory / "data"),
+            *args,
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
@@ -96,7 +107,9 @@ def postgres() -> Iterator[Server]:
         try:
             user = pwd.getpwnam("postgres")
         except KeyError:
-            pytest.fail(f"running as root but there is no `postgres` user; {INSTALL_HINT}", pytrace=False)
+            pytest.fail(
+                f"running as root but there is no `postgres` user; {INSTALL_HINT}", pytrace=False
+            )
         os.chown(directory, user.pw_uid, user.pw_gid)
         runner = ["runuser", "-u", "postgres", "--"]
     pwfile = directory / "pw"
@@ -126,7 +139,9 @@ def postgres() -> Iterator[Server]:
         f"-p {server.port} -k {directory} -c listen_addresses=127.0.0.1"
         " -F -c full_page_writes=off -c synchronous_commit=off"
     )
-    started = server.pg_ctl("-l", str(directory / "server.log"), "-w", "-t", "60", "-o", options, "start")
+    started = server.pg_ctl(
+        "-l", str(directory / "server.log"), "-w", "-t", "60", "-o", options, "start"
+    )
     if started.returncode != 0:
         log = (directory / "server.log").read_text(errors="replace")[-2000:]
         shutil.rmtree(directory, ignore_errors=True)
@@ -173,8 +188,17 @@ class Warehouses:
         return proc
 
     def sync_both(self) -> None:
+        """PostgreSQL through the command line, DuckDB in-process (same settings, faster)."""
         self.sync("--destination", "postgres")
-        self.sync("--duckdb-path", str(self.duckdb_path))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("DLT_DATA_DIR", str(self.work / "dlt-data"))
+            settings = RunSettings(
+                token=TOKEN,
+                base_url=self.fake.base_url,
+                duckdb_path=self.duckdb_path,
+                http=replace(HttpSettings(), page_limit=50),
+            )
+            assert run_sync(settings).code == 0
 
     def postgres(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         import psycopg2
@@ -196,7 +220,9 @@ class Warehouses:
 @pytest.fixture(scope="module")
 def warehouses(postgres: Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Warehouses]:
     work = tmp_path_factory.mktemp("postgres-sync")
-    fake = FakePipedrive(token=TOKEN, seed=11, scale={"deals": 150, "persons": 70, "activities": 60})
+    fake = FakePipedrive(
+        token=TOKEN, seed=11, scale={"deals": 150, "persons": 70, "activities": 60}
+    )
     fake.start()
     try:
         both = Warehouses(fake, postgres, work, work / "pipedrive.duckdb")
@@ -272,7 +298,9 @@ def _assert_warehouses_equal(both: Warehouses) -> None:
     tables = _relations(both, "BASE TABLE")
     assert {"deals", "persons", "stages", "custom_fields", "sync_runs"} <= tables
     counts = {table: _assert_same_rows(both, table) for table in tables}
-    assert counts["deals"] == len({r["id"] for r in both.fake.records("deals", deleted=None, archived=None)})
+    assert counts["deals"] == len(
+        {r["id"] for r in both.fake.records("deals", deleted=None, archived=None)}
+    )
     views = _relations(both, "VIEW")
     assert views == {"deals_enriched", "open_pipeline_summary"}
     for view in views:

@@ -130,3 +130,17 @@ def test_pipelines_and_stages_are_reread_and_vanished_ones_flagged(syncer: Synce
     assert table_rows(syncer, "stages")[stage["id"]]["is_deleted"] is True
     stage_requests = [r for r in fake.requests if r.path == "/api/v2/stages"]
     assert stage_requests and all("updated_since" not in r.query for r in stage_requests)
+
+
+def test_a_no_change_run_of_the_default_set_costs_at_most_100_tokens(syncer: Syncer) -> None:
+    from sources.pipedrive.entities import DEFAULT_ENTITIES
+
+    first = syncer.run(entities=",".join(DEFAULT_ENTITIES), options={"refresh_all": False})
+    assert first.code == 0, first.message
+    syncer.fake.reset_requests()
+    second = syncer.run(entities=",".join(DEFAULT_ENTITIES), options={"refresh_all": False})
+    assert second.code == 0
+    spent = sum(r.cost for r in syncer.fake.requests)
+    assert spent == second.metrics.tokens  # our accounting matches what Pipedrive charges
+    assert spent <= 100, {r.endpoint: r.cost for r in syncer.fake.requests}
+    assert {r.rows for r in second.reports} == {0}

@@ -40,15 +40,18 @@ def test_deals_enriched_is_every_deal_with_every_column_and_the_names(syncer: Sy
     assert names[len(deal_columns) :] == [
         "pipeline_name",
         "stage_name",
+        "owner_name",
         "organization_name",
         "person_name",
-    ]  # no users table synced: owner stays owner_id
+    ]
     deals = {d["id"]: d for d in all_deals(fake)}
     assert sorted(r["id"] for r in rows) == sorted(deals)
     pipelines, stages = _names(fake, "pipelines"), _names(fake, "stages")
     orgs, persons = _names(fake, "organizations"), _names(fake, "persons")
+    users = _names(fake, "users")
     for row in rows:
         deal = deals[row["id"]]
+        assert row["owner_name"] == users[deal["owner_id"]]
         assert row["pipeline_name"] == pipelines.get(deal["pipeline_id"])
         assert row["stage_name"] == stages.get(deal["stage_id"])
         assert row["organization_name"] == orgs.get(deal["org_id"])
@@ -114,21 +117,28 @@ def test_views_need_their_tables(syncer: Syncer, caplog: pytest.LogCaptureFixtur
     assert "persons" in kinds and not [n for n, k in kinds.items() if k == "view"]
 
 
-def test_owner_names_come_from_a_users_table_when_there_is_one(syncer: Syncer) -> None:
-    syncer.run()
+def test_owner_names_need_the_users_table(syncer: Syncer) -> None:
+    without_users = "deals,pipelines,stages,persons,organizations"
+    assert syncer.run(entities=without_users).code == 0
+    names, _ = _view_rows(syncer, "deals_enriched")
+    assert "owner_name" not in names and "owner_id" in names
+    assert syncer.run(entities=without_users + ",users").code == 0
+    _, rows = _view_rows(syncer, "deals_enriched")
+    users = _names(syncer.fake, "users")
+    assert {r["owner_name"] for r in rows} == {users[r["owner_id"]] for r in rows}
+
+
+def test_create_views_reports_what_it_created(syncer: Syncer) -> None:
+    assert syncer.run(entities="deals").code == 0  # no stages and pipelines: no summary
     settings = syncer.settings()
     destination, connection = duckdb_destination(syncer.db_path.resolve())
     try:
-        pipeline = make_pipeline(settings, destination)
-        with pipeline.sql_client() as client:
-            users = client.make_qualified_table_name("users")
-            client.execute_sql(f"CREATE TABLE {users} AS SELECT 4 AS id, 'Ada Owner' AS name")
-        assert create_views(pipeline) == ["deals_enriched", "open_pipeline_summary"]
+        assert create_views(make_pipeline(settings, destination)) == ["deals_enriched"]
     finally:
         connection.close()
-    _, rows = _view_rows(syncer, "deals_enriched")
-    assert {r["owner_name"] for r in rows if r["owner_id"] == 4} == {"Ada Owner"}
-    assert {r["owner_name"] for r in rows if r["owner_id"] != 4} == {None}
+    names, rows = _view_rows(syncer, "deals_enriched")
+    assert names == list(syncer.columns("deals"))  # nothing to join: the deals as they are
+    assert len(rows) == len(all_deals(syncer.fake))
 
 
 def test_a_broken_view_is_a_warning_not_a_failed_sync(
@@ -136,7 +146,9 @@ def test_a_broken_view_is_a_warning_not_a_failed_sync(
 ) -> None:
     from pipelines.pipedrive_sync import views
 
-    monkeypatch.setitem(views.BUILDERS, "open_pipeline_summary", lambda ctx: "SELECT nope FROM deals")
+    monkeypatch.setitem(
+        views.BUILDERS, "open_pipeline_summary", lambda ctx: "SELECT nope FROM deals"
+    )
     with caplog.at_level(logging.WARNING):
         result = syncer.run()
     assert result.code == 0

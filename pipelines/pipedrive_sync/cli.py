@@ -7,8 +7,8 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
@@ -231,6 +231,14 @@ def run(
             help="List every id now to flag records deleted in Pipedrive (default: once a day).",
         ),
     ] = False,
+    refresh_all: Annotated[
+        bool,
+        typer.Option(
+            "--refresh-all",
+            help="Re-read every slow-moving list now (users, currencies, goals…),"
+            " whatever its cadence.",
+        ),
+    ] = False,
     pipeline_name: Annotated[
         str | None, typer.Option("--pipeline-name", help="Override the local dlt pipeline name.")
     ] = None,
@@ -253,6 +261,7 @@ def run(
             refresh_fields=refresh_fields,
             hard_deletes=hard_deletes,
             reconcile=reconcile,
+            refresh_all=refresh_all,
         )
     except Exception as exc:  # noqa: BLE001 - classified: one line and the right exit code
         _fail(exit_codes.classify(exc))
@@ -526,11 +535,14 @@ def list_entities() -> None:
     """List the entities this tool can sync, with endpoint, API version and strategy."""
     from sources.pipedrive.entities import ENTITIES
 
+    width = max(len(e.name) for e in ENTITIES)
+    strategy_width = max(len(e.strategy.value) for e in ENTITIES)
     for entity in ENTITIES:
-        paths = ", ".join(f"/{s.path}" for s in entity.streams)
+        paths = ", ".join(dict.fromkeys(f"/{s.path}" for s in entity.streams))
         default = "default" if entity.default else "opt-in"
         typer.echo(
-            f"{entity.name:16} {entity.api.value}  {entity.strategy.value:14} {default:8} {paths}"
+            f"{entity.name:{width}}  {entity.api.value}  {entity.strategy.value:{strategy_width}}"
+            f"  {default:7}  {paths}"
         )
 
 

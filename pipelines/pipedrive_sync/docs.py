@@ -87,7 +87,7 @@ VIEW_COLUMNS = {
         (
             "weighted_value",
             "double",
-            "Sum of value × probability / 100: the deal's probability, else the stage's"
+            "Sum of value * probability / 100: the deal's probability, else the stage's"
             " deal_probability, else 100",
         ),
     ],
@@ -151,12 +151,19 @@ def _entity_section(entity: Any) -> list[str]:
     descriptions = _descriptions(entity)
     descriptions.setdefault("is_deleted", "true when the record was deleted in Pipedrive")
     descriptions.setdefault("is_archived", "true when the deal is archived")
-    paths = ", ".join(f"`/{s.path}`" for s in entity.streams)
-    strategy = (
-        "incremental on `update_time`, merged on `id`"
-        if entity.strategy.value == "updated_since"
-        else "re-read in full each run, merged on `id`"
-    )
+    described: dict[str, str] = {}
+    for stream in entity.streams:
+        every = getattr(stream, "refresh_every", None)
+        note = f" (at most every {int(every.total_seconds() // 60)} min)" if every else ""
+        described.setdefault(stream.path, f"`/{stream.path}`{note}")
+    paths = ", ".join(described.values())
+    keys = ", ".join(f"`{k}`" for k in entity.key_columns)
+    strategy = {
+        "updated_since": "incremental on `update_time`",
+        "full_refresh": "re-read in full, only changed rows loaded",
+        "per_parent": f"read for the `{entity.parent}` records that changed",
+    }.get(entity.strategy.value, entity.strategy.value)
+    strategy += f"; merged on {keys}"
     lines = [
         f"## {entity.name}",
         "",
@@ -215,7 +222,7 @@ def render() -> str:
         "",
         *_column_table(MAPPING_COLUMNS),
         "",
-        "### deal_fields, person_fields, organization_fields, product_fields, activity_fields",
+        "### " + ", ".join(f"{e.singular}_fields" for e in ENTITIES if e.has_custom_fields),
         "",
         "Pipedrive's raw field definitions as the `*Fields` endpoints return them, replaced"
         " when re-read (every `fields_refresh_minutes`).",

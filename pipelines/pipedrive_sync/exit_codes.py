@@ -61,5 +61,17 @@ def classify(exc: BaseException) -> Failure:
         if isinstance(item, ConfigFieldMissingException):
             fields = ", ".join(item.fields) if getattr(item, "fields", None) else "a setting"
             return Failure(CONFIG, f"configuration missing: {fields}", expected=True)
+        if _duckdb_locked(item):
+            return Failure(
+                TEMPORARY,
+                "the DuckDB file is open in another process (a `pipedrive-sync shell` or"
+                " `query`, a DuckDB client…); nothing was synced, the next run catches up",
+                expected=True,
+            )
     first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return Failure(FAILURE, redact(f"{type(exc).__name__}: {first_line}"), expected=False)
+
+
+def _duckdb_locked(exc: BaseException) -> bool:
+    """DuckDB allows one writing process: another one holding the file is a temporary state."""
+    return type(exc).__name__ == "IOException" and "Could not set lock on file" in str(exc)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import dlt
 
+from .summary import entity_usage
+
 if TYPE_CHECKING:
     from .runner import RunResult
 
@@ -57,10 +59,10 @@ def run_rows(result: RunResult, started_at: datetime) -> list[dict[str, Any]]:
     """The rows describing one run, one per entity."""
     run_id = uuid.uuid4().hex
     finished = datetime.now(UTC)
-    by_label = result.metrics.by_label
+    usage = entity_usage(result)
     rows = []
     for report in result.reports:
-        labels = [s for label, s in by_label.items() if label.split("/")[0] == report.name]
+        requests, tokens = usage.get(report.name, (0, 0))
         rows.append(
             {
                 "run_id": run_id,
@@ -70,8 +72,8 @@ def run_rows(result: RunResult, started_at: datetime) -> list[dict[str, Any]]:
                 "status": report.status,
                 "rows": report.rows,
                 "pages": report.pages,
-                "requests": sum(s.requests for s in labels),
-                "tokens": sum(s.tokens for s in labels),
+                "requests": requests,
+                "tokens": tokens,
                 "flagged_deleted": result.vanished.get(report.name, 0),
                 "reconciled": bool(report.reconciled or report.full_read) and report.status == "ok",
                 "exit_code": result.code,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import json
 import math
@@ -106,10 +107,8 @@ def write_json_lines(
         record = {}
         for i, (key, value) in enumerate(zip(keys, row, strict=True)):
             if i in json_columns and isinstance(value, str):
-                try:
+                with contextlib.suppress(ValueError):
                     value = json.loads(value)
-                except ValueError:
-                    pass
             record[key] = plain_value(value)
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
         count += 1

@@ -273,7 +273,7 @@ def _post_load(
     for entity_name, ids in ctx.complete_listings.items():
         entity = ENTITY_BY_NAME[entity_name]
         result.vanished[entity_name] = mark_vanished(
-            pipeline, entity_name, entity.primary_key, ids, hard=settings.options.hard_deletes
+            pipeline, entity_name, entity.id_column, ids, hard=settings.options.hard_deletes
         )
     result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
     restore_retired(pipeline, retired_columns(pipeline.state))

@@ -112,6 +112,7 @@ def resolve(
     refresh_fields: bool = False,
     hard_deletes: bool | None = None,
     reconcile: bool = False,
+    refresh_all: bool = False,
     require_token: bool = True,
 ) -> RunSettings:
     """Build RunSettings; raises ConfigError with a one-line fix for anything missing or invalid."""
@@ -141,9 +142,8 @@ def resolve(
         start_date=start_date or _config("start_date"),
         chunk_pages=_optional_int(_config("chunk_pages"), "chunk_pages"),
         fields_refresh=_minutes(_config("fields_refresh_minutes", 60), "fields_refresh_minutes"),
-        reference_refresh=_minutes(
-            _config("reference_refresh_minutes", 60), "reference_refresh_minutes"
-        ),
+        refresh_overrides=_refresh_overrides(_config("refresh_minutes")),
+        refresh_all=refresh_all,
         force_fields_refresh=refresh_fields,
         hard_deletes=bool(_config("hard_deletes", False)) if hard_deletes is None else hard_deletes,
     )
@@ -177,6 +177,20 @@ def resolve(
         options=options,
         http=http,
     )
+
+
+def _refresh_overrides(value: Any) -> dict[str, timedelta]:
+    """`sources.pipedrive.refresh_minutes = {users = 60, files = 15}`: per-entity cadences."""
+    if not value:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError("refresh_minutes must be a table of entity = minutes")
+    from sources.pipedrive.entities import ENTITY_BY_NAME
+
+    unknown = sorted(set(value) - set(ENTITY_BY_NAME))
+    if unknown:
+        raise ConfigError(f"refresh_minutes names unknown entities: {', '.join(unknown)}")
+    return {name: _minutes(minutes, f"refresh_minutes.{name}") for name, minutes in value.items()}
 
 
 def _oauth_settings() -> OAuthSettings | None:

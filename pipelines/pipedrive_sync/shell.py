@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -106,10 +107,8 @@ def run_prompt(
     """
     err = err or sys.stderr
     if interactive:
-        try:
+        with contextlib.suppress(ImportError):  # not on every platform
             import readline  # noqa: F401 - line editing and history for input()
-        except ImportError:  # pragma: no cover - not on every platform
-            pass
         console.print("SQL on the Pipedrive warehouse; statements end with `;`, .help for help.")
     buffer: list[str] = []
     failed = 0

@@ -180,7 +180,7 @@ def stale_line(rows: list[EntityStatus], max_age: timedelta | None) -> str | Non
 
 
 def _when(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "–"
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "-"
 
 
 def print_status(
@@ -211,7 +211,7 @@ def print_status(
             column, justify="right" if column in ("age", "rows", "deleted") else "left"
         )
     for row in rows:
-        outcome = row.last_status or "–"
+        outcome = row.last_status or "-"
         if row.last_exit_code not in (None, 0):
             outcome += f" (exit {row.last_exit_code})"
         if row.last_message:
@@ -221,8 +221,8 @@ def print_status(
             row.entity,
             _when(row.last_success),
             age,
-            "–" if row.rows is None else f"{row.rows:,}",
-            "–" if row.deleted is None else f"{row.deleted:,}",
+            "-" if row.rows is None else f"{row.rows:,}",
+            "-" if row.deleted is None else f"{row.deleted:,}",
             Text(f"{outcome} at {_when(row.last_run)}" if row.last_run else outcome),
         )
     console.print(f"{path} (dataset {dataset})", markup=False, highlight=False)

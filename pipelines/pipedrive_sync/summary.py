@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -11,19 +11,53 @@ if TYPE_CHECKING:
     from .runner import RunResult
 
 
+def entity_of_label(label: str) -> str | None:
+    """The entity an HTTP metrics label belongs to: list requests are labelled with the entity
+    or stream key (`deals/archived` → deals, `callLogs` → call_logs, `deals/products` →
+    deal_products); run-level calls (`users/me`, `dealFields`) belong to none."""
+    from sources.pipedrive.entities import ENTITIES
+
+    owners: dict[str, str] = {}
+    for entity in ENTITIES:
+        owners.setdefault(entity.name, entity.name)
+        for stream in entity.streams:
+            owners.setdefault(stream.key, entity.name)
+    return owners.get(label)
+
+
+def entity_usage(result: RunResult) -> dict[str, tuple[int, int]]:
+    """entity → (API requests, API tokens) spent on its lists this run."""
+    usage: dict[str, tuple[int, int]] = {}
+    for label, stats in list(result.metrics.by_label.items()):
+        entity = entity_of_label(label)
+        if entity is None:
+            continue
+        requests, tokens = usage.get(entity, (0, 0))
+        usage[entity] = (requests + stats.requests, tokens + stats.tokens)
+    return usage
+
+
+def _ordered(result: RunResult) -> list[Any]:
+    """Reports in entity-table order (they are created in whatever order dlt starts them)."""
+    from sources.pipedrive.entities import ENTITIES
+
+    order = {e.name: i for i, e in enumerate(ENTITIES)}
+    return sorted(result.reports, key=lambda r: (order.get(r.name, len(order)), r.name))
+
+
 def summary_rows(result: RunResult) -> list[dict[str, object]]:
     """One dict per entity: rows, pages, requests, tokens, status, flagged deleted, message."""
-    stats = list(result.metrics.by_label.items())
+    usage = entity_usage(result)
     rows = []
-    for report in result.reports:
-        mine = [s for label, s in stats if label.split("/")[0] == report.name]
+    for report in _ordered(result):
+        requests, tokens = usage.get(report.name, (0, 0))
         rows.append(
             {
                 "entity": report.name,
                 "rows": report.rows,
                 "pages": report.pages,
-                "requests": sum(s.requests for s in mine),
-                "tokens": sum(s.tokens for s in mine),
+                "requests": requests,
+                "tokens": tokens,
                 "status": report.status,
                 "vanished": result.vanished.get(report.name, 0),
                 "message": report.message,

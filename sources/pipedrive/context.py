@@ -7,6 +7,7 @@ runner reads it to build the summary and pick the exit code. One `RunContext` pe
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -21,10 +22,17 @@ class SyncOptions:
     start_date: str | None = None  # history start for a first sync (RFC 3339); None = everything
     chunk_pages: int | None = None  # commit progress every N pages per entity; None = one chunk
     fields_refresh: timedelta = timedelta(hours=1)  # re-read *Fields at most this often
-    reference_refresh: timedelta = timedelta(hours=1)  # re-read slow lists at most this often
+    refresh_overrides: Mapping[str, timedelta] = field(default_factory=dict)  # entity → interval
+    refresh_all: bool = False  # read every slow list now, whatever its cadence
     force_fields_refresh: bool = False
     hard_deletes: bool = False  # delete rows Pipedrive deleted instead of flagging them
     reconcile: frozenset[str] = frozenset()  # entities whose ids to list in full this run
+
+    def refresh_interval(self, entity: str, default: timedelta | None) -> timedelta | None:
+        """How often an entity's slow lists are re-read (None: every run)."""
+        if self.refresh_all:
+            return None
+        return self.refresh_overrides.get(entity, default)
 
 
 @dataclass

@@ -1,14 +1,16 @@
 """The entity table: every Pipedrive list this project syncs, declared as data.
 
 Adding an entity is one `Entity(...)` entry below (plus data in the fake server). The HTTP layer,
-the dlt source, the docs and the token accounting all read this table; nothing else knows paths,
-API versions or costs.
+the dlt source, the schema generator, the docs and the token accounting all read this table;
+nothing else knows paths, API versions, costs or scopes. Costs and scopes are checked against the
+official specs by the tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -24,7 +26,7 @@ API_PREFIX: Mapping[Api, str] = MappingProxyType({Api.V1: "/v1", Api.V2: "/api/v
 
 
 class Pagination(StrEnum):
-    CURSOR = "cursor"  # v2: additional_data.next_cursor
+    CURSOR = "cursor"  # additional_data.next_cursor (v2, and a few v1 lists)
     OFFSET = "offset"  # v1: additional_data.pagination.{more_items_in_collection,next_start}
     NONE = "none"  # a single response holds everything
 
@@ -33,21 +35,39 @@ class Strategy(StrEnum):
     """How an entity stays current between runs."""
 
     UPDATED_SINCE = "updated_since"  # incremental on update_time, merged on the primary key
-    FULL_REFRESH = "full_refresh"  # small lists: re-read every run (merge + reconcile)
+    FULL_REFRESH = "full_refresh"  # re-read in full (on a cadence); only changed rows loaded
+    PER_PARENT = "per_parent"  # fetched for the parent records that changed in this run
+
+
+class Mode(StrEnum):
+    """How one endpoint is read."""
+
+    UPDATED_SINCE = "updated_since"  # `updated_since` = highest update_time loaded, ascending
+    NEWEST_FIRST = "newest_first"  # no updated_since: sort newest first, stop at the cursor
+    FULL = "full"  # read everything
+
+
+MINUTE = timedelta(minutes=1)
 
 
 @dataclass(frozen=True)
 class Stream:
     """One endpoint feeding an entity's table (deals come from /deals and /deals/archived)."""
 
-    key: str  # stable name used for this stream's cursor state
-    path: str
+    key: str  # stable name of this stream's cursor state
+    path: str  # may hold `{id}` for per-parent endpoints
     params: Mapping[str, str] = field(default_factory=dict)
     set_columns: Mapping[str, object] = field(default_factory=dict)  # constant columns added
     token_cost: int = 10  # per request, as the spec's x-token-cost says
-    incremental: bool = True  # False: the endpoint has no updated_since and is re-read in full
-    cadence: str | None = None  # a SyncOptions interval: read at most that often (slow lists)
+    mode: Mode = Mode.UPDATED_SINCE
+    refresh_every: timedelta | None = None  # None: every run; else at most this often
     listing_params: Mapping[str, str] | None = None  # params listing live ids (reconcile)
+    data_key: str | None = None  # items live in data[data_key] instead of data
+    page_limit: int | None = None  # the endpoint's own maximum page size, when below 500
+
+    @property
+    def incremental(self) -> bool:
+        return self.mode is not Mode.FULL
 
 
 @dataclass(frozen=True)
@@ -59,35 +79,63 @@ class Entity:
     streams: tuple[Stream, ...]
     strategy: Strategy = Strategy.UPDATED_SINCE
     pagination: Pagination = Pagination.CURSOR
-    primary_key: str = "id"
+    primary_key: str | tuple[str, ...] = "id"
     cursor_field: str = "update_time"
     fields_path: str | None = None  # the *Fields endpoint describing custom fields
     fields_api: Api | None = None  # defaults to the entity's api
     singular: str = ""  # entity name in the custom_fields mapping table (deal, person, ...)
     default: bool = True  # part of the default entity set
-    soft_deletes_in_list: bool = False  # the list itself reports deletions (deals: status=deleted)
     scopes: tuple[str, ...] = ()  # OAuth scopes that grant read access (any one suffices)
+    parent: str | None = None  # PER_PARENT: the entity whose changed records drive this one
+    parent_key: str | None = None  # PER_PARENT: column holding the parent id
+    parent_batch: int = 1  # PER_PARENT: parent ids per request (`ids_param`), 1 = one per record
+    ids_param: str | None = None  # PER_PARENT batched: the query parameter taking the ids
 
     @property
     def has_custom_fields(self) -> bool:
         return self.fields_path is not None
 
     @property
-    def custom_fields_shape(self) -> Api:
-        """v2 payloads nest custom fields in `custom_fields`; v1 ones put hash keys at the top."""
-        return self.api
-
-    @property
     def effective_fields_api(self) -> Api:
         return self.fields_api or self.api
 
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return (self.primary_key,) if isinstance(self.primary_key, str) else self.primary_key
 
-def _v2_sorted(path: str, cost: int = 10, **extra: str) -> Stream:
+    @property
+    def id_column(self) -> str:
+        """The single-column primary key (every entity but the per-parent ones has one)."""
+        if not isinstance(self.primary_key, str):
+            raise TypeError(f"{self.name} has a composite primary key")
+        return self.primary_key
+
+
+def _v2_incremental(path: str, cost: int = 10, **extra: str) -> Stream:
     params = {"sort_by": "update_time", "sort_direction": "asc", **extra}
     return Stream(key=path, path=path, params=params, token_cost=cost)
 
 
+def _v1_reference(path: str, cost: int = 20, every: int = 720, **extra: object) -> Stream:
+    extra.setdefault("key", path)
+    return Stream(
+        path=path,
+        token_cost=cost,
+        mode=Mode.FULL,
+        refresh_every=every * MINUTE,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+DEALS_ALL = "open,won,lost,deleted"
+DEALS_LIVE = "open,won,lost"
+DEAL_SCOPES = ("deals:read", "deals:full")
+CONTACT_SCOPES = ("contacts:read", "contacts:full")
+LEAD_SCOPES = ("leads:read", "leads:full")
+PROJECT_SCOPES = ("projects:read", "projects:full")
+
 ENTITIES: tuple[Entity, ...] = (
+    # -- core CRM (v2, incremental) ---------------------------------------------------------
     Entity(
         name="deals",
         api=Api.V2,
@@ -95,51 +143,43 @@ ENTITIES: tuple[Entity, ...] = (
             Stream(
                 key="deals",
                 path="deals",
-                params={
-                    "sort_by": "update_time",
-                    "sort_direction": "asc",
-                    "status": "open,won,lost,deleted",
-                },
-                listing_params={"status": "open,won,lost"},
+                params={"sort_by": "update_time", "sort_direction": "asc", "status": DEALS_ALL},
+                listing_params={"status": DEALS_LIVE},
             ),
             Stream(
                 key="deals/archived",
                 path="deals/archived",
-                params={
-                    "sort_by": "update_time",
-                    "sort_direction": "asc",
-                    "status": "open,won,lost,deleted",
-                },
+                params={"sort_by": "update_time", "sort_direction": "asc", "status": DEALS_ALL},
                 set_columns={"is_archived": True},
                 token_cost=20,
-                listing_params={"status": "open,won,lost"},
+                refresh_every=60 * MINUTE,
+                listing_params={"status": DEALS_LIVE},
             ),
         ),
         fields_path="dealFields",
         singular="deal",
-        soft_deletes_in_list=True,
-        scopes=("deals:read", "deals:full"),
+        scopes=DEAL_SCOPES,
     ),
     Entity(
         name="persons",
         api=Api.V2,
-        streams=(_v2_sorted("persons"),),
+        streams=(_v2_incremental("persons"),),
         fields_path="personFields",
         singular="person",
-        scopes=("contacts:read", "contacts:full"),
+        scopes=CONTACT_SCOPES,
     ),
     Entity(
         name="organizations",
         api=Api.V2,
-        streams=(_v2_sorted("organizations"),),
+        streams=(_v2_incremental("organizations"),),
         fields_path="organizationFields",
         singular="organization",
-        scopes=("contacts:read", "contacts:full"),
+        scopes=CONTACT_SCOPES,
     ),
     Entity(
         name="activities",
         api=Api.V2,
-        streams=(_v2_sorted("activities"),),
+        streams=(_v2_incremental("activities"),),
         fields_path="activityFields",
         singular="activity",
         scopes=("activities:read", "activities:full"),
@@ -147,7 +187,7 @@ ENTITIES: tuple[Entity, ...] = (
     Entity(
         name="products",
         api=Api.V2,
-        streams=(_v2_sorted("products"),),
+        streams=(_v2_incremental("products"),),
         fields_path="productFields",
         singular="product",
         scopes=("products:read", "products:full"),
@@ -156,15 +196,253 @@ ENTITIES: tuple[Entity, ...] = (
         name="pipelines",
         api=Api.V2,
         strategy=Strategy.FULL_REFRESH,
-        streams=(Stream(key="pipelines", path="pipelines", token_cost=5, incremental=False),),
-        scopes=("deals:read", "deals:full", "admin"),
+        streams=(
+            Stream(
+                key="pipelines",
+                path="pipelines",
+                token_cost=5,
+                mode=Mode.FULL,
+                refresh_every=60 * MINUTE,
+            ),
+        ),
+        scopes=(*DEAL_SCOPES, "admin"),
     ),
     Entity(
         name="stages",
         api=Api.V2,
         strategy=Strategy.FULL_REFRESH,
-        streams=(Stream(key="stages", path="stages", token_cost=5, incremental=False),),
-        scopes=("deals:read", "deals:full", "admin"),
+        streams=(
+            Stream(
+                key="stages", path="stages", token_cost=5, mode=Mode.FULL, refresh_every=60 * MINUTE
+            ),
+        ),
+        scopes=(*DEAL_SCOPES, "admin"),
+    ),
+    # -- leads and notes (v1, incremental) ----------------------------------------------------
+    Entity(
+        name="leads",
+        api=Api.V1,
+        pagination=Pagination.OFFSET,
+        streams=(
+            Stream(
+                key="leads",
+                path="leads",
+                params={"sort": "update_time ASC"},
+                token_cost=20,
+            ),
+            Stream(
+                key="leads/archived",
+                path="leads/archived",
+                params={"sort": "update_time DESC"},
+                set_columns={"is_archived": True},
+                token_cost=40,
+                mode=Mode.NEWEST_FIRST,
+                refresh_every=360 * MINUTE,
+            ),
+        ),
+        fields_path="leadFields",
+        singular="lead",
+        scopes=LEAD_SCOPES,
+    ),
+    Entity(
+        name="notes",
+        api=Api.V1,
+        pagination=Pagination.OFFSET,
+        streams=(
+            Stream(key="notes", path="notes", params={"sort": "update_time ASC"}, token_cost=20),
+        ),
+        fields_path="noteFields",
+        singular="note",
+        scopes=(*DEAL_SCOPES, *CONTACT_SCOPES),
+    ),
+    # -- reference data (v1, full re-read on a cadence, only changed rows loaded) --------------
+    Entity(
+        name="users",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=(_v1_reference("users"),),
+        cursor_field="modified",
+        scopes=("users:read",),
+    ),
+    Entity(
+        name="activity_types",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=(_v1_reference("activityTypes"),),
+        scopes=("activities:read", "activities:full", "admin"),
+    ),
+    Entity(
+        name="currencies",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=(_v1_reference("currencies"),),
+        scopes=("base",),
+    ),
+    Entity(
+        name="lead_labels",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=(_v1_reference("leadLabels", cost=10),),
+        scopes=LEAD_SCOPES,
+    ),
+    Entity(
+        name="lead_sources",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        primary_key="name",
+        streams=(_v1_reference("leadSources", cost=2),),
+        scopes=LEAD_SCOPES,
+    ),
+    Entity(
+        name="filters",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=(_v1_reference("filters"),),
+        scopes=(*DEAL_SCOPES, "activities:read", "activities:full", *CONTACT_SCOPES),
+    ),
+    Entity(
+        name="files",
+        api=Api.V1,
+        pagination=Pagination.OFFSET,
+        streams=(
+            Stream(
+                key="files",
+                path="files",
+                params={"sort": "update_time DESC"},
+                token_cost=20,
+                mode=Mode.NEWEST_FIRST,
+                refresh_every=60 * MINUTE,
+                page_limit=100,
+            ),
+        ),
+        scopes=(*DEAL_SCOPES, "activities:read", "activities:full", *CONTACT_SCOPES),
+    ),
+    Entity(
+        name="goals",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=tuple(
+            _v1_reference(
+                "goals/find",
+                key=f"goals/{kind}/{active}",
+                params={"assignee.type": kind, "is_active": active},
+                data_key="goals",
+            )
+            # /goals/find answers one assignee type and one activity state at a time
+            for kind in ("company", "team", "person")
+            for active in ("true", "false")
+        ),
+        scopes=("goals:read", "goals:full"),
+    ),
+    Entity(
+        name="call_logs",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.OFFSET,
+        streams=(_v1_reference("callLogs", page_limit=50),),
+        cursor_field="start_time",
+        scopes=("phone-integration",),
+    ),
+    Entity(
+        name="roles",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.OFFSET,
+        streams=(_v1_reference("roles"),),
+        scopes=("admin",),
+    ),
+    Entity(
+        name="permission_sets",
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=Pagination.NONE,
+        streams=(_v1_reference("permissionSets"),),
+        scopes=("admin",),
+    ),
+    # -- projects (v2, no updated_since: full re-read on a cadence) -----------------------------
+    Entity(
+        name="projects",
+        api=Api.V2,
+        strategy=Strategy.FULL_REFRESH,
+        streams=(
+            Stream(key="projects", path="projects", mode=Mode.FULL, refresh_every=60 * MINUTE),
+            Stream(
+                key="projects/archived",
+                path="projects/archived",
+                mode=Mode.FULL,
+                refresh_every=60 * MINUTE,
+                set_columns={"is_archived": True},
+            ),
+        ),
+        fields_path="projectFields",
+        singular="project",
+        scopes=PROJECT_SCOPES,
+    ),
+    Entity(
+        name="tasks",
+        api=Api.V2,
+        strategy=Strategy.FULL_REFRESH,
+        streams=(Stream(key="tasks", path="tasks", mode=Mode.FULL, refresh_every=60 * MINUTE),),
+        scopes=PROJECT_SCOPES,
+    ),
+    # -- per parent record ------------------------------------------------------------------------
+    Entity(
+        name="deal_products",
+        api=Api.V2,
+        strategy=Strategy.PER_PARENT,
+        parent="deals",
+        parent_key="deal_id",
+        parent_batch=100,
+        ids_param="deal_ids",
+        streams=(Stream(key="deals/products", path="deals/products", mode=Mode.FULL),),
+        scopes=("products:read", "products:full", *DEAL_SCOPES),
+    ),
+    *(
+        Entity(
+            name=f"{singular}_followers",
+            api=Api.V2,
+            strategy=Strategy.PER_PARENT,
+            parent=parent,
+            parent_key=f"{singular}_id",
+            primary_key=(f"{singular}_id", "user_id"),
+            streams=(
+                Stream(
+                    key=f"{parent}/followers", path=f"{parent}/{{id}}/followers", mode=Mode.FULL
+                ),
+            ),
+            default=False,
+            scopes=scopes,
+        )
+        for parent, singular, scopes in (
+            ("deals", "deal", DEAL_SCOPES),
+            ("persons", "person", CONTACT_SCOPES),
+            ("organizations", "organization", CONTACT_SCOPES),
+            ("products", "product", ("products:read", "products:full")),
+        )
+    ),
+    Entity(
+        name="deal_follower_changes",
+        api=Api.V2,
+        strategy=Strategy.PER_PARENT,
+        parent="deals",
+        parent_key="deal_id",
+        primary_key=("deal_id", "time", "follower_user_id", "action"),
+        streams=(
+            Stream(
+                key="deals/followers/changelog",
+                path="deals/{id}/followers/changelog",
+                mode=Mode.FULL,
+            ),
+        ),
+        default=False,
+        scopes=DEAL_SCOPES,
     ),
 )
 
@@ -173,17 +451,19 @@ DEFAULT_ENTITIES: tuple[str, ...] = tuple(e.name for e in ENTITIES if e.default)
 
 
 def select_entities(names: list[str] | tuple[str, ...] | None) -> tuple[Entity, ...]:
-    """Entities for a comma list of names (None → the default set), in table order.
+    """Entities for a list of names (None → the default set), in table order, parents included.
 
     Raises ValueError naming the unknown entities.
     """
     if not names:
         return tuple(e for e in ENTITIES if e.default)
-    wanted = [n.strip() for n in names if n.strip()]
-    unknown = [n for n in wanted if n not in ENTITY_BY_NAME]
+    wanted = {n.strip() for n in names if n.strip()}
+    unknown = sorted(n for n in wanted if n not in ENTITY_BY_NAME)
     if unknown:
         raise ValueError(
             f"unknown entit{'y' if len(unknown) == 1 else 'ies'} {', '.join(unknown)}; "
             f"known: {', '.join(ENTITY_BY_NAME)}"
         )
+    # a per-parent entity is fed by its parent's changed records: the parent must run too
+    wanted |= {ENTITY_BY_NAME[n].parent for n in wanted if ENTITY_BY_NAME[n].parent}  # type: ignore[misc]
     return tuple(e for e in ENTITIES if e.name in wanted)

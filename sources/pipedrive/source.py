@@ -14,7 +14,7 @@ The token comes from dlt secrets (`sources.pipedrive.api_token`) or the argument
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import dlt
@@ -24,7 +24,7 @@ from dlt.extract.resource import DltResource
 from .catalog import FieldCatalog
 from .context import EntityReport, RunContext, SyncOptions
 from .custom_fields import ColumnPlan
-from .entities import Api, Entity, Strategy, Stream, select_entities
+from .entities import ENTITY_BY_NAME, Api, Entity, Strategy, Stream, select_entities
 from .http import (
     ApiTokenAuth,
     Auth,
@@ -97,9 +97,9 @@ class EntityExtractor:
 
     def _due(self, stream: Stream, state: dict[str, Any]) -> bool:
         """Streams on a cadence (archived lists) are read only when their interval has passed."""
-        if stream.cadence is None or "resume" in state:
+        interval = self.ctx.options.refresh_interval(self.entity.name, stream.refresh_every)
+        if interval is None or "resume" in state:
             return True
-        interval: timedelta = getattr(self.ctx.options, stream.cadence)
         last = state.get("read_at")
         return last is None or datetime.now(UTC) - datetime.fromisoformat(last) >= interval
 
@@ -136,7 +136,7 @@ class EntityExtractor:
                 report.message = str(failure)
                 self.ctx.stop(failure)
                 break
-            if reader.complete and stream.cadence is not None:
+            if reader.complete and stream.refresh_every is not None:
                 stream_state["read_at"] = datetime.now(UTC).isoformat()
             report.more = report.more or reader.more
         if report.status == "stopped":
@@ -271,6 +271,79 @@ def _register_metadata_tables(resource: DltResource, entity: Entity) -> None:
         )
 
 
+class ChildExtractor:
+    """A per-parent entity (deal products, followers): fetched for the parent rows of this run.
+
+    Children of a parent are replaced as a set (merge key = the parent id), and a parent that
+    lost all its children gets a tombstone row, so removed children disappear from the table.
+    """
+
+    def __init__(self, ctx: RunContext, entity: Entity) -> None:
+        self.ctx = ctx
+        self.entity = entity
+        self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
+        self.parent = ENTITY_BY_NAME[entity.parent or ""]
+
+    def transform(self, item: Any) -> Iterator[Any]:
+        if not isinstance(item, pa.Table) or self.parent.id_column not in item.column_names:
+            return  # custom-field metadata the parent also yields
+        report = self.ctx.report(self.entity.name)
+        if self.ctx.stopping or report.status == "skipped":
+            return
+        parent_ids = [i for i in item[self.parent.id_column].to_pylist() if i is not None]
+        reader = StreamReader(self.ctx, self.entity, self.entity.streams[0], {}, self._build)
+        parent_key = self.entity.parent_key or ""
+        present: set[Any] = set()
+        try:
+            for rows in _chunks_of(reader.read_children(parent_ids)):
+                present.update(row.get(parent_key) for row in rows)
+                if rows:
+                    report.rows += len(rows)
+                    report.pages += 1
+                    yield self._own(self._build(rows))
+            emptied = [self._tombstone(p) for p in parent_ids if p not in present]
+            if emptied:
+                yield self._own(self._build(emptied))
+        except EntityUnavailable as exc:
+            report.status, report.message = "skipped", str(exc)
+        except TemporaryError as exc:
+            report.status, report.message = "stopped", str(exc)
+            self.ctx.stop(exc)
+
+    def _own(self, table: pa.Table) -> Any:
+        # the parent's items carry the parent's hints: name our table so they do not leak in
+        return dlt.mark.with_table_name(table, self.entity.name)
+
+    def _build(self, rows: list[dict[str, Any]]) -> pa.Table:
+        table = build_table(rows, self.standard, None, self.entity.api)
+        if "is_deleted" in table.column_names:
+            flags = [bool(row.get("is_deleted")) for row in rows]
+            table = table.set_column(
+                table.column_names.index("is_deleted"), "is_deleted", pa.array(flags, pa.bool_())
+            )
+        return table
+
+    def _tombstone(self, parent_id: Any) -> dict[str, Any]:
+        """A row that removes every stored child of `parent_id` and is not itself inserted."""
+        row: dict[str, Any] = dict.fromkeys(self.entity.key_columns, 0)
+        row[self.entity.parent_key or ""] = parent_id
+        if "id" in row:
+            row["id"] = -int(parent_id)  # unique per parent, never a real id
+        row["is_deleted"] = True
+        return row
+
+
+def _chunks_of(batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[str, Any]]]:
+    """Join per-request batches into loads of reasonable size."""
+    pending: list[dict[str, Any]] = []
+    for batch in batches:
+        pending.extend(batch)
+        if len(pending) >= BATCH_ROWS:
+            yield pending
+            pending = []
+    yield pending
+
+
 def build_resources(
     ctx: RunContext, entities: Sequence[Entity]
 ) -> tuple[list[DltResource], dict[str, EntityExtractor]]:
@@ -283,9 +356,11 @@ def build_resources(
             catalog.append(FieldCatalog(ctx, dlt.current.source_state()))
         return catalog[0]
 
-    resources: list[DltResource] = []
+    resources: dict[str, DltResource] = {}
     extractors: dict[str, EntityExtractor] = {}
     for entity in entities:
+        if entity.strategy is Strategy.PER_PARENT:
+            continue
         extractor = EntityExtractor(ctx, entity, shared_catalog)
         extractors[entity.name] = extractor
         resource = dlt.resource(
@@ -298,8 +373,33 @@ def build_resources(
         if entity.has_custom_fields:
             _register_metadata_tables(resource, entity)
         resource.apply_hints(columns=table_columns(entity.name))  # type: ignore[arg-type]
-        resources.append(resource)
-    return resources, extractors
+        resources[entity.name] = resource
+    for entity in entities:
+        if entity.strategy is not Strategy.PER_PARENT:
+            continue
+        child = ChildExtractor(ctx, entity)
+
+        def transform(item: Any, child: ChildExtractor = child) -> Iterator[Any]:
+            yield from child.transform(item)
+
+        columns = table_columns(entity.name)
+        columns["is_deleted"] = {
+            **columns.get("is_deleted", {}),
+            "name": "is_deleted",
+            "data_type": "bool",
+            "hard_delete": True,  # tombstones remove a parent's children and are not stored
+        }
+        resources[entity.name] = dlt.transformer(
+            transform,
+            data_from=resources[entity.parent or ""],
+            name=entity.name,
+            table_name=entity.name,
+            primary_key=list(entity.key_columns),
+            merge_key=entity.parent_key,
+            write_disposition="merge",
+            columns=columns,  # type: ignore[arg-type]
+        )
+    return list(resources.values()), extractors
 
 
 @dlt.source(max_table_nesting=0, schema=load_schema())

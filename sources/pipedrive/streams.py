@@ -1,18 +1,23 @@
 """Reading one stream (endpoint) of an entity page by page, with its cursor state.
 
-Incremental streams ask for `updated_since` = the highest `update_time` loaded so far (inclusive)
-and page in `update_time` order, so a record updated while we page moves behind the cursor and
-is read again, never skipped. Rows sitting exactly on the boundary timestamp that were already
-loaded unchanged are recognised by a content hash and not loaded twice.
+Three modes (see `entities.Mode`):
 
-Full-refresh streams re-read everything and emit only rows whose content changed; the ids they
-saw let the runner flag rows that vanished.
+* UPDATED_SINCE asks for `updated_since` = the highest `update_time` loaded so far (inclusive) and
+  pages in `update_time` order, so a record updated while we page moves behind the cursor and is
+  read again, never skipped. Rows sitting exactly on the boundary timestamp that were already
+  loaded unchanged are recognised by a content hash and not loaded twice. With v1 offset
+  pagination a moved or deleted row shifts the offsets, so pages overlap by a few rows, and a
+  pass disturbed by more concurrent updates than that does not advance the cursor.
+* NEWEST_FIRST (lists without `updated_since`) sorts newest first and stops at the first page
+  reaching back past the cursor.
+* FULL re-reads everything and emits only rows whose content changed; the ids it saw let the
+  runner flag rows that vanished.
 
 State per stream (a plain dict inside dlt resource state, committed with the data):
-    since     ISO timestamp, the highest update_time seen
-    boundary  {id: hash} of rows whose update_time == since
-    resume    {"cursor"|"start": ..., "updated_since": ...} when a chunk stopped mid-list
-    hashes    {id: hash} (full-refresh streams only)
+    since     ISO timestamp, the highest cursor value seen
+    boundary  {id: hash} of rows whose cursor value == since
+    resume    {"position": cursor/offset, "updated_since": ...} when a chunk stopped mid-list
+    hashes    {id: hash} (FULL mode)
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .context import RunContext
-from .entities import Entity, Pagination, Stream
+from .entities import Entity, Mode, Pagination, Stream
 from .http import CursorPaginator, OffsetPaginator, Page, Paginator, RequestFailed, SinglePage
 from .pages import TIMESTAMP
 
 BOUNDARY_LIMIT = 20_000  # beyond this many rows on one timestamp, re-load instead of remembering
+OFFSET_OVERLAP = 10  # rows re-read at each v1 page boundary
 
 PageBuilder = Callable[[list[dict[str, Any]]], pa.Table]
 
@@ -85,28 +91,36 @@ class StreamReader:
         self.full_read = False  # the pass started from the very beginning (no since, no resume)
         self.more = False
 
-    def _pages(self, params: dict[str, Any], position: Any) -> Iterator[Page]:
+    @property
+    def label(self) -> str:
+        return self.entity.name if self.stream.key == self.entity.name else self.stream.key
+
+    def _pages(
+        self, params: dict[str, Any], position: Any, overlap: int = 0, path: str | None = None
+    ) -> Iterator[Page]:
         client = self.ctx.client
-        paginator = make_paginator(self.entity, client.settings.page_limit, position)
+        limit = min(client.settings.page_limit, self.stream.page_limit or 500)
         return client.iter_pages(
             self.entity.api,
-            self.stream.path,
+            path or self.stream.path,
             params,
-            paginator,
+            make_paginator(self.entity, limit, position, overlap),
             cost=self.stream.token_cost,
-            label=self.entity.name if self.stream.key == self.entity.name else self.stream.key,
+            label=self.label,
+            data_key=self.stream.data_key,
         )
 
     def read(self) -> Iterator[pa.Table]:
-        if self.stream.incremental:
+        if self.stream.mode is Mode.UPDATED_SINCE:
             yield from self._read_incremental()
+        elif self.stream.mode is Mode.NEWEST_FIRST:
+            yield from self._read_newest_first()
         else:
             yield from self._read_full()
 
-    # -- incremental -------------------------------------------------------------------------
+    # -- UPDATED_SINCE -----------------------------------------------------------------------
     def _read_incremental(self) -> Iterator[pa.Table]:
         state = self.state
-        cursor_field = self.entity.cursor_field
         since = _to_datetime(state.get("since")) or _to_datetime(self.ctx.options.start_date)
         boundary: dict[str, str] = dict(state.get("boundary") or {})
         resume = state.get("resume")
@@ -119,17 +133,28 @@ class StreamReader:
         if pass_since:
             params["updated_since"] = pass_since
         self.full_read = pass_since is None and position is None
+        offset = self.entity.pagination is Pagination.OFFSET
+        moved = 0  # rows updated after this pass began (offset pagination only)
+        pass_started: datetime | None = None
+        previous_ids: set[str] = set()
 
         pages = 0
         try:
-            iterator = self._pages(params, position)
-            for page in iterator:
+            for page in self._pages(params, position, OFFSET_OVERLAP if offset else 0):
                 rows = page.items
+                if offset:
+                    pass_started = pass_started or page.server_time
+                    rows = [
+                        r for r in rows if str(r.get(self.entity.id_column)) not in previous_ids
+                    ]
+                    previous_ids = {str(r.get(self.entity.id_column)) for r in page.items}
                 table = self.build(rows) if rows else None
                 if table is not None and since is not None and boundary:
                     table, rows = self._drop_known_boundary_rows(table, rows, since, boundary)
                 if table is not None and table.num_rows:
-                    since, boundary = self._advance(table, rows, since, boundary, cursor_field)
+                    since, boundary = self._advance(table, rows, since, boundary)
+                    if offset and pass_started is not None:
+                        moved += self._count_since(table, pass_started)
                 if since is not None:
                     state["since"] = _rfc3339(since)
                     state["boundary"] = boundary if len(boundary) <= BOUNDARY_LIMIT else {}
@@ -152,6 +177,15 @@ class StreamReader:
                 yield from self._read_incremental()
                 return
             raise
+        if moved > OFFSET_OVERLAP and pass_since is not None:
+            # more rows moved behind the offsets than the overlap covers: some may have been
+            # skipped, so the next run reads this whole window again (everything read is kept)
+            state["since"] = pass_since
+            state["boundary"] = {}
+
+    def _count_since(self, table: pa.Table, moment: datetime) -> int:
+        column = table[self.entity.cursor_field]
+        return int(pc.sum(pc.greater_equal(column, pa.scalar(moment, TIMESTAMP))).as_py() or 0)
 
     def _drop_known_boundary_rows(
         self,
@@ -164,7 +198,7 @@ class StreamReader:
         indices = pc.indices_nonzero(pc.fill_null(on_boundary, False)).to_pylist()
         if not indices:
             return table, rows
-        pk = self.entity.primary_key
+        pk = self.entity.id_column
         drop = {i for i in indices if boundary.get(str(rows[i].get(pk))) == row_hash(rows[i])}
         if not drop:
             return table, rows
@@ -177,9 +211,8 @@ class StreamReader:
         rows: list[dict[str, Any]],
         since: datetime | None,
         boundary: dict[str, str],
-        cursor_field: str,
     ) -> tuple[datetime | None, dict[str, str]]:
-        column = table[cursor_field]
+        column = table[self.entity.cursor_field]
         page_max = pc.max(column).as_py()
         if page_max is None:
             return since, boundary
@@ -187,31 +220,72 @@ class StreamReader:
             since, boundary = page_max, {}
         if page_max == since:
             at_max = pc.equal(column, pa.scalar(since, TIMESTAMP))
-            pk = self.entity.primary_key
+            pk = self.entity.id_column
             for i in pc.indices_nonzero(pc.fill_null(at_max, False)).to_pylist():
                 boundary[str(rows[i].get(pk))] = row_hash(rows[i])
         return since, boundary
+
+    # -- NEWEST_FIRST --------------------------------------------------------------------------
+    def _read_newest_first(self) -> Iterator[pa.Table]:
+        """Newest first until a page reaches back past the cursor (no updated_since exists)."""
+        since = _to_datetime(self.state.get("since"))
+        boundary: dict[str, str] = dict(self.state.get("boundary") or {})
+        self.full_read = since is None
+        newest, new_boundary = since, dict(boundary)
+        previous_ids: set[str] = set()
+        pk = self.entity.id_column
+        for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
+            rows = [r for r in page.items if str(r.get(pk)) not in previous_ids]
+            previous_ids = {str(r.get(pk)) for r in page.items}
+            if not rows:
+                self.complete = page.is_last
+                if page.is_last:
+                    break
+                continue
+            table = self.build(rows)
+            reached_back = False
+            if since is not None:
+                older = pc.fill_null(
+                    pc.less(table[self.entity.cursor_field], pa.scalar(since, TIMESTAMP)), False
+                )
+                reached_back = bool(pc.any(older).as_py())
+                keep = pc.invert(older)
+                table = table.filter(keep)
+                rows = [r for r, k in zip(rows, keep.to_pylist(), strict=True) if k]
+                if boundary and table.num_rows:
+                    table, rows = self._drop_known_boundary_rows(table, rows, since, boundary)
+            if table.num_rows:
+                newest, new_boundary = self._advance(table, rows, newest, new_boundary)
+                yield table
+            if reached_back or page.is_last:
+                self.complete = True
+                break
+        if newest is not None:
+            self.state["since"] = _rfc3339(newest)
+            self.state["boundary"] = new_boundary if len(new_boundary) <= BOUNDARY_LIMIT else {}
 
     # -- id listing (reconcile) ----------------------------------------------------------------
     def list_ids(self) -> set[Any]:
         """Every id the stream's endpoint lists right now (all pages, rows not built)."""
         params = dict(self.stream.listing_params or self.stream.params)
         params.pop("updated_since", None)
-        pk = self.entity.primary_key
+        pk = self.entity.id_column
         ids: set[Any] = set()
-        for page in self._pages(params, None):
+        for page in self._pages(params, None, OFFSET_OVERLAP):
             ids.update(row.get(pk) for row in page.items)
         return ids
 
-    # -- full refresh --------------------------------------------------------------------------
+    # -- FULL ----------------------------------------------------------------------------------
     def _read_full(self) -> Iterator[pa.Table]:
         previous: dict[str, str] = self.state.get("hashes") or {}
         current: dict[str, str] = {}
-        pk = self.entity.primary_key
-        for page in self._pages(dict(self.stream.params), None):
+        pk = self.entity.id_column
+        for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
             changed = []
             for row in page.items:
                 key = str(row.get(pk))
+                if key in current:
+                    continue  # an overlapping row re-read at a page boundary
                 digest = row_hash(row)
                 current[key] = digest
                 self.seen_ids.add(row.get(pk))
@@ -221,3 +295,21 @@ class StreamReader:
                 yield self.build(changed)
         self.complete = True
         self.state["hashes"] = current
+
+    # -- PER_PARENT ----------------------------------------------------------------------------
+    def read_children(self, parent_ids: list[Any]) -> Iterator[list[dict[str, Any]]]:
+        """The raw rows belonging to these parent records (one request per batch or record)."""
+        entity = self.entity
+        if entity.ids_param:
+            for start in range(0, len(parent_ids), entity.parent_batch):
+                batch = parent_ids[start : start + entity.parent_batch]
+                params = {**self.stream.params, entity.ids_param: ",".join(map(str, batch))}
+                for page in self._pages(params, None):
+                    yield page.items
+            return
+        for parent_id in parent_ids:
+            path = self.stream.path.format(id=parent_id)
+            rows: list[dict[str, Any]] = []
+            for page in self._pages(dict(self.stream.params), None, path=path):
+                rows.extend({**item, entity.parent_key: parent_id} for item in page.items)  # type: ignore[misc]
+            yield rows

@@ -320,9 +320,15 @@ class PipedriveClient:
         *,
         cost: int,
         label: str,
+        data_key: str | None = None,
     ) -> Iterator[Page]:
-        """Every page of a list, fetched ahead of the consumer when `prefetch` > 0."""
-        pages = self._pages(api, path, dict(params or {}), paginator, cost=cost, label=label)
+        """Every page of a list, fetched ahead of the consumer when `prefetch` > 0.
+
+        `data_key`: the items are in `data[data_key]` (e.g. goals) rather than in `data`.
+        """
+        pages = self._pages(
+            api, path, dict(params or {}), paginator, cost=cost, label=label, data_key=data_key
+        )
         if self.settings.prefetch <= 0:
             yield from pages
             return
@@ -337,11 +343,14 @@ class PipedriveClient:
         *,
         cost: int,
         label: str,
+        data_key: str | None = None,
     ) -> Iterator[Page]:
         page_params: dict[str, Any] | None = {**params, **paginator.first_params()}
         while page_params is not None:
             body, headers = self.get_json(api, path, page_params, cost=cost, label=label)
             data = body.get("data")
+            if data_key is not None and isinstance(data, dict):
+                data = data.get(data_key)
             if data is None:
                 items: list[dict[str, Any]] = []
             elif isinstance(data, list):
