@@ -467,3 +467,56 @@ def select_entities(names: list[str] | tuple[str, ...] | None) -> tuple[Entity, 
     # a per-parent entity is fed by its parent's changed records: the parent must run too
     wanted |= {ENTITY_BY_NAME[n].parent for n in wanted if ENTITY_BY_NAME[n].parent}  # type: ignore[misc]
     return tuple(e for e in ENTITIES if e.name in wanted)
+
+
+def describe_entities() -> str:
+    """The entity table as a Markdown table (kept in the README; a test checks it is current)."""
+
+    def strategy(entity: Entity) -> str:
+        if entity.strategy is Strategy.PER_PARENT:
+            per = (
+                f"{entity.parent_batch} ids per request" if entity.ids_param else "one request each"
+            )
+            return f"for the {entity.parent} changed in the run, {per}"
+        modes = []
+        for stream in entity.streams:
+            text = {
+                Mode.UPDATED_SINCE: "`updated_since`",
+                Mode.NEWEST_FIRST: "newest first until the cursor",
+                Mode.FULL: "full re-read, changed rows loaded",
+            }[stream.mode]
+            if stream.refresh_every:
+                text += f", every {int(stream.refresh_every.total_seconds() // 60)} min"
+            modes.append(text)
+        return "; ".join(dict.fromkeys(modes))
+
+    def cost(entity: Entity) -> str:
+        first = entity.streams[0]
+        if entity.strategy is Strategy.PER_PARENT:
+            unit = (
+                f"100 changed {entity.parent}" if entity.ids_param else f"changed {entity.parent}"
+            )
+            return f"{first.token_cost} per {unit}"
+        every = [s for s in entity.streams if not s.refresh_every]
+        slow = [s for s in entity.streams if s.refresh_every]
+        parts = []
+        if every:
+            parts.append(" + ".join(f"{s.token_cost}" for s in every) + " per page, every run")
+        if slow:
+            parts.append(" + ".join(f"{s.token_cost}" for s in slow) + " per page, when due")
+        return "; ".join(parts)
+
+    lines = [
+        "| table | endpoints | API | strategy | primary key | API tokens | default |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entity in ENTITIES:
+        paths = ", ".join(
+            dict.fromkeys(f"`{API_PREFIX[entity.api]}/{s.path}`" for s in entity.streams)
+        )
+        lines.append(
+            f"| `{entity.name}` | {paths} | {entity.api.value} | {strategy(entity)} |"
+            f" `{', '.join(entity.key_columns)}` | {cost(entity)} |"
+            f" {'yes' if entity.default else 'opt-in'} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,38 @@
+"""The entity table is data, checked against the official specs; the pinned schema is current."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.generate import SCHEMA_FILE, load_spec, render
+from sources.pipedrive.entities import ENTITIES, ENTITY_BY_NAME, Strategy, select_entities
+
+
+@pytest.mark.parametrize("entity", ENTITIES, ids=lambda e: e.name)
+def test_token_costs_match_the_spec(entity) -> None:
+    for stream in entity.streams:
+        operation = load_spec(entity.api.value)["paths"]["/" + stream.path]["get"]
+        assert stream.token_cost == operation["x-token-cost"], (entity.name, stream.path)
+
+
+@pytest.mark.parametrize("entity", [e for e in ENTITIES if e.fields_path], ids=lambda e: e.name)
+def test_custom_field_endpoints_exist(entity) -> None:
+    api = entity.effective_fields_api.value
+    assert "get" in load_spec(api)["paths"]["/" + entity.fields_path]
+
+
+def test_the_committed_schema_is_generated_from_the_specs_and_the_entity_table() -> None:
+    assert SCHEMA_FILE.read_text() == render(), "run `make schema-docs`"
+
+
+def test_selecting_a_per_parent_entity_brings_its_parent() -> None:
+    names = [e.name for e in select_entities(["deal_products"])]
+    assert names == ["deals", "deal_products"]
+    for entity in ENTITIES:
+        if entity.strategy is Strategy.PER_PARENT:
+            assert entity.parent in ENTITY_BY_NAME and entity.parent_key
+
+
+def test_unknown_entities_are_named() -> None:
+    with pytest.raises(ValueError, match="unicorns"):
+        select_entities(["deals", "unicorns"])
