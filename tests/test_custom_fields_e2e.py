@@ -258,3 +258,29 @@ def test_a_deleted_field_keeps_its_column_and_history(syncer: Syncer) -> None:
     assert mapping["column"] == "project_code"
     assert mapping["name"] == "Project code"
     assert syncer.query("SELECT count(project_code) FROM deals")[0][0] == before
+
+
+def test_a_new_option_gets_its_label_at_once_and_deleted_ones_cost_nothing_later(
+    syncer: Syncer,
+) -> None:
+    fake = syncer.fake
+    syncer.run()
+    key = fake.field_key_for_type("deals", "enum")
+    option_id = fake.add_option("deals", key, "Brand new option")
+    deal_id = fake.records("deals")[0]["id"]
+    fake.update("deals", deal_id, custom_fields={key: option_id})
+    syncer.run()  # the definitions are cached, but the unknown option forces a refresh
+    column = _mapping(syncer, "deal")[key]["column"]
+    assert syncer.query(f"SELECT {column} FROM deals WHERE id = {deal_id}") == [
+        ("Brand new option",)
+    ]
+    # a record holding a deleted option triggers one refresh, then is remembered
+    stale = fake.stale_option_ids("deals", key)[0]
+    for _ in range(2):
+        fake.update("deals", deal_id, custom_fields={key: stale})
+        fake.reset_requests()
+        syncer.run()
+        refreshes = [r for r in fake.requests if r.endpoint == "dealFields"]
+        assert len(refreshes) <= 1
+    assert refreshes == []
+    assert syncer.query(f"SELECT {column} FROM deals WHERE id = {deal_id}") == [(str(stale),)]

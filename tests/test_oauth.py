@@ -180,3 +180,18 @@ def test_entity_scopes_match_the_official_spec() -> None:
             operation = load_spec(entity.api.value)["paths"]["/" + stream.path.split("?")[0]]["get"]
             scopes = {s for item in operation.get("security", []) for s in item.get("oauth2", [])}
             assert set(entity.scopes) == scopes, (entity.name, stream.path)
+
+
+def test_oauth_secrets_appear_nowhere_but_the_token_store(
+    fake: FakePipedrive, oauth_env: Path, tmp_path: Path
+) -> None:
+    install = fake.oauth_client(CLIENT_ID, CLIENT_SECRET, SEED_REFRESH)
+    assert run_sync(_settings(tmp_path)).code == 0
+    secrets = [CLIENT_SECRET.encode(), install.refresh_token.encode()]
+    secrets += [t.encode() for t in install.access_tokens]
+    leaked = [
+        path
+        for path in tmp_path.rglob("*")
+        if path.is_file() and path != oauth_env and any(s in path.read_bytes() for s in secrets)
+    ]
+    assert leaked == []

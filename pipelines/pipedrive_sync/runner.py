@@ -184,7 +184,8 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
 
 
 def _preflight(ctx: RunContext, settings: RunSettings) -> str:
-    """Check the credentials with the cheapest call (2 tokens); returns the account's domain.
+    """Check the credentials with the cheapest call (2 tokens) before anything is created;
+    returns the account's domain. Skipped once the pipeline has synced (every token counts).
 
     With OAuth this also obtains the first access token, whose `api_domain` is the API root
     unless one was configured explicitly.
@@ -194,6 +195,9 @@ def _preflight(ctx: RunContext, settings: RunSettings) -> str:
         domain = auth.api_domain
         if domain:
             ctx.client.base_url = normalize_base_url(domain)
+    state = settings.pipelines_dir / settings.resolved_pipeline_name / "state.json"
+    if state.exists():
+        return ""  # a synced pipeline: a rejected token fails the first request just as well
     try:
         body, _ = ctx.client.get_json(Api.V1, "users/me", cost=2, label="users/me")
     except EntityUnavailable:

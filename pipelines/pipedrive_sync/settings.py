@@ -48,6 +48,8 @@ def _minutes(value: Any, name: str) -> timedelta:
         raise ConfigError(f"{name} must be a number of minutes, got {value!r}") from None
 
 
+# a long first sync commits every 200 pages per entity (100k rows): data and cursors together
+DEFAULT_CHUNK_PAGES = 200
 DEFAULT_TOKEN_URL = "https://oauth.pipedrive.com/oauth/token"
 
 
@@ -140,8 +142,8 @@ def resolve(
 
     options = SyncOptions(
         start_date=start_date or _config("start_date"),
-        chunk_pages=_optional_int(_config("chunk_pages"), "chunk_pages"),
-        fields_refresh=_minutes(_config("fields_refresh_minutes", 60), "fields_refresh_minutes"),
+        chunk_pages=_optional_int(_config("chunk_pages", DEFAULT_CHUNK_PAGES), "chunk_pages"),
+        fields_refresh=_minutes(_config("fields_refresh_minutes", 360), "fields_refresh_minutes"),
         refresh_overrides=_refresh_overrides(_config("refresh_minutes")),
         refresh_all=refresh_all,
         force_fields_refresh=refresh_fields,

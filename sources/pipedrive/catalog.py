@@ -134,6 +134,36 @@ class FieldCatalog:
             self._plans[entity.singular] = plan
             return plan
 
+    def unknown_options(self, entity: Entity, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """(field key, option id) pairs in `rows` that the definitions do not know yet.
+
+        Options remembered as deleted (still unknown after a refresh) are not reported again.
+        """
+        plan = self.plan(entity)
+        deleted = self._entry(entity).setdefault("deleted_options", {})
+        shape = entity.api
+        unknown: set[tuple[str, str]] = set()
+        for field_plan in plan.fields:
+            field = field_plan.field
+            if field.field_type not in ("enum", "set") or not field.is_active:
+                continue
+            known = set(field_plan.labels) | set(deleted.get(field.key, ()))
+            for row in rows:
+                holder = row.get("custom_fields") if shape.value == "v2" else row
+                value = holder.get(field.key) if isinstance(holder, dict) else None
+                for option in _option_ids(value):
+                    if option not in known:
+                        unknown.add((field.key, option))
+        return unknown
+
+    def remember_deleted_options(self, entity: Entity, pairs: set[tuple[str, str]]) -> None:
+        """Option ids still unknown after a refresh belong to deleted options: stop asking."""
+        deleted = self._entry(entity).setdefault("deleted_options", {})
+        for key, option in pairs:
+            ids = deleted.setdefault(key, [])
+            if option not in ids:
+                ids.append(option)
+
     def knows(self, entity: Entity, keys: set[str]) -> bool:
         """True when every custom-field key in `keys` is described by the current plan."""
         plan = self.plan(entity)
@@ -157,3 +187,16 @@ class FieldCatalog:
             }
             for fp in self.plan(entity).fields
         ]
+
+
+def _option_ids(value: Any) -> list[str]:
+    """Option ids held by an enum or set value in either API shape ("12", 12, "12,13", [12])."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        value = value.get("id", value.get("value"))
+    if isinstance(value, list):
+        return [str(v.get("id") if isinstance(v, dict) else v) for v in value if v is not None]
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(value)]

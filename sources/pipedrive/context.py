@@ -21,7 +21,7 @@ class SyncOptions:
 
     start_date: str | None = None  # history start for a first sync (RFC 3339); None = everything
     chunk_pages: int | None = None  # commit progress every N pages per entity; None = one chunk
-    fields_refresh: timedelta = timedelta(hours=1)  # re-read *Fields at most this often
+    fields_refresh: timedelta = timedelta(hours=6)  # re-read *Fields at most this often
     refresh_overrides: Mapping[str, timedelta] = field(default_factory=dict)  # entity → interval
     refresh_all: bool = False  # read every slow list now, whatever its cadence
     force_fields_refresh: bool = False

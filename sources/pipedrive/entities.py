@@ -372,12 +372,12 @@ ENTITIES: tuple[Entity, ...] = (
         api=Api.V2,
         strategy=Strategy.FULL_REFRESH,
         streams=(
-            Stream(key="projects", path="projects", mode=Mode.FULL, refresh_every=60 * MINUTE),
+            Stream(key="projects", path="projects", mode=Mode.FULL, refresh_every=360 * MINUTE),
             Stream(
                 key="projects/archived",
                 path="projects/archived",
                 mode=Mode.FULL,
-                refresh_every=60 * MINUTE,
+                refresh_every=360 * MINUTE,
                 set_columns={"is_archived": True},
             ),
         ),
@@ -389,7 +389,7 @@ ENTITIES: tuple[Entity, ...] = (
         name="tasks",
         api=Api.V2,
         strategy=Strategy.FULL_REFRESH,
-        streams=(Stream(key="tasks", path="tasks", mode=Mode.FULL, refresh_every=60 * MINUTE),),
+        streams=(Stream(key="tasks", path="tasks", mode=Mode.FULL, refresh_every=360 * MINUTE),),
         scopes=PROJECT_SCOPES,
     ),
     # -- per parent record ------------------------------------------------------------------------

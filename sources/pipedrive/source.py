@@ -74,9 +74,18 @@ class EntityExtractor:
         if catalog is None:
             return None
         plan = catalog.plan(self.entity)
-        if rows and not catalog.knows(self.entity, _custom_keys(rows, self.entity.api)):
+        if not rows:
+            return plan
+        if not catalog.knows(self.entity, _custom_keys(rows, self.entity.api)):
             # a field added since the cached definitions: read them again, once per run
             plan = catalog.plan(self.entity, force=not catalog.refreshed_this_run(self.entity))
+        unknown = catalog.unknown_options(self.entity, rows)
+        if unknown:
+            if not catalog.refreshed_this_run(self.entity):
+                # an option added since: its label must not land as a bare id
+                plan = catalog.plan(self.entity, force=True)
+                unknown = catalog.unknown_options(self.entity, rows)
+            catalog.remember_deleted_options(self.entity, unknown)
         return plan
 
     def _builder(self, constants: dict[str, Any]) -> Callable[[list[dict[str, Any]]], pa.Table]:
