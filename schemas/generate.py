@@ -164,7 +164,7 @@ def build_schema() -> Any:
         table = new_table(
             entity.name,
             write_disposition="merge",
-            columns=list(table_columns(entity).values()),
+            columns=list(table_columns(entity).values()),  # type: ignore[arg-type]
         )
         paths = ", ".join(f"/{s.path}" for s in entity.streams)
         table["description"] = f"Pipedrive {entity.name} (API {entity.api.value}: {paths})"

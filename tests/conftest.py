@@ -28,7 +28,15 @@ SMALL_SCALE = {
     "leads": 40,
     "notes": 50,
 }
-CORE_ENTITIES = ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages")
+CORE_ENTITIES = (
+    "deals",
+    "persons",
+    "organizations",
+    "activities",
+    "products",
+    "pipelines",
+    "stages",
+)
 FAST_HTTP = HttpSettings(
     connect_timeout=2.0,
     read_timeout=2.0,

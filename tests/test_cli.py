@@ -29,7 +29,9 @@ def _env(tmp_path: Path, fake: FakePipedrive | None, token: str | None = TOKEN) 
     return env
 
 
-def _run(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def _run(
+    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
     )
@@ -44,7 +46,15 @@ def test_run_succeeds_and_prints_a_summary(fake: FakePipedrive, tmp_path: Path) 
     proc = _run(["run"], _env(tmp_path, fake), tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "pipedrive.duckdb").exists()
-    for entity in ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages"):
+    for entity in (
+        "deals",
+        "persons",
+        "organizations",
+        "activities",
+        "products",
+        "pipelines",
+        "stages",
+    ):
         assert entity in proc.stdout
     assert "API requests" in proc.stdout
 
@@ -95,7 +105,7 @@ def test_a_lock_left_by_a_killed_run_does_not_block_the_next(
 ) -> None:
     env = _env(tmp_path, fake)
     fake.add_fault(FaultRule(path=r"/deals$", kind="stall", delay=30, times=1))
-    proc = subprocess.Popen(CLI + ["run"], env=env, cwd=tmp_path)
+    proc = subprocess.Popen([*CLI, "run"], env=env, cwd=tmp_path)
     deadline = time.monotonic() + 30
     while not any(r.endpoint == "deals" for r in fake.requests) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -111,15 +121,15 @@ def test_the_token_appears_nowhere_a_run_leaves_behind(fake: FakePipedrive, tmp_
     env["RUNTIME__LOG_LEVEL"] = "DEBUG"  # even verbose logs must not carry it
     fake.add_fault(FaultRule(path=r"/persons$", kind="status", status=500, times=1))
     first = _run(["run"], env, tmp_path)
-    second = _run(["run", "--entities", "deals"], _env(tmp_path, fake, token="wrong-" + TOKEN), tmp_path)
+    second = _run(
+        ["run", "--entities", "deals"], _env(tmp_path, fake, token="wrong-" + TOKEN), tmp_path
+    )
     assert first.returncode == 0 and second.returncode == 77
     needle = TOKEN.encode()
     outputs = (first.stdout + first.stderr + second.stdout + second.stderr).encode()
     assert needle not in outputs
     leaked = [
-        path
-        for path in tmp_path.rglob("*")
-        if path.is_file() and needle in path.read_bytes()
+        path for path in tmp_path.rglob("*") if path.is_file() and needle in path.read_bytes()
     ]
     assert leaked == []
     assert not fake.token_leaked_in_url

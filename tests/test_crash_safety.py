@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import TOKEN, Syncer, all_deals, assert_matches_fake
@@ -36,14 +37,18 @@ def _mutate(fake: FakePipedrive, round_no: int) -> None:
         fake.archive("deals", deals[(round_no * 5 + 1) % len(deals)]["id"])
 
 
-def _killed_run(env: dict[str, str], cwd: Path, fake: FakePipedrive, kill_at: tuple[str, float]) -> int:
+def _killed_run(
+    env: dict[str, str], cwd: Path, fake: FakePipedrive, kill_at: tuple[str, float]
+) -> int:
     """Start the CLI and SIGKILL it at the given point; returns its exit status."""
     kind, value = kill_at
     fake.reset_requests()
-    proc = subprocess.Popen(CLI, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        CLI, env=env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     fired = threading.Event()
 
-    def on_request(record) -> None:  # noqa: ANN001 - the fake's request record
+    def on_request(record: Any) -> None:
         if kind == "request" and record.n >= value and not fired.is_set():
             fired.set()
             os.kill(proc.pid, signal.SIGKILL)

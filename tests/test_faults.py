@@ -51,7 +51,9 @@ def test_a_429_storm_is_waited_out(syncer: Syncer) -> None:
     ],
     ids=["502", "503-html", "html-200", "malformed", "dropped", "stall"],
 )
-def test_transient_faults_are_retried_and_the_sync_ends_equal(syncer: Syncer, rule: FaultRule) -> None:
+def test_transient_faults_are_retried_and_the_sync_ends_equal(
+    syncer: Syncer, rule: FaultRule
+) -> None:
     syncer.fake.add_fault(rule)
     result = syncer.run()
     assert result.code == 0, result.message
@@ -63,7 +65,9 @@ def test_transient_faults_are_retried_and_the_sync_ends_equal(syncer: Syncer, ru
 def test_retries_running_out_exit_75_keep_what_loaded_and_the_next_run_converges(
     syncer: Syncer,
 ) -> None:
-    rule = syncer.fake.add_fault(FaultRule(path=r"/persons$", kind="status", status=503, times=None))
+    rule = syncer.fake.add_fault(
+        FaultRule(path=r"/persons$", kind="status", status=503, times=None)
+    )
     result = syncer.run()
     assert result.code == 75
     assert "persons" in result.message and "gave up" in result.message

@@ -228,7 +228,15 @@ class Fake:
             self.proc.wait()
 
 
-_SCALE_ARGS = ("deals", "persons", "organizations", "activities", "products", "custom_fields", "seed")
+_SCALE_ARGS = (
+    "deals",
+    "persons",
+    "organizations",
+    "activities",
+    "products",
+    "custom_fields",
+    "seed",
+)
 
 
 def _child(role: str, fake: Fake, **options: str) -> dict[str, Any]:
@@ -319,8 +327,10 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
         f"pipedrive-sync benchmark — {os.cpu_count()} CPUs, fake in its own process; "
         f"median of {len(runs)} run(s)"
     )
-    print(f"{'entity':<14}{'rows':>10}{'raw s':>9}{'raw rows/s':>12}{'sync s':>9}"
-          f"{'sync rows/s':>13}{'sync/raw':>10}{'peak MB':>9}{'fake CPU':>10}")
+    print(
+        f"{'entity':<14}{'rows':>10}{'raw s':>9}{'raw rows/s':>12}{'sync s':>9}"
+        f"{'sync rows/s':>13}{'sync/raw':>10}{'peak MB':>9}{'fake CPU':>10}"
+    )
     summary: dict[str, Any] = {"entities": {}}
     for entity in headline:
         raw = [r["raw"]["entities"][entity] for r in runs]

@@ -88,5 +88,7 @@ def record_run(pipeline: dlt.Pipeline, result: RunResult, started_at: datetime) 
     rows = run_rows(result, started_at)
     if not rows:
         return
-    resource = dlt.resource(rows, name=RUNS_TABLE, write_disposition="append", columns=COLUMNS)
+    resource = dlt.resource(  # type: ignore[call-overload]
+        rows, name=RUNS_TABLE, write_disposition="append", columns=COLUMNS
+    )
     pipeline.run(resource)

@@ -26,9 +26,9 @@ SECTION = "sources.pipedrive"
 
 def _config(key: str, default: Any = None, secret: bool = False) -> Any:
     """A value from dlt config or secrets under `sources.pipedrive`, or the default."""
-    provider = dlt.secrets if secret else dlt.config
+    provider: Any = dlt.secrets if secret else dlt.config
     try:
-        value = provider.get(f"{SECTION}.{key}")
+        value: Any = provider.get(f"{SECTION}.{key}")
     except Exception:  # noqa: BLE001 - an unreadable provider is the same as "not set"
         value = None
     return default if value is None else value

@@ -42,7 +42,8 @@ class FieldCatalog:
 
     def __init__(self, ctx: RunContext, source_state: TPipelineState | dict[str, Any]) -> None:
         self.ctx = ctx
-        self._state = source_state.setdefault("custom_fields", {})  # type: ignore[union-attr]
+        state: dict[str, Any] = source_state  # type: ignore[assignment]
+        self._state = state.setdefault("custom_fields", {})
         self._lock = threading.RLock()
         self._refreshed: set[str] = set()  # fields paths read from the API in this run
         self._plans: dict[str, ColumnPlan] = {}

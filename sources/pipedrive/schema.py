@@ -32,7 +32,7 @@ def _schema_document() -> dict[str, Any]:
 
 def load_schema() -> Schema:
     """A fresh copy of the pinned `pipedrive` dlt schema."""
-    return Schema.from_dict(_schema_document())  # type: ignore[arg-type]
+    return Schema.from_dict(_schema_document())
 
 
 def table_columns(table: str) -> dict[str, dict[str, Any]]:

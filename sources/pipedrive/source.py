@@ -169,7 +169,7 @@ class EntityExtractor:
             return
         if not self._hinted:
             self._hinted = True
-            hints = dlt.mark.make_hints(columns=self._column_hints())  # type: ignore[arg-type]
+            hints = dlt.mark.make_hints(columns=self._column_hints())
             yield dlt.mark.with_hints(table, hints)
         else:
             yield table
@@ -398,7 +398,7 @@ def build_resources(
             "data_type": "bool",
             "hard_delete": True,  # tombstones remove a parent's children and are not stored
         }
-        resources[entity.name] = dlt.transformer(
+        resources[entity.name] = dlt.transformer(  # type: ignore[call-overload]
             transform,
             data_from=resources[entity.parent or ""],
             name=entity.name,
@@ -406,7 +406,7 @@ def build_resources(
             primary_key=list(entity.key_columns),
             merge_key=entity.parent_key,
             write_disposition="merge",
-            columns=columns,  # type: ignore[arg-type]
+            columns=columns,
         )
     return list(resources.values()), extractors
 

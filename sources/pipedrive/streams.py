@@ -310,6 +310,7 @@ class StreamReader:
         for parent_id in parent_ids:
             path = self.stream.path.format(id=parent_id)
             rows: list[dict[str, Any]] = []
+            parent_key = entity.parent_key or "parent_id"
             for page in self._pages(dict(self.stream.params), None, path=path):
-                rows.extend({**item, entity.parent_key: parent_id} for item in page.items)  # type: ignore[misc]
+                rows.extend({**item, parent_key: parent_id} for item in page.items)
             yield rows
