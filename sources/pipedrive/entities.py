@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import StrEnum
 from types import MappingProxyType
+from typing import Any
 
 
 class Api(StrEnum):
@@ -111,9 +112,11 @@ class Entity:
         return self.primary_key
 
 
-def _v2_incremental(path: str, cost: int = 10, **extra: str) -> Stream:
-    params = {"sort_by": "update_time", "sort_direction": "asc", **extra}
-    return Stream(key=path, path=path, params=params, token_cost=cost)
+def _v2_incremental(path: str, cost: int = 10, **extra: Any) -> Stream:
+    """A v2 list read by `updated_since` in update_time order (`extra` may add query params
+    under `params` and any other Stream field)."""
+    params = {"sort_by": "update_time", "sort_direction": "asc", **extra.pop("params", {})}
+    return Stream(key=path, path=path, params=params, token_cost=cost, **extra)
 
 
 def _v1_reference(path: str, cost: int = 20, every: int = 720, **extra: object) -> Stream:
@@ -140,20 +143,16 @@ ENTITIES: tuple[Entity, ...] = (
         name="deals",
         api=Api.V2,
         streams=(
-            Stream(
-                key="deals",
-                path="deals",
-                params={"sort_by": "update_time", "sort_direction": "asc", "status": DEALS_ALL},
-                listing_params={"status": DEALS_LIVE},
+            _v2_incremental(
+                "deals", params={"status": DEALS_ALL}, listing_params={"status": DEALS_LIVE}
             ),
-            Stream(
-                key="deals/archived",
-                path="deals/archived",
-                params={"sort_by": "update_time", "sort_direction": "asc", "status": DEALS_ALL},
-                set_columns={"is_archived": True},
-                token_cost=20,
-                refresh_every=60 * MINUTE,
+            _v2_incremental(
+                "deals/archived",
+                cost=20,
+                params={"status": DEALS_ALL},
                 listing_params={"status": DEALS_LIVE},
+                set_columns={"is_archived": True},
+                refresh_every=60 * MINUTE,
             ),
         ),
         fields_path="dealFields",
