@@ -143,6 +143,10 @@ def table_columns(entity: Any) -> dict[str, dict[str, Any]]:
             columns.setdefault(name, {"name": name, "data_type": kind, "nullable": True})
     if entity.parent_key:
         columns.setdefault(entity.parent_key, {"name": entity.parent_key, "data_type": "bigint"})
+    if entity.synthetic_key:
+        columns.setdefault(
+            entity.synthetic_key, {"name": entity.synthetic_key, "data_type": "text"}
+        )
     for name, column in {**EXTRA_COLUMNS, **TABLE_EXTRA_COLUMNS.get(entity.name, {})}.items():
         columns.setdefault(name, {"name": name, **column})
     for key in entity.key_columns:

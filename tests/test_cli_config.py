@@ -95,7 +95,7 @@ def test_every_documented_config_key_is_applied(tmp_path: Path) -> None:
         "pipedrive",
     )
     assert got["chunk_pages"] == 200
-    assert got["fields_refresh"] == 3600
+    assert got["fields_refresh"] == 360 * 60
     assert (got["users_refresh"], got["stages_refresh"]) == (3600, 900)
     assert got["reconcile_hours"] == 24
     assert got["hard_deletes"] is False

@@ -128,7 +128,7 @@ def test_quiet_prints_nothing_but_errors(fake: FakePipedrive, tmp_path: Path) ->
 
 
 def test_live_progress_on_a_terminal(fake: FakePipedrive, tmp_path: Path) -> None:
-    env = _env(tmp_path, fake, FORCE_COLOR="1", COLUMNS="120")  # rich: behave as on a terminal
+    env = _env(tmp_path, fake, FORCE_COLOR="1", TERM="xterm-256color", COLUMNS="120")
     proc = _run(["run", "--entities", "deals,persons"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
@@ -190,7 +190,10 @@ def test_the_watcher_reports_each_entitys_counters_and_status() -> None:
     assert later.requests == 1 and later.tokens == 10
 
 
-def test_live_reporter_draws_the_table_and_then_the_summary() -> None:
+def test_live_reporter_draws_the_table_and_then_the_summary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")  # not a "dumb" terminal, whatever CI has
     out = io.StringIO()
     console = Console(file=out, force_terminal=True, width=100, color_system=None)
     reporter = make_reporter(LogFormat.text, quiet=False, console=console)
@@ -221,6 +224,9 @@ def _info() -> Any:
         (LogFormat.json, True, False, Reporter),
     ],
 )
-def test_reporter_choice(fmt: LogFormat, quiet: bool, terminal: bool, kind: type) -> None:
+def test_reporter_choice(
+    fmt: LogFormat, quiet: bool, terminal: bool, kind: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TERM", "xterm-256color")
     console = Console(file=io.StringIO(), force_terminal=terminal)
     assert type(make_reporter(fmt, quiet, console)) is kind

@@ -386,3 +386,26 @@ def test_a_sync_while_someone_reads_the_file_exits_75_and_the_next_catches_up(
     assert sync().returncode == 0
     title = _count(tmp_path / "pipedrive.duckdb", f"SELECT title FROM deals WHERE id = {deal_id}")
     assert title == "Renamed while an analyst had the file open"
+
+
+def test_shell_prompt_on_a_terminal(warehouse: Path) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
+    proc = subprocess.Popen(
+        [*CLI, "shell", "--ui", "prompt", "--duckdb-path", str(warehouse)],
+        stdin=terminal,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=warehouse.parent,
+    )
+    os.close(terminal)
+    os.write(controller, b"SELECT 6 * 7 AS answer;\nSELECT nope;\n.quit\n")
+    out, err = proc.communicate(timeout=60)
+    os.close(controller)
+    assert proc.returncode == 0  # interactive: errors do not change the exit status
+    text = out.decode()
+    assert "pipedrive> " in text and "answer" in text and "42" in text
+    assert "nope" in err.decode()

@@ -100,7 +100,10 @@ def test_kill_minus_nine_anywhere_never_duplicates_or_loses_rows(
             status = _killed_run(env, tmp_path, fake, kill_at)
             killed += status == -signal.SIGKILL
             # the next (uninterrupted) run converges to exactly the fake's data
-            result = syncer.run()
+            try:
+                result = syncer.run()
+            except Exception as exc:
+                raise AssertionError(f"round {round_no}, killed at {kill_at}: {exc}") from exc
             assert result.code == 0, (kill_at, result.message)
             for table in TABLES:
                 expected = all_deals(fake) if table == "deals" else fake.records(table)

@@ -213,3 +213,26 @@ def test_followers_are_opt_in(syncer: Syncer) -> None:
     result = syncer.run()
     assert not {r.name for r in result.reports} & {"deal_followers", "deal_follower_changes"}
     assert not [r for r in syncer.fake.requests if "followers" in r.path]
+
+
+def test_field_change_history_is_opt_in_and_follows_updates(syncer: Syncer) -> None:
+    fake = syncer.fake
+    syncer.run(entities="deal_changes,person_changes")
+    deals = fake.records("deals", deleted=None)
+    stored = syncer.query("SELECT deal_id, field_key, old_value, new_value FROM deal_changes")
+    expected = [
+        (deal["id"], entry["field_key"], entry["old_value"], entry["new_value"])
+        for deal in deals
+        for entry in fake.changelog("deals", deal["id"])
+    ]
+    assert expected and sorted(stored, key=str) == sorted(expected, key=str)
+    deal_id = deals[0]["id"]
+    fake.update("deals", deal_id, title="A brand new title")
+    fake.reset_requests()
+    syncer.run(entities="deal_changes")
+    rows = syncer.query(
+        f"SELECT new_value FROM deal_changes WHERE deal_id = {deal_id} AND field_key = 'title'"
+    )
+    assert ("A brand new title",) in rows
+    asked = [r for r in fake.requests if r.endpoint.endswith("/changelog")]
+    assert [r.endpoint for r in asked] == [f"deals/{deal_id}/changelog"]  # only the changed deal

@@ -10,7 +10,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import Syncer, all_deals
+from conftest import CORE_ENTITIES, Syncer, all_deals
 
 from pipelines.pipedrive_sync.runner import duckdb_destination, make_pipeline
 from pipelines.pipedrive_sync.views import create_views
@@ -31,7 +31,7 @@ def _names(fake: Any, entity: str) -> dict[int, str]:
 
 
 def test_deals_enriched_is_every_deal_with_every_column_and_the_names(syncer: Syncer) -> None:
-    syncer.run()
+    assert syncer.run(entities=",".join([*CORE_ENTITIES, "users"])).code == 0
     fake = syncer.fake
     names, rows = _view_rows(syncer, "deals_enriched")
     deal_columns = list(syncer.columns("deals"))

@@ -153,23 +153,41 @@ def _sync(args: argparse.Namespace) -> int:
     return 0
 
 
-def _time_dlt_steps() -> dict[str, float]:
-    """Wall seconds spent in dlt's extract / normalize / load (summed over the run's loads)."""
+def _time_dlt_steps() -> dict[str, Any]:
+    """Wall seconds spent in dlt's extract / normalize / load (summed over the run's loads),
+    and the peak RSS (MB) sampled while each ran."""
     import functools
+    import threading
 
     from dlt.pipeline.pipeline import Pipeline
 
-    totals: dict[str, float] = {"extract": 0.0, "normalize": 0.0, "load": 0.0}
-    for name in totals:
+    totals: dict[str, Any] = {"extract": 0.0, "normalize": 0.0, "load": 0.0, "rss_mb": {}}
+    current = ["other"]
+
+    def sample() -> None:
+        page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+        while True:
+            try:
+                rss = int(Path("/proc/self/statm").read_text().split()[1]) * page / 2**20
+            except (OSError, ValueError, IndexError):
+                return
+            peaks = totals["rss_mb"]
+            peaks[current[0]] = max(peaks.get(current[0], 0.0), round(rss))
+            time.sleep(0.1)
+
+    threading.Thread(target=sample, name="bench-rss", daemon=True).start()
+    for name in ("extract", "normalize", "load"):
         original = getattr(Pipeline, name)
 
         def timed(original: Any = original, name: str = name) -> Any:
             @functools.wraps(original)
             def wrapper(self: Any, *a: Any, **k: Any) -> Any:
                 t0 = time.perf_counter()
+                current[0] = name
                 try:
                     return original(self, *a, **k)
                 finally:
+                    current[0] = "other"
                     totals[name] += time.perf_counter() - t0
 
             return wrapper
@@ -226,6 +244,8 @@ class Fake:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 _SCALE_ARGS = (
@@ -357,6 +377,10 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
             "steps": {
                 k: _median([x["steps"][k] for x in syn]) for k in ("extract", "normalize", "load")
             },
+            "rss_by_step": {
+                k: _median([x["steps"]["rss_mb"].get(k, 0) for x in syn])
+                for k in ("extract", "normalize", "load", "other")
+            },
         }
         summary["entities"][entity] = entry
         print(
@@ -368,7 +392,10 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
         st = summary["entities"][entity]["steps"]
         print(
             f"  {entity}: dlt extract {st['extract']:.2f}s (fetch + convert + write), "
-            f"normalize {st['normalize']:.2f}s, load {st['load']:.2f}s"
+            f"normalize {st['normalize']:.2f}s, load {st['load']:.2f}s; peak RSS by step (MB): "
+            + ", ".join(
+                f"{k} {v:.0f}" for k, v in summary["entities"][entity]["rss_by_step"].items()
+            )
         )
     if args.whole_run and runs and "full" in runs[0]:
         full = [r["full"] for r in runs]

@@ -163,7 +163,10 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
 
     entities = tuple(e.name for e in select_entities(settings.entities))
     reporter = make_reporter(log_format, quiet, _console())
-    ctx = make_context(settings)
+    try:
+        ctx = make_context(settings)
+    except Exception as exc:  # noqa: BLE001 - e.g. an unreadable OAuth token store
+        _fail(exit_codes.classify(exc))
     watcher = Watcher(ctx, entities, reporter)
     reporter.run_started(RunInfo.from_settings(settings, entities))
     try:
@@ -188,11 +191,13 @@ RUN_EPILOG = """Examples:
 
   PIPEDRIVE_API_TOKEN=... pipedrive-sync run
 
-  pipedrive-sync run --entities deals,persons --start-date 2024-01-01
+  pipedrive-sync run --entities deals,persons --start-date 2024-01-01T00:00:00Z
 
-  pipedrive-sync run --destination postgres --log-format json   # credentials: DESTINATION__POSTGRES__CREDENTIALS
+  pipedrive-sync run --destination postgres --log-format json
 
-  */5 * * * * cd /srv/pipedrive && .venv/bin/pipedrive-sync run >> sync.log 2>&1
+  */5 * * * * cd /srv/pipedrive && .venv/bin/pipedrive-sync run --quiet
+
+Destination credentials follow dlt: DESTINATION__POSTGRES__CREDENTIALS=postgresql://...
 
 Exit status: 0 ok, 1 bug, 75 temporary (retry later), 77 token rejected, 78 configuration."""
 
@@ -367,7 +372,10 @@ def status(
     fmt: Annotated[
         Format,
         typer.Option(
-            "--format", "-f", help="table, or json (one object per entity).", case_sensitive=False
+            "--format",
+            "-f",
+            help="table, csv, or json (one object per entity and line).",
+            case_sensitive=False,
         ),
     ] = Format.table,
 ) -> None:
@@ -432,7 +440,7 @@ class ShellUi(StrEnum):
     prompt = "prompt"
 
 
-SHELL_EPILOG = """With harlequin installed (pip install 'pipedrive-sync[shell]') you get its full
+SHELL_EPILOG = """With harlequin installed (pip install 'pipedrive-sync\\[shell]') you get its full
 terminal UI on the warehouse, dataset selected; otherwise a simple SQL prompt:
 statements end with `;`, `.tables` lists tables, `.schema deals` shows columns, `.quit` leaves.
 Also reads statements from a pipe:

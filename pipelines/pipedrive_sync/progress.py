@@ -387,6 +387,8 @@ class Watcher:
             entity.message = report.message
             if report.status != "ok":
                 entity.status = report.status
+            elif report.finished:
+                entity.status = "done"
             else:
                 entity.status = "reading" if report.pages else "starting"
         metrics: RequestMetrics = self.ctx.client.metrics

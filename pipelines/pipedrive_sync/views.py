@@ -163,6 +163,18 @@ def _replace_view(client: Any, name: str, body: str) -> None:
         client.execute_sql(f"CREATE VIEW {qualified} AS\n{body}")
 
 
+def drop_views(pipeline: Any) -> None:
+    """Drop the views (before a refresh drops their tables: PostgreSQL would refuse)."""
+    try:
+        with pipeline.sql_client() as client:
+            if not client.has_dataset():
+                return
+            for name in VIEWS:
+                client.execute_sql(f"DROP VIEW IF EXISTS {client.make_qualified_table_name(name)}")
+    except Exception as exc:  # noqa: BLE001 - the drop that follows reports real problems
+        logger.warning("views not dropped: %s", _first_line(exc))
+
+
 def create_views(pipeline: Any) -> list[str]:
     """(Re)create every view whose tables exist; returns the names created."""
     created: list[str] = []

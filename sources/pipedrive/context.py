@@ -45,6 +45,7 @@ class EntityReport:
     more: bool = False  # stopped at a chunk boundary with pages left
     full_read: bool = False  # read everything from the beginning (a first sync)
     reconciled: bool = False  # every current id was listed, vanished rows can be flagged
+    finished: bool = False  # the entity's resource has run to its end in this chunk
 
 
 @dataclass
@@ -84,3 +85,4 @@ class RunContext:
         """Reset per-chunk flags before the next `pipeline.run` of a chunked sync."""
         for report in self.reports.values():
             report.more = False
+            report.finished = False

@@ -91,6 +91,7 @@ class Entity:
     parent_key: str | None = None  # PER_PARENT: column holding the parent id
     parent_batch: int = 1  # PER_PARENT: parent ids per request (`ids_param`), 1 = one per record
     ids_param: str | None = None  # PER_PARENT batched: the query parameter taking the ids
+    synthetic_key: str | None = None  # a column filled with a digest of each row's content
 
     @property
     def has_custom_fields(self) -> bool:
@@ -442,6 +443,34 @@ ENTITIES: tuple[Entity, ...] = (
         ),
         default=False,
         scopes=DEAL_SCOPES,
+    ),
+    *(
+        Entity(
+            name=f"{singular}_changes",
+            api=Api.V1,
+            strategy=Strategy.PER_PARENT,
+            parent=parent,
+            parent_key=f"{singular}_id",
+            # entries have no id: a digest of the entry identifies it within its record
+            primary_key=(f"{singular}_id", "change_key"),
+            synthetic_key="change_key",
+            cursor_field="time",
+            streams=(
+                Stream(
+                    key=f"{parent}/changelog",
+                    path=f"{parent}/{{id}}/changelog",
+                    token_cost=20,
+                    mode=Mode.FULL,
+                ),
+            ),
+            default=False,
+            scopes=("recents:read",),
+        )
+        for parent, singular in (
+            ("deals", "deal"),
+            ("persons", "person"),
+            ("organizations", "organization"),
+        )
     ),
 )
 

@@ -114,6 +114,12 @@ class EntityExtractor:
 
     def rows(self) -> Iterator[Any]:
         """The resource generator: every due stream page by page, then bookkeeping."""
+        try:
+            yield from self._rows()
+        finally:
+            self.ctx.report(self.entity.name).finished = True
+
+    def _rows(self) -> Iterator[Any]:
         report = self.ctx.report(self.entity.name)
         streams_state = dlt.current.resource_state().setdefault("streams", {})
         batcher = TableBatcher(BATCH_ROWS)

@@ -313,4 +313,7 @@ class StreamReader:
             parent_key = entity.parent_key or "parent_id"
             for page in self._pages(dict(self.stream.params), None, path=path):
                 rows.extend({**item, parent_key: parent_id} for item in page.items)
+            if entity.synthetic_key:
+                for row in rows:
+                    row[entity.synthetic_key] = row_hash(row)
             yield rows

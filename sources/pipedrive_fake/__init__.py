@@ -37,6 +37,12 @@ Behaviour worth knowing (see FakePipedrive's docstrings for the rest):
 * Deal products (`/api/v2/deals/products?deal_ids=...`) and followers are generated per record
   on first use (deterministic); `add_deal_product`/`update_deal_product`/`remove_deal_product`
   also stamp the deal's update_time; `add_follower`/`remove_follower` do not touch the record.
+* Field-change history (`/v1/{deals,persons,organizations}/{id}/changelog`, `fake.changelog(entity,
+  id)`): served newest first, like the spec's examples, with a cursor (base64 "id:<n>") in
+  `additional_data.next_cursor`. Generated records start with 0-3 past changes (deterministic,
+  ending with the current values at update_time); every `update()` then adds one entry per
+  changed field (values as text, time = the new update_time as "YYYY-MM-DD HH:MM:SS", actor 1,
+  source "app"); `add`, `delete` and deal-product changes add none. See `changelog.py`.
 * `restrict(path_regex, 402|403)` answers matching requests with Pipedrive's error envelope.
 * OAuth: `oauth_client(...)` registers an app install; `POST /oauth/token` refreshes (refresh
   tokens rotate); `Authorization: Bearer` works instead of x-api-token, with scope checks

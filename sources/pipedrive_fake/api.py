@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import orjson
 
+from .changelog import render as render_change
 from .extras import GOAL_TYPES, PROJECT_STATUSES
 from .fields import (
     CUSTOM_FIELD_ENTITIES,
@@ -85,6 +86,9 @@ TOKEN_COSTS: dict[str, int] = {
     "/api/v2/persons/{id}/followers/changelog": 10,
     "/api/v2/organizations/{id}/followers/changelog": 10,
     "/api/v2/products/{id}/followers/changelog": 10,
+    "/v1/deals/{id}/changelog": 20,
+    "/v1/persons/{id}/changelog": 20,
+    "/v1/organizations/{id}/changelog": 20,
     "/v1/users/me": 2,
     "/v1/users": 20,
     "/v1/activityTypes": 20,
@@ -130,6 +134,9 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "/api/v2/persons/{id}/followers/changelog": ("contacts:read", "contacts:full"),
     "/api/v2/organizations/{id}/followers/changelog": ("contacts:read", "contacts:full"),
     "/api/v2/products/{id}/followers/changelog": ("products:read", "products:full"),
+    "/v1/deals/{id}/changelog": ("recents:read",),
+    "/v1/persons/{id}/changelog": ("recents:read",),
+    "/v1/organizations/{id}/changelog": ("recents:read",),
     "/v1/leads": ("leads:read", "leads:full"),
     "/v1/leads/archived": ("leads:read", "leads:full"),
     "/v1/notes": ("deals:read", "deals:full", "contacts:read", "contacts:full"),
@@ -162,6 +169,14 @@ SCOPE_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
         "GET /activityFields to activities:read and activities:full",
     ),
 }
+
+
+# a path with a record id: (pattern, match → the spec's path template, handler(match, query))
+PatternRoute = tuple[
+    re.Pattern[str],
+    Callable[[re.Match[str]], str],
+    Callable[[re.Match[str], dict[str, str]], Response],
+]
 
 
 class BadRequest(Exception):
@@ -338,6 +353,7 @@ GOAL_EVERYONE_PARAMS = (
 FOLLOWER_PATH = re.compile(
     r"^/api/v2/(deals|persons|organizations|products)/([^/]+)/followers(/changelog)?$"
 )
+CHANGELOG_PATH = re.compile(r"^/v1/(deals|persons|organizations)/([^/]+)/changelog$")
 MAX_DEAL_IDS = 100
 INVALID_TOKEN_BODY = orjson.dumps(
     {
@@ -415,7 +431,7 @@ class HttpApi:
     _tokens_used: int
     _stop: threading.Event
     _routes: dict[str, tuple[int, Callable[[dict[str, str]], Response]]]
-    _pattern_routes: list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]
+    _pattern_routes: list[PatternRoute]
     _restrictions: list[Restriction]
     oauth: OAuthRegistry
     company: dict[str, Any]
@@ -430,6 +446,9 @@ class HttpApi:
         raise NotImplementedError
 
     def follower_changelog(self, entity: str, id: Any) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _changelog_state(self, entity: str, id: Any) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     @property
@@ -583,12 +602,11 @@ class HttpApi:
         route = self._routes.get(path)
         template = path
         if route is None:
-            for pattern, make in self._pattern_routes:
+            for pattern, make, pattern_handler in self._pattern_routes:
                 m = pattern.match(path)
                 if m is not None:
                     template = make(m)
-                    cost_of = TOKEN_COSTS[template]
-                    route = (cost_of, partial(self._v2_record_list, m))
+                    route = (TOKEN_COSTS[template], partial(pattern_handler, m))
                     break
         if grant is not None and route is not None:
             needed = ROUTE_SCOPES.get(template, ())
@@ -736,15 +754,19 @@ class HttpApi:
             routes[p] = (TOKEN_COSTS[p], handler)
         return routes
 
-    def _make_pattern_routes(
-        self,
-    ) -> list[tuple[re.Pattern[str], Callable[[re.Match[str]], str]]]:
-        """Paths with a record id: (pattern, match → the spec's path template)."""
+    def _make_pattern_routes(self) -> list[PatternRoute]:
+        """Paths with a record id: (pattern, match → the spec's path template, handler)."""
 
         def follower_template(m: re.Match[str]) -> str:
             return f"/api/v2/{m.group(1)}/{{id}}/followers" + (m.group(3) or "")
 
-        return [(FOLLOWER_PATH, follower_template)]
+        def changelog_template(m: re.Match[str]) -> str:
+            return f"/v1/{m.group(1)}/{{id}}/changelog"
+
+        return [
+            (FOLLOWER_PATH, follower_template, self._v2_record_list),
+            (CHANGELOG_PATH, changelog_template, self._v1_changelog),
+        ]
 
     # ------------------------------------------------------------------ v2 lists
 
@@ -1205,6 +1227,50 @@ class HttpApi:
                 self.follower_changelog(entity, rid) if changelog else self.followers(entity, rid)
             )
         return self._v2_offset_page(items, q)
+
+    def _v1_changelog(self, m: re.Match[str], q: dict[str, str]) -> Response:
+        """/v1/{deals,persons,organizations}/{id}/changelog: newest first; the cursor is, like
+        Pipedrive's, base64 of "id:<entry id>" (the first entry of the next page)."""
+        entity, raw_id = m.group(1), m.group(2)
+        try:
+            rid = int(raw_id)
+        except ValueError:
+            raise BadRequest("Validation failed: id: Expected number, received string") from None
+        limit = _int_param(q, "limit", 100)
+        assert limit is not None
+        if limit < 1:
+            raise BadRequest("Validation failed: limit: Number must be greater than 0")
+        limit = min(limit, MAX_LIMIT)
+        below: int | None = None
+        if q.get("cursor"):
+            below = _changelog_cursor(q["cursor"])
+        with self._lock:
+            if rid not in self.tables[entity].rows:
+                raise NotFound(f"{ENTITY_SINGULAR[entity].capitalize()} not found")
+            log = self._changelog_state(entity, rid)
+            end = len(log)
+            if below is not None:  # entries are numbered 1, 2, ... in order
+                end = max(0, min(end, below))
+            page = [render_change(e) for e in reversed(log[max(0, end - limit) : end])]
+            nxt = log[end - limit - 1]["seq"] if end - limit > 0 else None
+        cursor = base64.b64encode(f"id:{nxt}".encode()).decode() if nxt is not None else None
+        return Response(
+            200,
+            orjson.dumps(
+                {"success": True, "data": page, "additional_data": {"next_cursor": cursor}}
+            ),
+        )
+
+
+def _changelog_cursor(text: str) -> int:
+    try:
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True).decode()
+        kind, _, value = raw.partition(":")
+        if kind != "id" or not value.isdigit():
+            raise ValueError(raw)
+        return int(value)
+    except ValueError:
+        raise BadRequest("Invalid cursor") from None
 
 
 def _member_pred(table: Table, list_field: str, value: int) -> Callable[[Row], bool]:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+from . import changelog as clog
 from . import extras
 from . import generate as gen
 from .api import (
@@ -159,6 +160,7 @@ class FakePipedrive(HttpApi):
         self._deal_products: dict[int, list[dict[str, Any]]] = {}  # deal id → attachments
         self._attachment_deal: dict[int, int] = {}  # attachment id → deal id
         self._followers: dict[tuple[str, Any], tuple[list, list]] = {}
+        self._changelogs: dict[tuple[str, Any], list[dict[str, Any]]] = {}  # oldest first
 
         if isinstance(custom_field_count, int):
             counts = {"deals": custom_field_count}
@@ -815,8 +817,11 @@ class FakePipedrive(HttpApi):
         **fields: Any,
     ) -> dict[str, Any]:
         """Change fields of a record (custom_fields={key: v2 value} merges); update_time =
-        `at` or now, then the clock ticks 1 s unless tick=False. Returns the record as served."""
-        return self._mutate(entity, id, at, tick, fields)
+        `at` or now, then the clock ticks 1 s unless tick=False. Returns the record as served.
+
+        On deals, persons and organizations every field whose value changed gets one entry in
+        `changelog(entity, id)` (actor user 1, source "app", time = the new update_time)."""
+        return self._mutate(entity, id, at, tick, fields, log=True)
 
     def _mutate(
         self,
@@ -826,6 +831,8 @@ class FakePipedrive(HttpApi):
         tick: bool,
         fields: dict[str, Any],
         deleted: bool | None = None,
+        *,
+        log: bool = False,
     ) -> dict[str, Any]:
         with self._lock:
             t, table, row = self._row(entity, id)
@@ -839,11 +846,18 @@ class FakePipedrive(HttpApi):
                 self._attachments(row.id)
             if t in FOLLOWED and (t, row.id) not in self._followers:
                 self._follow_state(t, row.id)
+            history = self._changelog_state(t, row.id) if t in clog.CHANGELOG_ENTITIES else None
             ms = self._stamp(t, fields.pop("update_time", None) or at)
-            data = dict(table.data(row))
+            old = table.data(row)
+            data = dict(old)
             self._apply(t, data, fields, ms)
             if update_key is not None:
                 data[update_key] = self._fmt(t, ms)
+            if log and history is not None:
+                seq = history[-1]["seq"] if history else 0
+                skip = (update_key,) if update_key else ()
+                for n, (key, a, b) in enumerate(clog.diff(t, old, data, skip), 1):
+                    history.append(clog.entry(seq + n, key, a, b, ms))
             before = table.snapshot(row)
             row.ut = ms
             self._sync_flags(t, row, data)
@@ -1151,6 +1165,47 @@ class FakePipedrive(HttpApi):
             )  # fmt: skip
             if tick:
                 self._now_ms += 1000
+
+    # ------------------------------------------------------------------ field-change history
+
+    def _changelog_state(self, entity: str, id: Any) -> list[dict[str, Any]]:
+        """The record's changelog entries, oldest first (a generated record's 0-3 past changes
+        are made on first use, from its values and times at that moment)."""
+        t = self._table(entity)[0]
+        if t not in clog.CHANGELOG_ENTITIES:
+            raise ValueError(
+                f"changelogs are served for {', '.join(clog.CHANGELOG_ENTITIES)}, not {entity}"
+            )
+        t, table, row = self._row(t, id)
+        log = self._changelogs.get((t, row.id))
+        if log is None:
+            log = []
+            if row.seq <= self.scale[t]:  # generated, not added by a test
+                log = clog.history(
+                    self.seed,
+                    t,
+                    row.id,
+                    table.data(row),
+                    row.at,
+                    row.ut,
+                    self._cf_defs.get(t, []),
+                    self._ctx.stage_pipeline,
+                    self.scale["organizations"],
+                )
+            self._changelogs[(t, row.id)] = log
+        return log
+
+    def changelog(self, entity: str, id: Any) -> list[dict[str, Any]]:
+        """The field-change history of a deal, person or organization as
+        /v1/{entity}/{id}/changelog serves it: newest first (all pages).
+
+        Each `update()` that changes fields adds one entry per changed field: field_key is the
+        field's name (`changelog.V1_FIELD_KEYS` renames a few to their v1 key: a deal's owner_id
+        is user_id, a person's emails/phones are email/phone) or a custom field's hash (parts of
+        composite values as `<hash>_<part>`); old_value/new_value are text ("500", "3",
+        "true"), null stays null; time is the new update_time as "YYYY-MM-DD HH:MM:SS"."""
+        with self._lock:
+            return [clog.render(e) for e in reversed(self._changelog_state(entity, id))]
 
     # ------------------------------------------------------------------ plan restrictions
 

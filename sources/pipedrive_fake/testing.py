@@ -34,9 +34,10 @@ class FakeClient:
         return r.json()
 
     def v2_pages(self, path: str, **params: Any) -> list[dict[str, Any]]:
-        """Every page body of a cursor-paginated v2 list."""
+        """Every page body of a cursor-paginated list (v2, or v1 with next_cursor), from the
+        first page or from `cursor=`."""
         pages = []
-        cursor = None
+        cursor = params.pop("cursor", None)
         while True:
             body = self.json(path, **params, cursor=cursor)
             pages.append(body)

@@ -1,0 +1,49 @@
+"""The benchmark command runs end to end on a tiny account (no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.pipedrive_sync import bench
+from pipelines.pipedrive_sync.runner import DUCKDB_MEMORY_LIMIT, duckdb_destination
+
+
+def test_bench_reports_rows_rates_memory_and_tokens(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "bench.json"
+    bench.main(
+        [
+            *("--deals", "600", "--custom-fields", "40", "--persons", "50"),
+            *("--organizations", "20", "--activities", "30", "--products", "5"),
+            *("--runs", "1", "--entities", "deals", "--json", str(out)),
+            *("--workdir", str(tmp_path / "work")),
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert "deals" in printed and "no-change incremental run" in printed
+    summary = json.loads(out.read_text())["summary"]
+    deals = summary["entities"]["deals"]
+    assert deals["rows"] == 600
+    assert deals["raw_rows_per_s"] > 0 and deals["sync_rows_per_s"] > 0
+    assert deals["peak_rss_mb"] > 0
+    assert summary["whole_run"]["exit_code"] == 0
+    incremental = summary["incremental"]
+    assert incremental["exit_code"] == 0
+    assert incremental["tokens"] == incremental["fake_tokens"] > 0
+
+
+def test_the_duckdb_destination_bounds_its_memory(tmp_path: Path) -> None:
+    _, connection = duckdb_destination(tmp_path / "x.duckdb")
+    try:
+        limit = connection.execute("SELECT current_setting('memory_limit')").fetchone()
+        temp = connection.execute("SELECT current_setting('temp_directory')").fetchone()
+    finally:
+        connection.close()
+    assert limit is not None
+    amount, unit = limit[0].split()
+    assert unit == "MiB" and float(amount) <= int(DUCKDB_MEMORY_LIMIT.removesuffix("MB"))
+    assert temp is not None and temp[0].endswith("x.duckdb.tmp")
