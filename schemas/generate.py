@@ -184,15 +184,38 @@ def render() -> str:
     return header + build_schema().to_pretty_yaml(remove_defaults=True)
 
 
+README = HERE.parent / "README.md"
+ENTITY_BLOCK = ("<!-- entities:start -->\n", "<!-- entities:end -->\n")
+
+
+def readme_with_entity_table(readme: str) -> str:
+    """The README with its entity table (between the markers) regenerated."""
+    from sources.pipedrive.entities import describe_entities
+
+    start, end = ENTITY_BLOCK
+    head, _, rest = readme.partition(start)
+    _, _, tail = rest.partition(end)
+    return f"{head}{start}{describe_entities()}{end}{tail}"
+
+
 def main(argv: list[str]) -> int:
     text = render()
+    readme = README.read_text() if README.exists() else ""
     if "--check" in argv:
+        stale = []
         if not SCHEMA_FILE.exists() or SCHEMA_FILE.read_text() != text:
-            print("schemas/pipedrive.schema.yaml is stale: run `make schema-docs`", file=sys.stderr)
+            stale.append("schemas/pipedrive.schema.yaml")
+        if readme and readme != readme_with_entity_table(readme):
+            stale.append("the README's entity table")
+        if stale:
+            print(f"{' and '.join(stale)} stale: run `make schema-docs`", file=sys.stderr)
             return 1
         return 0
     SCHEMA_FILE.write_text(text)
     print(f"wrote {SCHEMA_FILE}")
+    if ENTITY_BLOCK[0] in readme:
+        README.write_text(readme_with_entity_table(readme))
+        print(f"updated the entity table in {README}")
     return 0
 
 

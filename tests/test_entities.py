@@ -36,3 +36,29 @@ def test_selecting_a_per_parent_entity_brings_its_parent() -> None:
 def test_unknown_entities_are_named() -> None:
     with pytest.raises(ValueError, match="unicorns"):
         select_entities(["deals", "unicorns"])
+
+
+def test_the_readme_entity_table_is_current() -> None:
+    from schemas.generate import README, readme_with_entity_table
+
+    readme = README.read_text()
+    assert "<!-- entities:start -->" in readme
+    assert readme == readme_with_entity_table(readme), "run `make schema-docs`"
+
+
+def test_the_readme_scope_table_matches_the_entity_table() -> None:
+    import re
+
+    from schemas.generate import README
+
+    text = README.read_text()
+    section = text[text.index("## OAuth apps") : text.index("## Tables")]
+    rows = re.findall(r"^\s*\| `([a-z:-]+)`[^|]*\| ([^|]+) \|$", section, flags=re.M)
+    assert len(rows) >= 10
+    covered = set()
+    for scope, tables in rows:
+        for table in re.findall(r"[a-z_]+", tables):
+            if table in ENTITY_BY_NAME:
+                assert scope in ENTITY_BY_NAME[table].scopes, (scope, table)
+                covered.add(table)
+    assert covered >= {e.name for e in ENTITIES if e.scopes}

@@ -521,17 +521,23 @@ def describe_entities() -> str:
     def cost(entity: Entity) -> str:
         first = entity.streams[0]
         if entity.strategy is Strategy.PER_PARENT:
-            unit = (
-                f"100 changed {entity.parent}" if entity.ids_param else f"changed {entity.parent}"
-            )
+            parent = ENTITY_BY_NAME[entity.parent or ""].singular
+            unit = f"100 changed {parent}s" if entity.ids_param else f"changed {parent}"
             return f"{first.token_cost} per {unit}"
+
+        def total(streams: list[Stream]) -> str:
+            costs = [s.token_cost for s in streams]
+            if len(costs) > 2 and len(set(costs)) == 1:
+                return f"{costs[0]} for each of {len(costs)} lists"
+            return " + ".join(str(c) for c in costs)
+
         every = [s for s in entity.streams if not s.refresh_every]
         slow = [s for s in entity.streams if s.refresh_every]
         parts = []
         if every:
-            parts.append(" + ".join(f"{s.token_cost}" for s in every) + " per page, every run")
+            parts.append(f"{total(every)} per page, every run")
         if slow:
-            parts.append(" + ".join(f"{s.token_cost}" for s in slow) + " per page, when due")
+            parts.append(f"{total(slow)} per page, when due")
         return "; ".join(parts)
 
     lines = [
