@@ -28,6 +28,7 @@ from sources.pipedrive.http.errors import BudgetExhausted
 from sources.pipedrive.postload import (
     apply_label_changes,
     backup_retired,
+    heal_destination_schema,
     mark_vanished,
     restore_retired,
     retired_columns,
@@ -175,6 +176,7 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         if pipeline.has_pending_data:
             # an interrupted run left extracted or normalized packages: finish them first
             backup_retired(pipeline, retired_columns(pipeline.state))
+            heal_destination_schema(pipeline)
             info = pipeline.run()
             result.load_ids.extend(info.loads_ids if info else [])
         else:
@@ -274,6 +276,7 @@ def _run_chunks(
         # fields deleted in Pipedrive: keep their loaded values before the load can null them
         backup_retired(pipeline, retired_columns(pipeline.state))
         pipeline.normalize()
+        heal_destination_schema(pipeline)
         info = pipeline.load()
         result.chunks += 1
         result.load_ids.extend(info.loads_ids)

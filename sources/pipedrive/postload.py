@@ -215,3 +215,31 @@ def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -
                 )
                 restored += 1
     return restored
+
+
+def heal_destination_schema(pipeline: Any) -> list[str]:
+    """Add columns the pipeline schema has but existing destination tables lack; returns them.
+
+    dlt skips migrating a dataset once it has stored the schema's hash, even when that load
+    migrated only the tables it carried. A crash at the wrong moment can leave a table behind
+    its schema, and the next load into it would fail: check every existing table before loads.
+    """
+    schema = pipeline.default_schema
+    with pipeline.destination_client() as client:
+        if not hasattr(client, "get_storage_tables") or not client.is_storage_initialized():
+            return []
+        lagging: list[str] = []
+        for table, stored in client.get_storage_tables(schema.data_table_names()):
+            if not stored:
+                continue  # not created yet: the load that brings data creates it whole
+            known = {name.lower() for name in stored}
+            wanted = [
+                name
+                for name, column in schema.get_table_columns(table).items()
+                if column.get("data_type") and name.lower() not in known
+            ]
+            if wanted:
+                lagging.append(table)
+        if lagging:
+            client.update_stored_schema(only_tables=lagging, force=True)
+        return lagging
