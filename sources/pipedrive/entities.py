@@ -131,12 +131,37 @@ def _v1_reference(path: str, cost: int = 20, every: int = 720, **extra: object) 
     )
 
 
+def _v1_reference_entity(
+    name: str,
+    path: str,
+    scopes: tuple[str, ...],
+    *,
+    cost: int = 20,
+    pagination: Pagination = Pagination.NONE,
+    primary_key: str = "id",
+    cursor_field: str = "update_time",
+    page_limit: int | None = None,
+) -> Entity:
+    """A small v1 reference list, re-read in full every 12 hours; only changed rows loaded."""
+    return Entity(
+        name=name,
+        api=Api.V1,
+        strategy=Strategy.FULL_REFRESH,
+        pagination=pagination,
+        primary_key=primary_key,
+        cursor_field=cursor_field,
+        streams=(_v1_reference(path, cost=cost, page_limit=page_limit),),
+        scopes=scopes,
+    )
+
+
 DEALS_ALL = "open,won,lost,deleted"
 DEALS_LIVE = "open,won,lost"
 DEAL_SCOPES = ("deals:read", "deals:full")
 CONTACT_SCOPES = ("contacts:read", "contacts:full")
 LEAD_SCOPES = ("leads:read", "leads:full")
 PROJECT_SCOPES = ("projects:read", "projects:full")
+ANY_RECORD_SCOPES = (*DEAL_SCOPES, "activities:read", "activities:full", *CONTACT_SCOPES)
 
 ENTITIES: tuple[Entity, ...] = (
     # -- core CRM (v2, incremental) ---------------------------------------------------------
@@ -256,56 +281,24 @@ ENTITIES: tuple[Entity, ...] = (
         scopes=(*DEAL_SCOPES, *CONTACT_SCOPES),
     ),
     # -- reference data (v1, full re-read on a cadence, only changed rows loaded) --------------
-    Entity(
-        name="users",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        streams=(_v1_reference("users"),),
-        cursor_field="modified",
-        scopes=("users:read",),
+    _v1_reference_entity("users", "users", ("users:read",), cursor_field="modified"),
+    _v1_reference_entity(
+        "activity_types", "activityTypes", ("activities:read", "activities:full", "admin")
     ),
-    Entity(
-        name="activity_types",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        streams=(_v1_reference("activityTypes"),),
-        scopes=("activities:read", "activities:full", "admin"),
+    _v1_reference_entity("currencies", "currencies", ("base",)),
+    _v1_reference_entity("lead_labels", "leadLabels", LEAD_SCOPES, cost=10),
+    _v1_reference_entity("lead_sources", "leadSources", LEAD_SCOPES, cost=2, primary_key="name"),
+    _v1_reference_entity("filters", "filters", ANY_RECORD_SCOPES),
+    _v1_reference_entity(
+        "call_logs",
+        "callLogs",
+        ("phone-integration",),
+        pagination=Pagination.OFFSET,
+        cursor_field="start_time",
+        page_limit=50,
     ),
-    Entity(
-        name="currencies",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        streams=(_v1_reference("currencies"),),
-        scopes=("base",),
-    ),
-    Entity(
-        name="lead_labels",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        streams=(_v1_reference("leadLabels", cost=10),),
-        scopes=LEAD_SCOPES,
-    ),
-    Entity(
-        name="lead_sources",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        primary_key="name",
-        streams=(_v1_reference("leadSources", cost=2),),
-        scopes=LEAD_SCOPES,
-    ),
-    Entity(
-        name="filters",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        streams=(_v1_reference("filters"),),
-        scopes=(*DEAL_SCOPES, "activities:read", "activities:full", *CONTACT_SCOPES),
-    ),
+    _v1_reference_entity("roles", "roles", ("admin",), pagination=Pagination.OFFSET),
+    _v1_reference_entity("permission_sets", "permissionSets", ("admin",)),
     Entity(
         name="files",
         api=Api.V1,
@@ -321,7 +314,7 @@ ENTITIES: tuple[Entity, ...] = (
                 page_limit=100,
             ),
         ),
-        scopes=(*DEAL_SCOPES, "activities:read", "activities:full", *CONTACT_SCOPES),
+        scopes=ANY_RECORD_SCOPES,
     ),
     Entity(
         name="goals",
@@ -340,31 +333,6 @@ ENTITIES: tuple[Entity, ...] = (
             for active in ("true", "false")
         ),
         scopes=("goals:read", "goals:full"),
-    ),
-    Entity(
-        name="call_logs",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.OFFSET,
-        streams=(_v1_reference("callLogs", page_limit=50),),
-        cursor_field="start_time",
-        scopes=("phone-integration",),
-    ),
-    Entity(
-        name="roles",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.OFFSET,
-        streams=(_v1_reference("roles"),),
-        scopes=("admin",),
-    ),
-    Entity(
-        name="permission_sets",
-        api=Api.V1,
-        strategy=Strategy.FULL_REFRESH,
-        pagination=Pagination.NONE,
-        streams=(_v1_reference("permissionSets"),),
-        scopes=("admin",),
     ),
     # -- projects (v2, no updated_since: full re-read on a cadence) -----------------------------
     Entity(
