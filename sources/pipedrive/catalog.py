@@ -171,9 +171,6 @@ class FieldCatalog:
         known = {fp.field.key for fp in plan.fields}
         return keys <= known
 
-    def definitions(self, entity: Entity) -> list[FieldDef]:
-        return [fp.field for fp in self.plan(entity).fields]
-
     def mapping_rows(self, entity: Entity) -> list[dict[str, Any]]:
         """Rows of the `custom_fields` mapping table for one entity."""
         return [

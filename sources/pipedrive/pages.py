@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .custom_fields import ColumnPlan, is_custom_key, normalize_page
 from .entities import Api
@@ -201,13 +200,6 @@ def build_table(
         add(name, pa.array([value] * len(rows), ARROW_TYPES[data_type]))
 
     return pa.Table.from_arrays(arrays, names=names)
-
-
-def column_max(table: pa.Table, column: str) -> Any:
-    """The largest non-null value of a column, as a Python object (None if empty)."""
-    if column not in table.column_names or table.num_rows == 0:
-        return None
-    return pc.max(table[column]).as_py()
 
 
 class TableBatcher:
