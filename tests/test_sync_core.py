@@ -159,3 +159,17 @@ def test_a_table_left_behind_its_schema_is_healed_before_the_next_load(syncer: S
     result = syncer.run(entities="deals")
     assert result.code == 0, result.message
     assert table_rows(syncer, "deals")[deal["id"]]["lost_reason"] == "too expensive"
+
+
+def test_full_refresh_drops_tables_and_state_and_reloads_everything(syncer: Syncer) -> None:
+    fake = syncer.fake
+    syncer.run()
+    gone = fake.records("organizations")[0]["id"]
+    fake.delete("organizations", gone)  # vanishes from lists: only a reload can drop it
+    result = syncer.run(full_refresh=True)
+    assert result.code == 0, result.message
+    assert {r.name: r.rows for r in result.reports}["deals"] == len(all_deals(fake))
+    assert gone not in table_rows(syncer, "organizations")
+    for table in CORE:
+        expected = all_deals(fake) if table == "deals" else fake.records(table)
+        assert_matches_fake(syncer, table, expected)
