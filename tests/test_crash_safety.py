@@ -111,3 +111,31 @@ def test_kill_minus_nine_anywhere_never_duplicates_or_loses_rows(
                 duplicates = syncer.query(f"SELECT count(*) - count(DISTINCT id) FROM {table}")
                 assert duplicates == [(0,)], (kill_at, table)
         assert killed >= len(KILL_POINTS) // 2, "most runs must really have been killed mid-way"
+
+
+class _Killed(BaseException):
+    """Stands in for SIGKILL at one exact instruction."""
+
+
+def test_a_kill_between_normalize_commit_and_cleanup_converges(
+    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt's normalize renames its output into place, then deletes the extracted package; a
+    kill between the two left both behind and every later run failed to normalize."""
+    from dlt.common.storages.load_storage import LoadStorage
+
+    syncer.run()
+    _mutate(fake, 1)
+    commit = LoadStorage.commit_new_load_package
+
+    def commit_then_die(self: LoadStorage, load_id: str) -> None:
+        commit(self, load_id)
+        raise _Killed
+
+    monkeypatch.setattr(LoadStorage, "commit_new_load_package", commit_then_die)
+    with pytest.raises(_Killed):
+        syncer.run()
+    monkeypatch.setattr(LoadStorage, "commit_new_load_package", commit)
+    result = syncer.run()
+    assert result.code == 0, result.message
+    assert_matches_fake(syncer, "deals", all_deals(fake))

@@ -175,6 +175,7 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         pipeline = make_pipeline(settings, destination)
         if pipeline.has_pending_data:
             # an interrupted run left extracted or normalized packages: finish them first
+            drop_committed_extracts(pipeline)
             backup_retired(pipeline, retired_columns(pipeline.state))
             heal_destination_schema(pipeline)
             info = pipeline.run()
@@ -193,6 +194,22 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         if connection is not None:
             connection.close()
     return result
+
+
+def drop_committed_extracts(pipeline: dlt.Pipeline) -> list[str]:
+    """Remove extracted packages that dlt already normalized.
+
+    dlt's normalize renames its output into place and then deletes the extracted package; a
+    kill between the two leaves both, and normalizing the package again fails ("Directory not
+    empty"). The rename is the commit, so the extracted copy is obsolete.
+    """
+    extracted = pipeline._get_normalize_storage().extracted_packages
+    load_storage = pipeline._get_load_storage()
+    committed = {*load_storage.list_normalized_packages(), *load_storage.list_loaded_packages()}
+    dropped = [load_id for load_id in extracted.list_packages() if load_id in committed]
+    for load_id in dropped:
+        extracted.delete_package(load_id)
+    return dropped
 
 
 def _preflight(ctx: RunContext, settings: RunSettings) -> str:

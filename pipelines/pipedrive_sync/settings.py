@@ -34,6 +34,18 @@ def _config(key: str, default: Any = None, secret: bool = False) -> Any:
     return default if value is None else value
 
 
+def _flag(value: Any, key: str) -> bool:
+    """A boolean setting; env vars arrive as text ("false", "0", "no")."""
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off", ""):
+            return False
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return bool(value)
+
+
 def _env_or_config(env: str, key: str, default: Any = None, secret: bool = False) -> Any:
     value = os.environ.get(env)
     if value not in (None, ""):
@@ -147,7 +159,12 @@ def resolve(
         refresh_overrides=_refresh_overrides(_config("refresh_minutes")),
         refresh_all=refresh_all,
         force_fields_refresh=refresh_fields,
-        hard_deletes=bool(_config("hard_deletes", False)) if hard_deletes is None else hard_deletes,
+        hard_deletes=(
+            _flag(_config("hard_deletes", False), "hard_deletes")
+            if hard_deletes is None
+            else hard_deletes
+        ),
+        columnar=_flag(_config("columnar", True), "columnar"),
     )
     if options.start_date:
         _check_timestamp(options.start_date)
@@ -159,6 +176,7 @@ def resolve(
         backoff_max=float(_config("backoff_max", HttpSettings.backoff_max)),
         max_rate_limit_wait=float(_config("max_rate_limit_wait", HttpSettings.max_rate_limit_wait)),
         page_limit=min(500, int(_config("page_limit", HttpSettings.page_limit))),
+        prefetch=int(_config("prefetch_pages", HttpSettings.prefetch)),
     )
     base_url = _env_or_config("PIPEDRIVE_BASE_URL", "base_url", None)
     return RunSettings(

@@ -76,7 +76,7 @@ class FieldCatalog:
             cost=cost,
             label=entity.fields_path,
         ):
-            items.extend(page.items)
+            items.extend(page.rows)
         return items
 
     def raw_definitions(self, entity: Entity, *, force: bool = False) -> list[dict[str, Any]]:
@@ -134,6 +134,15 @@ class FieldCatalog:
             entry["labels"] = known_labels(plan)
             self._plans[entity.singular] = plan
             return plan
+
+    def cached_plan(self, entity: Entity) -> ColumnPlan | None:
+        """The plan already made in this run (never fetches definitions)."""
+        return self._plans.get(entity.singular)
+
+    def deleted_options(self, entity: Entity) -> dict[str, list[str]]:
+        """Option ids per field key that stayed unknown after a refresh (deleted options)."""
+        deleted: dict[str, list[str]] = self._entry(entity).get("deleted_options", {})
+        return deleted
 
     def unknown_options(self, entity: Entity, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
         """(field key, option id) pairs in `rows` that the definitions do not know yet.

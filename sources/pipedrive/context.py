@@ -27,6 +27,7 @@ class SyncOptions:
     force_fields_refresh: bool = False
     hard_deletes: bool = False  # delete rows Pipedrive deleted instead of flagging them
     reconcile: frozenset[str] = frozenset()  # entities whose ids to list in full this run
+    columnar: bool = True  # v2 pages through the columnar fast path (`columnar` module)
 
     def refresh_interval(self, entity: str, default: timedelta | None) -> timedelta | None:
         """How often an entity's slow lists are re-read (None: every run)."""

@@ -82,12 +82,14 @@ __all__ = [
     "FieldPlan",
     "LabelChange",
     "OutputColumn",
+    "V2Output",
     "build_plan",
     "is_custom_key",
     "known_labels",
     "normalize_page",
     "option_label_changes",
     "parse_definitions",
+    "v2_outputs",
 ]
 
 ARROW_TYPES: Final[Mapping[str, pa.DataType]] = {
@@ -878,3 +880,22 @@ def normalize_page(
             if variants is not None:
                 result[part.name + VARIANT_SUFFIX] = pa.array(variants, _STRING)
     return result
+
+
+@dataclass(frozen=True)
+class V2Output:
+    """One output column of a planned field, as the columnar path (`columnar`) reads it."""
+
+    name: str
+    kind: str  # converter kind: text, double, bigint, bool, date, time, enum, set, json
+    mode: str  # where the value sits in a v2 record: raw, unwrap, member, address
+    member: str  # the object member for mode "member"
+    convert: Callable[[list[Any]], tuple[pa.Array, Variants]]  # the exact converter
+
+
+def v2_outputs(fp: FieldPlan) -> tuple[V2Output, ...]:
+    """How each output of `fp` is found in a v2 `custom_fields` value and converted."""
+    return tuple(
+        V2Output(part.name, layout.kind, part.v2_mode, part.member, part.convert)
+        for part, layout in zip(fp._compiled.parts, _layout(fp.field), strict=False)
+    )

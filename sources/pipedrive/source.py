@@ -13,7 +13,7 @@ The token comes from dlt secrets (`sources.pipedrive.api_token`) or the argument
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from .catalog import FieldCatalog
+from .columnar import ColumnarPage, build_columnar, decode_page, parse_schema
 from .context import EntityReport, RunContext, SyncOptions
 from .custom_fields import ColumnPlan
 from .entities import ENTITY_BY_NAME, Api, Entity, Strategy, Stream, select_entities
@@ -33,7 +34,7 @@ from .http import (
     PipedriveClient,
     TemporaryError,
 )
-from .http.client import DEFAULT_BASE_URL
+from .http.client import DEFAULT_BASE_URL, LazyItems
 from .pages import TableBatcher, build_table
 from .schema import load_schema, table_columns
 from .streams import StreamReader
@@ -64,10 +65,15 @@ class EntityExtractor:
         self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
         self.readers: list[StreamReader] = []
         self._hinted = False
+        self._schemas: dict[int, pa.Schema] = {}
+        self._made_catalog: FieldCatalog | None = None
 
     @property
     def catalog(self) -> FieldCatalog | None:
-        return self._catalog() if self.entity.has_custom_fields else None
+        if not self.entity.has_custom_fields:
+            return None
+        self._made_catalog = self._catalog()
+        return self._made_catalog
 
     def _plan(self, rows: list[dict[str, Any]] | None = None) -> ColumnPlan | None:
         catalog = self.catalog
@@ -93,6 +99,34 @@ class EntityExtractor:
             return build_table(rows, self.standard, self._plan(rows), self.entity.api, constants)
 
         return build
+
+    def _ready_plan(self) -> tuple[bool, ColumnPlan | None]:
+        """(ready, plan): the columnar path waits until the exact path has made the plan."""
+        if not self.entity.has_custom_fields:
+            return True, None
+        catalog = self._made_catalog  # made in the extract thread, where dlt state is
+        plan = catalog.cached_plan(self.entity) if catalog is not None else None
+        return plan is not None, plan
+
+    def decode(self, content: bytes) -> dict[str, Any] | None:
+        """`ColumnarPath.decode`: runs in the fetching thread."""
+        ready, plan = self._ready_plan()
+        if not ready:
+            return None
+        schema = self._schemas.get(id(plan))
+        if schema is None:
+            schema = parse_schema(self.standard, plan)
+            self._schemas = {id(plan): schema}  # the plan object lives as long as the run
+        return decode_page(content, schema)
+
+    def build(self, items: LazyItems, constants: Mapping[str, Any]) -> pa.Table | None:
+        """`ColumnarPath.build`: the page's table, or None for the exact path."""
+        ready, plan = self._ready_plan()
+        if not ready or not isinstance(items, ColumnarPage):
+            return None
+        catalog = self._made_catalog
+        deleted = catalog.deleted_options(self.entity) if catalog is not None else {}
+        return build_columnar(items, self.standard, plan, constants, deleted)
 
     def _column_hints(self) -> dict[str, Any]:
         hints: dict[str, Any] = dict(table_columns(self.entity.name))
@@ -188,6 +222,7 @@ class EntityExtractor:
             state,
             self._builder(dict(stream.set_columns)),
             chunk_pages=self.ctx.options.chunk_pages,
+            columnar=self if self.ctx.options.columnar and self.entity.api is Api.V2 else None,
         )
 
     def _reconcile(self, report: EntityReport) -> None:

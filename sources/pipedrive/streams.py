@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pyarrow as pa
@@ -34,6 +34,7 @@ import pyarrow.compute as pc
 from .context import RunContext
 from .entities import Entity, Mode, Pagination, Stream
 from .http import CursorPaginator, OffsetPaginator, Page, Paginator, RequestFailed, SinglePage
+from .http.client import LazyItems
 from .pages import TIMESTAMP
 
 BOUNDARY_LIMIT = 20_000  # beyond this many rows on one timestamp, re-load instead of remembering
@@ -42,11 +43,28 @@ OFFSET_OVERLAP = 10  # rows re-read at each v1 page boundary
 PageBuilder = Callable[[list[dict[str, Any]]], pa.Table]
 
 
+class ColumnarPath(Protocol):
+    """The columnar fast path of an entity (see `columnar`): decode in the fetching thread,
+    build the page table from the decoded columns (None: take the exact path)."""
+
+    def decode(self, content: bytes) -> dict[str, Any] | None: ...
+
+    def build(self, items: LazyItems, constants: Mapping[str, Any]) -> pa.Table | None: ...
+
+
 def row_hash(row: Mapping[str, Any]) -> str:
     """A short, stable digest of a record's content."""
     return hashlib.blake2b(
         orjson.dumps(row, option=orjson.OPT_SORT_KEYS), digest_size=8
     ).hexdigest()
+
+
+def table_row_hashes(table: pa.Table, indices: list[int]) -> list[str]:
+    """Digests of some rows of a page table (nulls left out, so columns that other rows of
+    the page brought along do not change them): equal content, equal digest, whichever path
+    (columnar or exact) built the table."""
+    rows = table.take(indices).to_pylist()
+    return [row_hash({k: v for k, v in row.items() if v is not None}) for row in rows]
 
 
 def make_paginator(entity: Entity, limit: int, position: Any = None, overlap: int = 0) -> Paginator:
@@ -79,6 +97,7 @@ class StreamReader:
         state: dict[str, Any],
         build: PageBuilder,
         chunk_pages: int | None = None,
+        columnar: ColumnarPath | None = None,
     ) -> None:
         self.ctx = ctx
         self.entity = entity
@@ -86,6 +105,7 @@ class StreamReader:
         self.state = state
         self.build = build
         self.chunk_pages = chunk_pages
+        self.columnar = columnar
         self.seen_ids: set[Any] = set()
         self.complete = False  # every page was read (needed before trusting seen_ids)
         self.full_read = False  # the pass started from the very beginning (no since, no resume)
@@ -96,7 +116,12 @@ class StreamReader:
         return self.entity.name if self.stream.key == self.entity.name else self.stream.key
 
     def _pages(
-        self, params: dict[str, Any], position: Any, overlap: int = 0, path: str | None = None
+        self,
+        params: dict[str, Any],
+        position: Any,
+        overlap: int = 0,
+        path: str | None = None,
+        columnar: bool = False,
     ) -> Iterator[Page]:
         client = self.ctx.client
         limit = min(client.settings.page_limit, self.stream.page_limit or 500)
@@ -108,7 +133,24 @@ class StreamReader:
             cost=self.stream.token_cost,
             label=self.label,
             data_key=self.stream.data_key,
+            decode=self.columnar.decode if columnar and self.columnar is not None else None,
         )
+
+    def _table(self, items: list[dict[str, Any]] | LazyItems) -> pa.Table | None:
+        """The page's table: columnar when the fast path takes the page, else exact."""
+        if not len(items):
+            return None
+        if isinstance(items, LazyItems):
+            if self.columnar is not None:
+                table = self.columnar.build(items, dict(self.stream.set_columns))
+                if table is not None:
+                    return table
+            items = items.rows()
+        return self.build(items)
+
+    @staticmethod
+    def _rows(items: list[dict[str, Any]] | LazyItems) -> list[dict[str, Any]]:
+        return items.rows() if isinstance(items, LazyItems) else items
 
     def read(self) -> Iterator[pa.Table]:
         if self.stream.mode is Mode.UPDATED_SINCE:
@@ -140,19 +182,22 @@ class StreamReader:
 
         pages = 0
         try:
-            for page in self._pages(params, position, OFFSET_OVERLAP if offset else 0):
-                rows = page.items
+            pages_iter = self._pages(
+                params, position, OFFSET_OVERLAP if offset else 0, columnar=not offset
+            )
+            for page in pages_iter:
+                items = page.items
                 if offset:
                     pass_started = pass_started or page.server_time
-                    rows = [
-                        r for r in rows if str(r.get(self.entity.id_column)) not in previous_ids
-                    ]
-                    previous_ids = {str(r.get(self.entity.id_column)) for r in page.items}
-                table = self.build(rows) if rows else None
+                    pk = self.entity.id_column
+                    rows = self._rows(items)
+                    items = [r for r in rows if str(r.get(pk)) not in previous_ids]
+                    previous_ids = {str(r.get(pk)) for r in rows}
+                table = self._table(items)
                 if table is not None and since is not None and boundary:
-                    table, rows = self._drop_known_boundary_rows(table, rows, since, boundary)
+                    table = self._drop_known_boundary_rows(table, since, boundary)
                 if table is not None and table.num_rows:
-                    since, boundary = self._advance(table, rows, since, boundary)
+                    since, boundary = self._advance(table, since, boundary)
                     if offset and pass_started is not None:
                         moved += self._count_since(table, pass_started)
                 if since is not None:
@@ -188,29 +233,25 @@ class StreamReader:
         return int(pc.sum(pc.greater_equal(column, pa.scalar(moment, TIMESTAMP))).as_py() or 0)
 
     def _drop_known_boundary_rows(
-        self,
-        table: pa.Table,
-        rows: list[dict[str, Any]],
-        since: datetime,
-        boundary: dict[str, str],
-    ) -> tuple[pa.Table, list[dict[str, Any]]]:
+        self, table: pa.Table, since: datetime, boundary: dict[str, str]
+    ) -> pa.Table:
         on_boundary = pc.equal(table[self.entity.cursor_field], pa.scalar(since, TIMESTAMP))
         indices = pc.indices_nonzero(pc.fill_null(on_boundary, False)).to_pylist()
         if not indices:
-            return table, rows
-        pk = self.entity.id_column
-        drop = {i for i in indices if boundary.get(str(rows[i].get(pk))) == row_hash(rows[i])}
+            return table
+        ids = table[self.entity.id_column].take(indices).to_pylist()
+        hashes = table_row_hashes(table, indices)
+        drop = {
+            i
+            for i, key, digest in zip(indices, ids, hashes, strict=True)
+            if boundary.get(str(key)) == digest
+        }
         if not drop:
-            return table, rows
-        keep = [i not in drop for i in range(len(rows))]
-        return table.filter(pa.array(keep)), [r for i, r in enumerate(rows) if i not in drop]
+            return table
+        return table.filter(pa.array([i not in drop for i in range(table.num_rows)]))
 
     def _advance(
-        self,
-        table: pa.Table,
-        rows: list[dict[str, Any]],
-        since: datetime | None,
-        boundary: dict[str, str],
+        self, table: pa.Table, since: datetime | None, boundary: dict[str, str]
     ) -> tuple[datetime | None, dict[str, str]]:
         column = table[self.entity.cursor_field]
         page_max = pc.max(column).as_py()
@@ -220,9 +261,9 @@ class StreamReader:
             since, boundary = page_max, {}
         if page_max == since:
             at_max = pc.equal(column, pa.scalar(since, TIMESTAMP))
-            pk = self.entity.id_column
-            for i in pc.indices_nonzero(pc.fill_null(at_max, False)).to_pylist():
-                boundary[str(rows[i].get(pk))] = row_hash(rows[i])
+            indices = pc.indices_nonzero(pc.fill_null(at_max, False)).to_pylist()
+            ids = table[self.entity.id_column].take(indices).to_pylist()
+            boundary.update(zip(map(str, ids), table_row_hashes(table, indices), strict=True))
         return since, boundary
 
     # -- NEWEST_FIRST --------------------------------------------------------------------------
@@ -235,8 +276,8 @@ class StreamReader:
         previous_ids: set[str] = set()
         pk = self.entity.id_column
         for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
-            rows = [r for r in page.items if str(r.get(pk)) not in previous_ids]
-            previous_ids = {str(r.get(pk)) for r in page.items}
+            rows = [r for r in page.rows if str(r.get(pk)) not in previous_ids]
+            previous_ids = {str(r.get(pk)) for r in page.rows}
             if not rows:
                 self.complete = page.is_last
                 if page.is_last:
@@ -251,11 +292,10 @@ class StreamReader:
                 reached_back = bool(pc.any(older).as_py())
                 keep = pc.invert(older)
                 table = table.filter(keep)
-                rows = [r for r, k in zip(rows, keep.to_pylist(), strict=True) if k]
                 if boundary and table.num_rows:
-                    table, rows = self._drop_known_boundary_rows(table, rows, since, boundary)
+                    table = self._drop_known_boundary_rows(table, since, boundary)
             if table.num_rows:
-                newest, new_boundary = self._advance(table, rows, newest, new_boundary)
+                newest, new_boundary = self._advance(table, newest, new_boundary)
                 yield table
             if reached_back or page.is_last:
                 self.complete = True
@@ -272,7 +312,7 @@ class StreamReader:
         pk = self.entity.id_column
         ids: set[Any] = set()
         for page in self._pages(params, None, OFFSET_OVERLAP):
-            ids.update(row.get(pk) for row in page.items)
+            ids.update(row.get(pk) for row in page.rows)
         return ids
 
     # -- FULL ----------------------------------------------------------------------------------
@@ -282,7 +322,7 @@ class StreamReader:
         pk = self.entity.id_column
         for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
             changed = []
-            for row in page.items:
+            for row in page.rows:
                 key = str(row.get(pk))
                 if key in current:
                     continue  # an overlapping row re-read at a page boundary
@@ -305,14 +345,14 @@ class StreamReader:
                 batch = parent_ids[start : start + entity.parent_batch]
                 params = {**self.stream.params, entity.ids_param: ",".join(map(str, batch))}
                 for page in self._pages(params, None):
-                    yield page.items
+                    yield page.rows
             return
         for parent_id in parent_ids:
             path = self.stream.path.format(id=parent_id)
             rows: list[dict[str, Any]] = []
             parent_key = entity.parent_key or "parent_id"
             for page in self._pages(dict(self.stream.params), None, path=path):
-                rows.extend({**item, parent_key: parent_id} for item in page.items)
+                rows.extend({**item, parent_key: parent_id} for item in page.rows)
             if entity.synthetic_key:
                 for row in rows:
                     row[entity.synthetic_key] = row_hash(row)

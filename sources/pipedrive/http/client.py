@@ -7,7 +7,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -48,19 +48,39 @@ class HttpSettings:
     max_rate_limit_wait: float = 120.0  # a longer wait than this means the daily budget is spent
     ratelimit_reserve: int = 1
     page_limit: int = 500
-    prefetch: int = 1  # pages fetched ahead while the previous one is processed
+    prefetch: int = 4  # pages fetched ahead while the previous one is processed
+
+
+class LazyItems:
+    """A page's items decoded by a `Decoder` into another form (e.g. arrow columns)."""
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The items as parsed JSON objects."""
+        raise NotImplementedError
+
+
+# content -> the envelope (its `data` a list or LazyItems), or None for the plain JSON parse
+Decoder = Callable[[bytes], "dict[str, Any] | None"]
 
 
 @dataclass
 class Page:
     """One list response: its items and where the next page starts (for resuming)."""
 
-    items: list[dict[str, Any]]
+    items: list[dict[str, Any]] | LazyItems
     body: dict[str, Any]
     request: str
     next_position: Any
     is_last: bool
     server_time: datetime | None = None
+
+    @property
+    def rows(self) -> list[dict[str, Any]]:
+        """The items as parsed JSON objects, whatever form the decoder gave them."""
+        return self.items.rows() if isinstance(self.items, LazyItems) else self.items
 
 
 @dataclass
@@ -184,6 +204,7 @@ class PipedriveClient:
         *,
         cost: int,
         label: str,
+        decode: Decoder | None = None,
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """GET one page; returns the parsed envelope and the response headers.
 
@@ -219,7 +240,9 @@ class PipedriveClient:
                 outcome = outcome_for(response.status_code)
                 action = outcome.action
                 if action is Action.OK:
-                    body = self._parse(response)
+                    body = decode(response.content) if decode is not None else None
+                    if body is None:
+                        body = self._parse(response)
                     if body is not None:
                         self._check_envelope(body, what)
                         return body, response.headers
@@ -321,13 +344,22 @@ class PipedriveClient:
         cost: int,
         label: str,
         data_key: str | None = None,
+        decode: Decoder | None = None,
     ) -> Iterator[Page]:
         """Every page of a list, fetched ahead of the consumer when `prefetch` > 0.
 
         `data_key`: the items are in `data[data_key]` (e.g. goals) rather than in `data`.
+        `decode`: turns a page body into its envelope in the fetching thread (see `Decoder`).
         """
         pages = self._pages(
-            api, path, dict(params or {}), paginator, cost=cost, label=label, data_key=data_key
+            api,
+            path,
+            dict(params or {}),
+            paginator,
+            cost=cost,
+            label=label,
+            data_key=data_key,
+            decode=decode,
         )
         if self.settings.prefetch <= 0:
             yield from pages
@@ -344,16 +376,20 @@ class PipedriveClient:
         cost: int,
         label: str,
         data_key: str | None = None,
+        decode: Decoder | None = None,
     ) -> Iterator[Page]:
         page_params: dict[str, Any] | None = {**params, **paginator.first_params()}
         while page_params is not None:
-            body, headers = self.get_json(api, path, page_params, cost=cost, label=label)
+            body, headers = self.get_json(
+                api, path, page_params, cost=cost, label=label, decode=decode
+            )
             data = body.get("data")
             if data_key is not None and isinstance(data, dict):
                 data = data.get(data_key)
+            items: list[dict[str, Any]] | LazyItems
             if data is None:
-                items: list[dict[str, Any]] = []
-            elif isinstance(data, list):
+                items = []
+            elif isinstance(data, list | LazyItems):
                 items = data
             else:
                 raise BadResponse(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
 from typing import Any, Protocol
 
 
 class Paginator(Protocol):
     def first_params(self) -> dict[str, Any]: ...
 
-    def next_params(self, body: dict[str, Any], items: list[Any]) -> dict[str, Any] | None:
+    def next_params(self, body: dict[str, Any], items: Sized) -> dict[str, Any] | None:
         """Parameters for the following page, or None after the last page."""
         ...
 
@@ -35,7 +36,7 @@ class CursorPaginator:
             params["cursor"] = self._cursor
         return params
 
-    def next_params(self, body: dict[str, Any], items: list[Any]) -> dict[str, Any] | None:
+    def next_params(self, body: dict[str, Any], items: Sized) -> dict[str, Any] | None:
         extra = body.get("additional_data") or {}
         cursor = extra.get("next_cursor") if isinstance(extra, dict) else None
         self._cursor = cursor or None
@@ -63,7 +64,7 @@ class OffsetPaginator:
     def first_params(self) -> dict[str, Any]:
         return {"start": self._start, "limit": self.limit}
 
-    def next_params(self, body: dict[str, Any], items: list[Any]) -> dict[str, Any] | None:
+    def next_params(self, body: dict[str, Any], items: Sized) -> dict[str, Any] | None:
         extra = body.get("additional_data") or {}
         pagination = extra.get("pagination") if isinstance(extra, dict) else None
         if not isinstance(pagination, dict) or not pagination.get("more_items_in_collection"):
@@ -85,5 +86,5 @@ class SinglePage:
     def first_params(self) -> dict[str, Any]:
         return {}
 
-    def next_params(self, body: dict[str, Any], items: list[Any]) -> dict[str, Any] | None:
+    def next_params(self, body: dict[str, Any], items: Sized) -> dict[str, Any] | None:
         return None

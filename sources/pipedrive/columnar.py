@@ -1,0 +1,353 @@
+"""The columnar fast path: a v2 list page's bytes → the table `pages.build_table` would build.
+
+`pyarrow.json` parses the page straight into typed columns (in C++, without the GIL, so the
+fetch thread does it while dlt works on the previous page); standard and custom-field columns
+are then taken from those columns with vectorized casts. Where a vectorized result could differ
+from the exact path by a hair, the exact converter runs on the column's values, which arrow
+gives back unchanged for strings, integers, booleans and lists of them; only columns whose
+arrow form loses information (objects, where a missing member and a null look alike) are
+converted from the page's parsed records, parsed once with orjson when first needed.
+
+A page the fast path cannot reproduce exactly is declined (`None`) and takes the exact path:
+values of the wrong JSON type, a custom field or option the definitions do not know yet (the
+exact path refreshes them), strings with escaped surrogates, odd envelopes. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pa_json
+
+from .custom_fields import ARROW_TYPES, VARIANT_SUFFIX, ColumnPlan, FieldPlan, v2_outputs
+from .custom_fields import normalize_page as normalize_custom_fields
+from .entities import Api
+from .http.client import LazyItems
+from .pages import _text, typed_column
+
+# the JSON type each kind of value is read as (strings are converted by us, never by arrow)
+_READ_TYPES: Mapping[str, pa.DataType] = {
+    "text": pa.string(),
+    "bigint": pa.int64(),
+    "double": pa.float64(),
+    "bool": pa.bool_(),
+    "timestamp": pa.string(),
+    "date": pa.string(),
+    "time": pa.string(),
+    "enum": pa.int64(),
+    "set": pa.list_(pa.int64()),
+}
+# arrow types whose `to_pylist()` gives back exactly the values orjson would have parsed
+_LOSSLESS = (pa.types.is_null, pa.types.is_string, pa.types.is_int64, pa.types.is_boolean)
+
+
+class Declined(Exception):
+    """The fast path cannot reproduce this page exactly."""
+
+
+def _lossless(data_type: pa.DataType) -> bool:
+    if pa.types.is_list(data_type):
+        return _lossless(data_type.value_type) and not pa.types.is_null(data_type.value_type)
+    return any(check(data_type) for check in _LOSSLESS)
+
+
+def parse_schema(standard: Mapping[str, str], plan: ColumnPlan | None) -> pa.Schema:
+    """The explicit schema `pyarrow.json` reads a page with; other keys are inferred."""
+    fields = [
+        pa.field(name, _READ_TYPES[dtype])
+        for name, dtype in standard.items()
+        if dtype in _READ_TYPES
+    ]
+    if plan is not None:
+        custom = [f for f in (_custom_read_field(fp) for fp in plan.fields) if f is not None]
+        fields.append(pa.field("custom_fields", pa.struct(custom)))
+    return pa.schema([pa.field("data", pa.list_(pa.struct(fields)))])
+
+
+def _custom_read_field(fp: FieldPlan) -> pa.Field | None:
+    outputs = v2_outputs(fp)
+    if not outputs:
+        return None
+    if outputs[0].mode == "raw":
+        read_type = _READ_TYPES.get(outputs[0].kind)
+        return None if read_type is None else pa.field(fp.field.key, read_type)
+    members: dict[str, pa.DataType] = {}
+    for out in outputs:
+        if out.mode == "unwrap":
+            members["value"] = _READ_TYPES[out.kind]
+        elif out.mode == "member":
+            members[out.member] = _READ_TYPES[out.kind]
+        elif out.mode == "address":
+            members["value"] = members["formatted_address"] = pa.string()
+    return pa.field(fp.field.key, pa.struct(list(members.items())))
+
+
+class ColumnarPage(LazyItems):
+    """A page's records as one arrow struct array, plus the body for the exact path."""
+
+    def __init__(self, records: pa.StructArray, content: bytes) -> None:
+        self.records = records
+        self.content = content
+        self._rows: list[dict[str, Any]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The records as orjson parses them (for the exact path), parsed once."""
+        if self._rows is None:
+            self._rows = orjson.loads(self.content)["data"]
+        return self._rows
+
+
+def decode_page(content: bytes, schema: pa.Schema) -> dict[str, Any] | None:
+    """The envelope of a list page with its records as a `ColumnarPage`; None to decline."""
+    if b"\\ud" in content or b"\\uD" in content:  # escaped surrogates: the exact path repairs them
+        return None
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(content),
+            read_options=pa_json.ReadOptions(block_size=len(content) + 1),
+            parse_options=pa_json.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="infer"
+            ),
+        )
+    except (pa.ArrowException, ValueError):
+        return None
+    if table.num_rows != 1 or "data" not in table.column_names:
+        return None
+    body: dict[str, Any] = {}
+    for name in ("success", "additional_data"):
+        if name in table.column_names:
+            body[name] = table.column(name).to_pylist()[0]
+    if body.get("success", True) is not True:
+        return None
+    data = table.column("data").combine_chunks()
+    if data.null_count or not pa.types.is_struct(data.type.value_type):
+        return None
+    records = data.flatten()
+    if records.null_count:
+        return None
+    body["data"] = ColumnarPage(records, content)
+    return body
+
+
+def _struct_children(array: pa.Array) -> dict[str, pa.Array]:
+    """Child arrays of a struct array with the parent's nulls applied."""
+    if not pa.types.is_struct(array.type):
+        return {}
+    return {array.type.field(i).name: child for i, child in enumerate(array.flatten())}
+
+
+def build_columnar(
+    page: ColumnarPage,
+    standard: Mapping[str, str],
+    plan: ColumnPlan | None,
+    constants: Mapping[str, Any] | None = None,
+    deleted_options: Mapping[str, list[str]] | None = None,
+) -> pa.Table | None:
+    """The page's table, equal to `pages.build_table(rows, ...)`; None to decline."""
+    try:
+        return _Builder(page, standard, plan, constants or {}, deleted_options or {}).table()
+    except Declined:
+        return None
+
+
+class _Builder:
+    def __init__(
+        self,
+        page: ColumnarPage,
+        standard: Mapping[str, str],
+        plan: ColumnPlan | None,
+        constants: Mapping[str, Any],
+        deleted: Mapping[str, list[str]],
+    ) -> None:
+        self.page = page
+        self.n = len(page)
+        self.standard = standard
+        self.plan = plan
+        self.constants = constants
+        self.deleted = deleted
+        self.columns = _struct_children(page.records)
+        self.names: list[str] = []
+        self.arrays: list[pa.Array] = []
+
+    def add(self, name: str, array: pa.Array, variant: Any = None) -> None:
+        self.names.append(name)
+        self.arrays.append(array)
+        if variant is not None:
+            self.names.append(name + VARIANT_SUFFIX)
+            if not isinstance(variant, pa.Array):
+                variant = pa.array(variant, pa.string())
+            self.arrays.append(variant)
+
+    def from_rows(self, name: str) -> list[Any]:
+        return [row.get(name) for row in self.page.rows()]
+
+    def table(self) -> pa.Table:
+        for name, dtype in self.standard.items():
+            if name not in self.constants:
+                self.add(name, *self.standard_column(name, dtype))
+        skip = set(self.standard) | set(self.constants) | {"custom_fields"}
+        for name in sorted(set(self.columns) - skip):
+            array = self.columns[name]
+            if pa.types.is_string(array.type):
+                self.add(name, array)
+            elif _lossless(array.type):
+                self.add(name, pa.array([_text(v) for v in array.to_pylist()], pa.string()))
+            else:
+                self.add(name, pa.array([_text(v) for v in self.from_rows(name)], pa.string()))
+        if self.plan is not None:
+            self.custom_columns(self.plan)
+        for name, value in self.constants.items():
+            dtype = self.standard.get(name, "text")
+            self.add(name, pa.array([value] * self.n, ARROW_TYPES[dtype]))
+        return pa.Table.from_arrays(self.arrays, names=self.names)
+
+    def standard_column(self, name: str, dtype: str) -> tuple[pa.Array, pa.Array | None]:
+        array = self.columns.get(name)
+        if array is None:
+            return typed_column([None] * self.n, dtype)
+        target = ARROW_TYPES[dtype]
+        if array.type == target:
+            return array, None
+        if pa.types.is_null(array.type):
+            return pa.nulls(self.n, target), None
+        if dtype in ("timestamp", "date") and pa.types.is_string(array.type):
+            try:
+                return array.cast(target), None
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
+        values = array.to_pylist() if _lossless(array.type) else self.from_rows(name)
+        return typed_column(values, dtype)
+
+    def custom_columns(self, plan: ColumnPlan) -> None:
+        holder = self.columns.get("custom_fields")
+        fields = _struct_children(holder) if holder is not None else {}
+        planned = {fp.field.key for fp in plan.fields}
+        if set(fields) - planned:
+            raise Declined("a custom field the definitions do not know")  # refresh them
+        for fp in plan.fields:
+            self.custom_field(fp, fields.get(fp.field.key))
+
+    def custom_field(self, fp: FieldPlan, raw: pa.Array | None) -> None:
+        outputs = v2_outputs(fp)
+        if raw is None or pa.types.is_null(raw.type):
+            for out in outputs:
+                self.add(out.name, *out.convert([None] * self.n))
+            return
+        members = _struct_children(raw)
+        exact: dict[str, pa.Array] | None = None
+        for out in outputs:
+            if out.mode == "raw":
+                values = raw
+            elif out.mode == "unwrap":
+                values = members.get("value", pa.nulls(self.n))
+            elif out.mode == "member":
+                values = members.get(out.member, pa.nulls(self.n))
+            else:
+                values = pc.coalesce(
+                    members.get("value", pa.nulls(self.n, pa.string())),
+                    members.get("formatted_address", pa.nulls(self.n, pa.string())),
+                )
+            if out.kind in ("enum", "set") and fp.field.is_active:
+                self.check_options(fp, values)
+            converted = _convert(out.kind, values, fp)
+            if converted is not None:
+                self.add(out.name, converted)
+            elif _lossless(values.type) or (
+                out.kind == "double" and pa.types.is_float64(values.type)
+            ):
+                self.add(out.name, *out.convert(values.to_pylist()))
+            else:  # only the parsed records hold the exact values
+                if exact is None:
+                    exact = normalize_custom_fields(self.page.rows(), ColumnPlan((fp,)), Api.V2)
+                self.add(out.name, exact[out.name], exact.get(out.name + VARIANT_SUFFIX))
+
+    def check_options(self, fp: FieldPlan, values: pa.Array) -> None:
+        """Decline a page holding an option id the definitions do not know (as the exact
+        path does, to refresh them); ids remembered as deleted options are known."""
+        if pa.types.is_list(values.type):
+            values = pc.list_flatten(values)
+        if pa.types.is_null(values.type):
+            return
+        if not pa.types.is_int64(values.type):
+            raise Declined("option ids that are not integers")  # the exact path parses them
+        known = set(fp.labels) | set(self.deleted.get(fp.field.key, ()))
+        present = {str(v) for v in pc.unique(values.drop_null()).to_pylist()}
+        if present - known:
+            raise Declined("an option the definitions do not know")
+
+
+def _convert(kind: str, values: pa.Array, fp: FieldPlan) -> pa.Array | None:
+    """Vectorized conversion where it is exactly what the exact converter gives, else None."""
+    if kind in ("text", "double", "bigint", "bool") and values.type == ARROW_TYPES[kind]:
+        return values
+    if not (values.null_count < len(values)):
+        return None  # all null: the exact converter gives the typed nulls cheaply
+    if kind == "date" and pa.types.is_string(values.type):
+        try:
+            return values.cast(pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+    if kind == "time" and pa.types.is_string(values.type):
+        return _times(values)
+    if kind == "enum" and pa.types.is_int64(values.type):
+        keys, labels = _option_arrays(fp, lambda label: label)
+        found = labels.take(pc.index_in(values, value_set=keys))
+        return pc.coalesce(found, values.cast(pa.string()))  # unknown: a deleted option's id
+    if kind == "set" and values.type == pa.list_(pa.int64()):
+        return _label_lists(values, fp)
+    return None
+
+
+def _option_arrays(fp: FieldPlan, render: Any) -> tuple[pa.Array, pa.Array]:
+    """Integer option ids and their rendered labels, first id spelling wins (as `_Labels`)."""
+    by_int: dict[int, Any] = {}
+    for key, label in fp.labels.items():
+        if key.lstrip("-").isdigit():
+            by_int.setdefault(int(key), render(label))
+    return pa.array(list(by_int), pa.int64()), pa.array(list(by_int.values()), pa.string())
+
+
+def _label_lists(values: pa.Array, fp: FieldPlan) -> pa.Array | None:
+    """A set's ids → the JSON array text of their labels (deleted ids as their text)."""
+    flat = pc.list_flatten(values)
+    if flat.null_count:
+        return None
+    try:
+        keys, quoted = _option_arrays(fp, lambda label: orjson.dumps(label).decode())
+    except orjson.JSONEncodeError:
+        return None
+    found = quoted.take(pc.index_in(flat, value_set=keys))
+    unknown = pc.binary_join_element_wise('"', flat.cast(pa.string()), '"', "")
+    items = pc.coalesce(found, unknown)
+    lengths = pc.fill_null(pc.list_value_length(values), 0)
+    offsets = pa.concat_arrays(
+        [pa.array([0], pa.int32()), pc.cumulative_sum(lengths).cast(pa.int32())]
+    )
+    joined = pc.binary_join(pa.ListArray.from_arrays(offsets, items), ",")
+    text = pc.binary_join_element_wise("[", joined, "]", "")
+    return pc.if_else(pc.greater(lengths, 0), text, pa.nulls(len(values), pa.string()))
+
+
+def _times(values: pa.Array) -> pa.Array | None:
+    """`HH:MM` / `HH:MM:SS` strings → time64[us]; anything else goes to the exact parser."""
+    present = values.drop_null()
+    if not pc.all(pc.match_substring_regex(present, r"^\d{2}:\d{2}(:\d{2})?$")).as_py():
+        return None
+    hours = pc.utf8_slice_codeunits(values, 0, 2).cast(pa.int64())
+    minutes = pc.utf8_slice_codeunits(values, 3, 5).cast(pa.int64())
+    seconds = pc.utf8_slice_codeunits(values, 6, 8)
+    seconds = pc.if_else(pc.equal(seconds, ""), "0", seconds).cast(pa.int64())
+    if pc.max(hours).as_py() > 23 or pc.max(minutes).as_py() > 59 or pc.max(seconds).as_py() > 59:
+        return None
+    micros = pc.multiply(
+        pc.add(pc.multiply(pc.add(pc.multiply(hours, 60), minutes), 60), seconds), 1_000_000
+    )
+    return micros.cast(pa.time64("us"))

@@ -1,0 +1,296 @@
+"""The columnar fast path builds exactly the table the exact path builds, or declines the page."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pyarrow as pa
+import pytest
+from conftest import Syncer
+
+from sources.pipedrive import columnar
+from sources.pipedrive import source as source_module
+from sources.pipedrive.columnar import build_columnar, decode_page, parse_schema
+from sources.pipedrive.custom_fields import ColumnPlan, FieldDef, FieldOption, build_plan
+from sources.pipedrive.entities import Api
+from sources.pipedrive.pages import build_table
+from sources.pipedrive_fake import FakePipedrive
+
+STANDARD = {
+    "id": "bigint",
+    "title": "text",
+    "value": "double",
+    "is_deleted": "bool",
+    "update_time": "timestamp",
+    "expected_close_date": "date",
+    "due_time": "time",
+    "label_ids": "json",
+    "emails": "json",
+}
+RESERVED = set(STANDARD) | {"_dlt_id", "_dlt_load_id", "custom_fields"}
+OPTIONS = (FieldOption(1, "VIP"), FieldOption(2, 'Part"ner'), FieldOption(3, "Größe"))
+TYPES = [
+    "varchar",
+    "text",
+    "phone",
+    "double",
+    "int",
+    "boolean",
+    "monetary",
+    "enum",
+    "set",
+    "date",
+    "daterange",
+    "time",
+    "timerange",
+    "address",
+    "user",
+    "org",
+    "people",
+    "mystery_type",
+]
+
+
+def key(name: str) -> str:
+    return hashlib.sha1(name.encode()).hexdigest()
+
+
+def make_plan(types: list[str] = TYPES) -> ColumnPlan:
+    defs = [
+        FieldDef(key(t), t.title(), t, OPTIONS if t in ("enum", "set") else (), True) for t in types
+    ]
+    return build_plan(defs, RESERVED, {})[0]
+
+
+PLAN = make_plan()
+
+
+def typical(n: int) -> dict[str, Any]:
+    """A v2 record as the API sends it, every custom field type filled."""
+    return {
+        "id": n,
+        "title": f"Deal {n} — ünïcödé",
+        "value": n * 10,
+        "is_deleted": n % 2 == 0,
+        "update_time": f"2024-06-0{1 + n % 9}T12:00:0{n % 10}Z",
+        "expected_close_date": "2024-07-01" if n % 3 else None,
+        "due_time": "09:30:00" if n % 2 else None,
+        "label_ids": [1, 2] if n % 2 else [],
+        "custom_fields": {
+            key("varchar"): f"text {n}",
+            key("text"): None,
+            key("phone"): "+49 30 1234",
+            key("double"): 1.5 * n,
+            key("int"): n,
+            key("boolean"): n % 2 == 1,
+            key("monetary"): {"value": 100.5 + n, "currency": "EUR"},
+            key("enum"): 1 + n % 3,
+            key("set"): [1, 3] if n % 2 else [],
+            key("date"): "2024-05-01",
+            key("daterange"): {"value": "2024-01-01", "until": "2024-02-01"},
+            key("time"): {"value": "10:20:30", "timezone_id": 5, "timezone_name": "Europe/Berlin"},
+            key("timerange"): {"value": "08:00", "until": "17:30"},
+            key("address"): {
+                "value": "Main St 1, Berlin",
+                "locality": "Berlin",
+                "country": "Germany",
+                "postal_code": None,
+            },
+            key("user"): 17,
+            key("org"): None,
+            key("people"): 4,
+            key("mystery_type"): None,
+        },
+    }
+
+
+def both(
+    rows: list[dict[str, Any]],
+    plan: ColumnPlan | None = PLAN,
+    constants: dict[str, Any] | None = None,
+    deleted: dict[str, list[str]] | None = None,
+) -> tuple[pa.Table, pa.Table | None]:
+    """(exact table, columnar table or None if declined) of one page."""
+    content = orjson.dumps(
+        {"success": True, "data": rows, "additional_data": {"next_cursor": "abc"}}
+    )
+    exact = build_table(rows, STANDARD, plan, Api.V2, constants)
+    body = decode_page(content, parse_schema(STANDARD, plan))
+    if body is None:
+        return exact, None
+    assert body["additional_data"] == {"next_cursor": "abc"}
+    assert len(body["data"]) == len(rows)
+    return exact, build_columnar(body["data"], STANDARD, plan, constants, deleted)
+
+
+def assert_same(rows: list[dict[str, Any]], **kwargs: Any) -> None:
+    exact, fast = both(rows, **kwargs)
+    assert fast is not None, "the fast path declined a page it should take"
+    assert fast.schema == exact.schema
+    assert fast.to_pylist() == exact.to_pylist()
+
+
+def test_typical_records_of_every_field_type() -> None:
+    assert_same([typical(n) for n in range(1, 40)])
+
+
+def test_nulls_missing_keys_and_null_custom_fields() -> None:
+    rows = [typical(1), {"id": 2, "custom_fields": None}, {"id": 3}, {"id": 4, "title": None}]
+    sparse = typical(5)
+    sparse["custom_fields"] = {key("enum"): 2}
+    assert_same([*rows, sparse])
+
+
+def test_constants_override_the_payload() -> None:
+    assert_same([typical(1), typical(2)], constants={"is_deleted": True})
+
+
+def test_entities_without_custom_fields() -> None:
+    rows = [{k: v for k, v in typical(n).items() if k != "custom_fields"} for n in range(5)]
+    assert_same(rows, plan=None)
+
+
+def test_values_only_the_parsed_records_hold_exactly() -> None:
+    """Objects (a missing member and a null look alike in arrow) and mixed numbers come
+    from the records themselves: still exactly the exact path's output."""
+    first, second = typical(1), typical(2)
+    first["emails"] = [{"value": "a@x.com", "primary": True}]
+    second["emails"] = [{"value": "b@x.com", "label": "work"}]
+    first["extra_object"] = {"a": 1}
+    second["extra_object"] = {"b": [1, 2]}
+    first["custom_fields"][key("mystery_type")] = {"kind": "x"}
+    second["custom_fields"][key("mystery_type")] = {"other": 2.5}
+    assert_same([first, second])
+
+
+def test_undeclared_keys_of_every_json_type_land_as_text() -> None:
+    rows = [typical(n) for n in range(4)]
+    for n, row in enumerate(rows):
+        row["new_text"] = f"t{n}"
+        row["new_int"] = n
+        row["new_bool"] = n % 2 == 0
+        row["new_float"] = n + 0.5 if n else 3  # mixed int and float: taken from the records
+        row["new_list"] = [n, n + 1]
+        row["new_null"] = None
+    assert_same(rows)
+
+
+def test_values_the_exact_parsers_reject_become_variants_identically() -> None:
+    rows = [typical(n) for n in range(3)]
+    rows[0]["update_time"] = "not a time"
+    rows[0]["expected_close_date"] = "2024-13-45"
+    rows[1]["due_time"] = "25:99"
+    rows[1]["custom_fields"][key("date")] = "yesterday"
+    rows[2]["custom_fields"][key("time")] = {"value": "7:5", "timezone_name": None}
+    rows[2]["custom_fields"][key("timerange")] = {"value": "9:00", "until": "99:00"}
+    assert_same(rows)
+
+
+def test_deleted_options_are_known_and_kept_as_their_id() -> None:
+    rows = [typical(n) for n in range(3)]
+    rows[0]["custom_fields"][key("enum")] = 9
+    rows[1]["custom_fields"][key("set")] = [1, 9]
+    assert_same(rows, deleted={key("enum"): ["9"], key("set"): ["9"]})
+
+
+def test_an_option_the_definitions_do_not_know_declines_the_page() -> None:
+    rows = [typical(1)]
+    rows[0]["custom_fields"][key("enum")] = 9
+    assert both(rows)[1] is None
+    rows[0]["custom_fields"][key("enum")] = 1
+    rows[0]["custom_fields"][key("set")] = [1, 8]
+    assert both(rows)[1] is None
+
+
+def test_a_custom_field_the_definitions_do_not_know_declines_the_page() -> None:
+    rows = [typical(1)]
+    rows[0]["custom_fields"][key("brand new")] = "x"
+    assert both(rows)[1] is None
+
+
+def test_set_with_null_items_matches_the_exact_path() -> None:
+    rows = [typical(1)]
+    rows[0]["custom_fields"][key("set")] = [1, None, 3]
+    assert_same(rows)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"value": "12"},  # a string where a number was
+        {"id": 1.5},  # a fraction in an integer column
+        {"title": 7},  # a number in a text column
+        {"custom_fields": {key("double"): "1,5"}},
+        {"custom_fields": {key("monetary"): 12}},  # a bare number instead of the object
+        {"custom_fields": {key("enum"): "1"}},  # an id as a string
+        {"custom_fields": []},
+    ],
+)
+def test_unexpected_json_types_decline_at_parse_time(change: dict[str, Any]) -> None:
+    row = typical(1)
+    for name, value in change.items():
+        if name == "custom_fields" and isinstance(value, dict):
+            row["custom_fields"].update(value)
+        else:
+            row[name] = value
+    content = orjson.dumps({"success": True, "data": [row]})
+    assert decode_page(content, parse_schema(STANDARD, PLAN)) is None
+
+
+def test_escaped_surrogates_are_left_to_the_exact_path() -> None:
+    content = b'{"success": true, "data": [{"id": 1, "title": "lone \\ud800 x"}]}'
+    assert decode_page(content, parse_schema(STANDARD, PLAN)) is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"success": false, "error": "nope", "data": []}',
+        b'{"success": true}',
+        b'{"success": true, "data": null}',
+        b'{"success": true, "data": {"id": 1}}',
+        b'{"success": true, "data": [null]}',
+        b"<html>busy</html>",
+        b'{"success": true, "data": [{"id": 1}]}\n{"success": true, "data": []}',
+    ],
+)
+def test_odd_envelopes_are_left_to_the_exact_path(body: bytes) -> None:
+    assert decode_page(body, parse_schema(STANDARD, PLAN)) is None
+
+
+def test_an_empty_page_decodes_to_no_records() -> None:
+    body = decode_page(b'{"success": true, "data": []}', parse_schema(STANDARD, PLAN))
+    assert body is not None and len(body["data"]) == 0
+
+
+def test_a_sync_loads_the_same_tables_with_and_without_the_fast_path(
+    fake: FakePipedrive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    built: list[bool] = []
+    real_build = columnar.build_columnar
+
+    def spy(*args: Any, **kwargs: Any) -> pa.Table | None:
+        table = real_build(*args, **kwargs)
+        built.append(table is not None)
+        return table
+
+    monkeypatch.setattr(source_module, "build_columnar", spy)
+    fast = Syncer(fake, tmp_path / "fast.duckdb", monkeypatch)
+    exact = Syncer(fake, tmp_path / "exact.duckdb", monkeypatch)
+    tables = ("deals", "persons", "organizations", "activities", "products")
+    for round_no in range(2):
+        assert fast.run(pipeline_name="fast").code == 0
+        assert exact.run(pipeline_name="exact", options={"columnar": False}).code == 0
+        for table in tables:
+            sql = f"SELECT * FROM {table} ORDER BY id"
+            assert fast.columns(table) == exact.columns(table)
+            assert fast.query(sql) == exact.query(sql), f"{table}, round {round_no}"
+        deal = fake.records("deals")[0]["id"]
+        fake.update(
+            "deals", deal, title="changed", custom_fields={fake.field_key("deals", "Título"): "x"}
+        )
+        fake.add("persons", name="Someone new")
+    assert any(built), "the fast path never built a page"
