@@ -139,3 +139,34 @@ def test_a_kill_between_normalize_commit_and_cleanup_converges(
     result = syncer.run()
     assert result.code == 0, result.message
     assert_matches_fake(syncer, "deals", all_deals(fake))
+
+
+def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
+    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A kill after an appended job's insert committed but before dlt noted that on disk:
+    dlt runs the job again on the next run, so the rows arrive twice."""
+    from dlt.common.storages.load_package import PackageStorage
+
+    complete = PackageStorage.complete_job
+    note = PackageStorage.save_pending_transition
+
+    def die_after_deals(self: PackageStorage, load_id: str, file_name: str) -> str:
+        if file_name.startswith("deals."):
+            raise _Killed
+        return complete(self, load_id, file_name)
+
+    def forget_deals(self: PackageStorage, load_id: str, file_name: str, *args: Any) -> None:
+        if not file_name.startswith("deals."):
+            note(self, load_id, file_name, *args)
+
+    monkeypatch.setattr(PackageStorage, "complete_job", die_after_deals)
+    monkeypatch.setattr(PackageStorage, "save_pending_transition", forget_deals)
+    with pytest.raises(_Killed):
+        syncer.run()
+    monkeypatch.setattr(PackageStorage, "complete_job", complete)
+    monkeypatch.setattr(PackageStorage, "save_pending_transition", note)
+    result = syncer.run()
+    assert result.code == 0, result.message
+    assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+    assert_matches_fake(syncer, "deals", all_deals(fake))

@@ -338,3 +338,37 @@ def test_a_full_refresh_drops_and_rebuilds_tables_under_the_views(warehouses: Wa
     _, rows = warehouses.postgres("SELECT count(*) FROM pipedrive.deals_enriched")
     deals = warehouses.fake.records("deals", deleted=None, archived=None)
     assert rows[0][0] == len({d["id"] for d in deals})
+
+
+def test_repeated_rows_are_repaired_in_postgres(
+    postgres: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The repair after a re-run append job is plain SQL that PostgreSQL runs too."""
+    import dlt
+
+    from sources.pipedrive.postload import drop_duplicate_ids
+
+    monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path))
+    pipeline = dlt.pipeline(
+        "dedupe_check",
+        destination=dlt.destinations.postgres(postgres.url),
+        dataset_name="dedupe_check",
+    )
+    older, newer = datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC)
+    rows = [
+        {"id": 1, "update_time": older, "title": "old"},
+        {"id": 1, "update_time": newer, "title": "new"},
+        {"id": 2, "update_time": older, "title": "only"},
+    ]
+    pipeline.run(rows, table_name="deals", write_disposition="append")
+    assert drop_duplicate_ids(pipeline, ["deals", "no_such_table"]) == {"deals": 1}
+    assert drop_duplicate_ids(pipeline, ["deals"]) == {}
+    import psycopg2
+
+    connection = psycopg2.connect(postgres.url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT id, title FROM dedupe_check.deals ORDER BY id")
+            assert cursor.fetchall() == [(1, "new"), (2, "only")]
+    finally:
+        connection.close()

@@ -28,6 +28,8 @@ from sources.pipedrive.http.errors import BudgetExhausted
 from sources.pipedrive.postload import (
     apply_label_changes,
     backup_retired,
+    drop_duplicate_ids,
+    empty_tables,
     heal_destination_schema,
     mark_vanished,
     restore_retired,
@@ -180,6 +182,8 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
             heal_destination_schema(pipeline)
             info = pipeline.run()
             result.load_ids.extend(info.loads_ids if info else [])
+            # a re-run append job (first syncs append into empty tables) repeats its rows
+            drop_duplicate_ids(pipeline, _incremental_tables(entities))
         else:
             pipeline.sync_destination()  # a new machine restores cursors from the warehouse
         ctx.options = replace(ctx.options, reconcile=_reconcile_due(pipeline, settings, entities))
@@ -282,6 +286,7 @@ def _run_chunks(
     refresh: Any = "drop_sources" if settings.full_refresh else None
     while True:
         ctx.begin_chunk()
+        ctx.empty_tables = empty_tables(pipeline, _unsynced_tables(pipeline, entities))
         source = pipedrive_source(
             api_token=settings.token or "unused",
             base_url=settings.base_url,
@@ -299,6 +304,23 @@ def _run_chunks(
         result.load_ids.extend(info.loads_ids)
         if ctx.stopping or not ctx.has_more:
             break
+
+
+def _incremental_tables(entities: Any) -> list[str]:
+    return [e.name for e in entities if e.strategy is Strategy.UPDATED_SINCE]
+
+
+def _unsynced_tables(pipeline: dlt.Pipeline, entities: Any) -> list[str]:
+    """Incremental entities without any cursor yet: their tables may still be empty (asking
+    the destination only for these keeps a cron run from querying every table)."""
+    sources: Any = pipeline.state.get("sources", {})
+    resources = sources.get(pipeline.default_schema_name or "pipedrive", {}).get("resources", {})
+    unsynced = []
+    for name in _incremental_tables(entities):
+        streams = resources.get(name, {}).get("streams", {})
+        if not any(stream.get("since") for stream in streams.values()):
+            unsynced.append(name)
+    return unsynced
 
 
 def _post_load(

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .custom_fields import ARROW_TYPES, VARIANT_SUFFIX, ColumnPlan, FieldPlan, v2_outputs
+from .custom_fields import ARROW_TYPES, VARIANT_SUFFIX, ColumnPlan, FieldPlan
 from .custom_fields import normalize_page as normalize_custom_fields
 from .entities import Api
 from .http.client import LazyItems
@@ -70,7 +70,7 @@ def parse_schema(standard: Mapping[str, str], plan: ColumnPlan | None) -> pa.Sch
 
 
 def _custom_read_field(fp: FieldPlan) -> pa.Field | None:
-    outputs = v2_outputs(fp)
+    outputs = fp.v2_outputs
     if not outputs:
         return None
     if outputs[0].mode == "raw":
@@ -112,7 +112,7 @@ def decode_page(content: bytes, schema: pa.Schema) -> dict[str, Any] | None:
     try:
         table = pa_json.read_json(
             io.BytesIO(content),
-            read_options=pa_json.ReadOptions(block_size=len(content) + 1),
+            read_options=pa_json.ReadOptions(use_threads=False, block_size=len(content) + 1),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=schema, unexpected_field_behavior="infer"
             ),
@@ -236,7 +236,7 @@ class _Builder:
             self.custom_field(fp, fields.get(fp.field.key))
 
     def custom_field(self, fp: FieldPlan, raw: pa.Array | None) -> None:
-        outputs = v2_outputs(fp)
+        outputs = fp.v2_outputs
         if raw is None or pa.types.is_null(raw.type):
             for out in outputs:
                 self.add(out.name, *out.convert([None] * self.n))

@@ -56,6 +56,8 @@ class RunContext:
     reports: dict[str, EntityReport] = field(default_factory=dict)
     stopped_by: TemporaryError | None = None
     complete_listings: dict[str, set[Any]] = field(default_factory=dict)
+    # entity tables known empty in the destination before this chunk: appended, not merged
+    empty_tables: frozenset[str] = frozenset()
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:

@@ -89,7 +89,6 @@ __all__ = [
     "normalize_page",
     "option_label_changes",
     "parse_definitions",
-    "v2_outputs",
 ]
 
 ARROW_TYPES: Final[Mapping[str, pa.DataType]] = {
@@ -353,6 +352,14 @@ class FieldPlan:
     @cached_property
     def _compiled(self) -> _Compiled:
         return _Compiled.of(self)
+
+    @cached_property
+    def v2_outputs(self) -> tuple[V2Output, ...]:
+        """How each output is found in a v2 `custom_fields` value and converted."""
+        return tuple(
+            V2Output(part.name, layout.kind, part.v2_mode, part.member, part.convert)
+            for part, layout in zip(self._compiled.parts, _layout(self.field), strict=False)
+        )
 
 
 @dataclass(frozen=True)
@@ -891,11 +898,3 @@ class V2Output:
     mode: str  # where the value sits in a v2 record: raw, unwrap, member, address
     member: str  # the object member for mode "member"
     convert: Callable[[list[Any]], tuple[pa.Array, Variants]]  # the exact converter
-
-
-def v2_outputs(fp: FieldPlan) -> tuple[V2Output, ...]:
-    """How each output of `fp` is found in a v2 `custom_fields` value and converted."""
-    return tuple(
-        V2Output(part.name, layout.kind, part.v2_mode, part.member, part.convert)
-        for part, layout in zip(fp._compiled.parts, _layout(fp.field), strict=False)
-    )

@@ -243,3 +243,62 @@ def heal_destination_schema(pipeline: Any) -> list[str]:
         if lagging:
             client.update_stored_schema(only_tables=lagging, force=True)
         return lagging
+
+
+def empty_tables(pipeline: SupportsPipeline, tables: Sequence[str]) -> frozenset[str]:
+    """Those of `tables` that do not exist or hold no row in the destination."""
+    if not tables:
+        return frozenset()
+    empty = set()
+    with _sql_client(pipeline) as client:
+        for table in tables:
+            try:
+                rows = client.execute_sql(
+                    f"SELECT 1 FROM {client.make_qualified_table_name(table)} LIMIT 1"
+                )
+            except Exception:  # noqa: BLE001 - "no such table" differs by destination
+                rows = None
+            if not rows:
+                empty.add(table)
+    return frozenset(empty)
+
+
+def drop_duplicate_ids(
+    pipeline: SupportsPipeline, tables: Sequence[str], id_column: str = "id"
+) -> dict[str, int]:
+    """Keep one row per id (the newest by `update_time`) in each table; returns ids repaired.
+
+    A first sync appends into empty tables; dlt re-runs a load job that a kill interrupted
+    after its insert committed, so the next run checks for (and removes) the repeated rows.
+    """
+    repaired: dict[str, int] = {}
+    with _sql_client(pipeline) as client:
+        for table in tables:
+            if not _table_exists(client, table):
+                continue
+            name = client.make_qualified_table_name(table)
+            key = client.escape_column_name(id_column)
+            found = client.execute_sql(
+                f"SELECT count(*) FROM (SELECT {key} FROM {name} GROUP BY {key}"
+                " HAVING count(*) > 1) AS d"
+            )
+            count = int(found[0][0]) if found else 0
+            if not count:
+                continue
+            keep = client.make_qualified_table_name(f"_dedupe__{table}")
+            with client.execute_query(f"SELECT * FROM {name} WHERE 1 = 0") as cursor:
+                columns = ", ".join(client.escape_column_name(c[0]) for c in cursor.description)
+            order = client.escape_column_name("update_time")
+            repeated = f"SELECT {key} FROM {name} GROUP BY {key} HAVING count(*) > 1"
+            with client.begin_transaction():
+                client.execute_sql(f"DROP TABLE IF EXISTS {keep}")
+                client.execute_sql(
+                    f"CREATE TABLE {keep} AS SELECT {columns} FROM (SELECT {columns},"
+                    f" ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order} DESC) AS dedupe_rn"
+                    f" FROM {name} WHERE {key} IN ({repeated})) AS ranked WHERE dedupe_rn = 1"
+                )
+                client.execute_sql(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {keep})")
+                client.execute_sql(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {keep}")
+                client.execute_sql(f"DROP TABLE {keep}")
+            repaired[table] = count
+    return repaired

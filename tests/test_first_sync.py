@@ -1,0 +1,68 @@
+"""A first sync appends into empty tables (no staging copy, no merge), and stays exact."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dlt
+import pytest
+from conftest import Syncer, all_deals, assert_matches_fake
+
+from sources.pipedrive import source as source_module
+
+
+def _disposition(syncer: Syncer, table: str) -> str:
+    pipeline = dlt.attach(syncer.settings().resolved_pipeline_name)
+    return str(pipeline.default_schema.tables[table].get("write_disposition"))
+
+
+def _sorted_deal_ids(syncer: Syncer) -> list[int]:
+    deals = syncer.fake.records("deals")
+    return [d["id"] for d in sorted(deals, key=lambda d: d["update_time"])]
+
+
+def test_a_first_sync_appends_then_later_runs_merge(syncer: Syncer) -> None:
+    assert syncer.run(entities="deals").code == 0
+    assert _disposition(syncer, "deals") == "append"
+    assert_matches_fake(syncer, "deals", all_deals(syncer.fake))
+    deal = _sorted_deal_ids(syncer)[0]
+    syncer.fake.update("deals", deal, title="changed")
+    assert syncer.run(entities="deals").code == 0
+    assert _disposition(syncer, "deals") == "merge"
+    assert_matches_fake(syncer, "deals", all_deals(syncer.fake))
+    assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+
+
+@pytest.mark.parametrize("batch_rows", [1_000, 30])  # the repeat in one batch / a later one
+def test_a_record_read_twice_in_the_first_chunk_turns_it_into_a_merge(
+    syncer: Syncer, monkeypatch: pytest.MonkeyPatch, batch_rows: int
+) -> None:
+    monkeypatch.setattr(source_module, "BATCH_ROWS", batch_rows)
+    fake = syncer.fake
+    first = _sorted_deal_ids(syncer)[0]
+    touched: list[int] = []
+
+    def update_during_paging(request: Any) -> None:
+        if request.path == "/api/v2/deals" and request.query.get("cursor") and not touched:
+            touched.append(first)  # read on page 1, listed again at the end
+            fake.update("deals", first, title="updated mid-run")
+
+    fake.on_request(update_during_paging)
+    assert syncer.run(entities="deals").code == 0
+    assert touched
+    assert _disposition(syncer, "deals") == "merge"
+    assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+    assert syncer.query(f"SELECT title FROM deals WHERE id = {first}") == [("updated mid-run",)]
+    assert_matches_fake(syncer, "deals", all_deals(fake))
+
+
+def test_later_chunks_of_a_first_sync_merge(syncer: Syncer) -> None:
+    result = syncer.run(entities="deals", options={"chunk_pages": 1})
+    assert result.code == 0 and result.chunks > 2
+    assert_matches_fake(syncer, "deals", all_deals(syncer.fake))
+    assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+
+
+def test_hard_deletes_never_append(syncer: Syncer) -> None:
+    assert syncer.run(entities="deals", options={"hard_deletes": True}).code == 0
+    assert _disposition(syncer, "deals") == "merge"
