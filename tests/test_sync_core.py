@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import Syncer, all_deals, assert_matches_fake, table_rows
+from conftest import CORE_ENTITIES, Syncer, all_deals, assert_matches_fake, table_rows
 
 CORE = ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages")
 INCREMENTAL = ("deals", "persons", "organizations", "activities", "products")
@@ -173,3 +173,16 @@ def test_full_refresh_drops_tables_and_state_and_reloads_everything(syncer: Sync
     for table in CORE:
         expected = all_deals(fake) if table == "deals" else fake.records(table)
         assert_matches_fake(syncer, table, expected)
+
+
+def test_every_run_records_one_row_per_entity_in_sync_runs(syncer: Syncer) -> None:
+    first = syncer.run()
+    second = syncer.run()
+    rows = syncer.query(
+        "SELECT run_id, count(*), min(_dlt_load_id) FROM sync_runs GROUP BY run_id"
+        " ORDER BY min(finished_at)"
+    )
+    assert [count for _, count, _ in rows] == [len(CORE_ENTITIES), len(CORE_ENTITIES)]
+    # the first run creates the table through dlt; later runs insert into it directly
+    assert rows[0][2] not in first.load_ids
+    assert rows[1][2] == second.load_ids[-1]
