@@ -154,3 +154,33 @@ def test_http_settings_are_configurable(syncer: Syncer) -> None:
     syncer.fake.add_fault(FaultRule(path=r"/api/v2/stages$", kind="status", status=500))
     result = syncer.run(http=slow)
     assert result.code == 75  # one attempt only: no retry
+
+
+CORRUPT_MIDDLE = (
+    b'{"success": true, "data": [{"id": 1, oops}], "additional_data": {"next_cursor": null}}'
+)
+
+
+def test_a_body_broken_in_the_middle_is_read_again(syncer: Syncer) -> None:
+    """The next page is requested from the envelope's tail while the records still parse; a
+    body that then fails to parse is fetched again with the usual validation."""
+    rule = syncer.fake.add_fault(
+        FaultRule(path=r"/api/v2/products$", kind="body", body=CORRUPT_MIDDLE, times=1)
+    )
+    result = syncer.run()
+    assert result.code == 0, result.message
+    assert rule.fired == 1
+    _assert_all_match(syncer)
+
+
+def test_a_broken_body_that_pointed_elsewhere_stops_the_run_safely(syncer: Syncer) -> None:
+    """Its tail said "last page" while the page read again has more: nothing after it was
+    trusted, the run stops (75) and the next one converges."""
+    syncer.fake.add_fault(
+        FaultRule(path=r"/api/v2/deals$", kind="body", body=CORRUPT_MIDDLE, times=1)
+    )
+    result = syncer.run()
+    assert result.code == 75, result.message
+    assert "read again" in result.message
+    assert syncer.run().code == 0
+    _assert_all_match(syncer)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from typing import Any
+
 import pytest
 
 from sources.pipedrive.http import (
@@ -11,8 +14,14 @@ from sources.pipedrive.http import (
     redact,
     register_secret,
 )
-from sources.pipedrive.http.client import normalize_base_url
-from sources.pipedrive.http.errors import STATUS_TABLE, Action, outcome_for
+from sources.pipedrive.http.client import DeferredItems, normalize_base_url, peek_envelope
+from sources.pipedrive.http.errors import (
+    STATUS_TABLE,
+    Action,
+    BadResponse,
+    TemporaryError,
+    outcome_for,
+)
 
 
 def test_cursor_paginator_follows_next_cursor_until_null() -> None:
@@ -129,3 +138,54 @@ def test_redaction_masks_registered_secrets_and_credential_parameters() -> None:
 )
 def test_base_url_forms(given: str | None, expected: str) -> None:
     assert normalize_base_url(given) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"success":true,"data":[{"id":1}],"additional_data":{"next_cursor":"c2"}}', "c2"),
+        (b'{"data":[],"additional_data":{"next_cursor":null}}', None),
+        (b'{"data":[{"additional_data":{"x":1}}],"additional_data":{"next_cursor":"c"}}', "c"),
+    ],
+)
+def test_the_envelope_tail_gives_the_next_cursor(body: bytes, expected: str | None) -> None:
+    assert peek_envelope(body) == {"additional_data": {"next_cursor": expected}}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"success":true,"data":[{"id":1}],"additional_data":{"next_cur',  # cut short
+        b'{"success":true,"data":[]}',  # no additional_data
+        b"<html>busy</html>",
+        b'{"additional_data":{"next_cursor":"c"},"data":[' + b'{"id":1},' * 10_000 + b"{}]}",
+        b'{"data":[{"additional_data":{"x":1}}]}',  # only inside a record
+    ],
+)
+def test_a_body_without_a_readable_tail_is_parsed_in_full(body: bytes) -> None:
+    assert peek_envelope(body) is None
+
+
+def test_deferred_items_refetch_a_page_that_failed_to_decode() -> None:
+    failed: Future[Any] = Future()
+    failed.set_exception(BadResponse("GET /deals: not JSON"))
+    envelope = {"additional_data": {"next_cursor": "c"}}
+    good = {"data": [{"id": 1}, {"id": 2}], **envelope}
+    counted: list[int] = []
+    items = DeferredItems(failed, lambda: good, envelope, "GET /deals")
+    items.on_count(counted.append)
+    assert items.rows() == [{"id": 1}, {"id": 2}]
+    assert counted == [2]
+    elsewhere = DeferredItems(failed, lambda: good, {"additional_data": {}}, "GET /deals")
+    with pytest.raises(TemporaryError, match="read again"):
+        elsewhere.resolve()
+
+
+def test_deferred_items_resolve_to_what_the_decode_thread_made() -> None:
+    done: Future[Any] = Future()
+    done.set_result([{"id": 7}])
+    counted: list[int] = []
+    items = DeferredItems(done, lambda: {}, {}, "GET /deals")
+    assert len(items) == 1
+    items.on_count(counted.append)
+    assert counted == [1]

@@ -84,6 +84,20 @@ def run_rows(result: RunResult, started_at: datetime) -> list[dict[str, Any]]:
     return rows
 
 
+def runs_table() -> Any:
+    """A resource that only creates `sync_runs` (no rows), so that a first sync's own load
+    creates it and `record_run` can insert into it directly."""
+
+    def create() -> Any:
+        yield dlt.mark.materialize_table_schema()
+
+    columns = [*COLUMNS, {"name": "_dlt_load_id", "data_type": "text", "nullable": False}]
+    columns.append({"name": "_dlt_id", "data_type": "text", "nullable": False, "unique": True})
+    return dlt.resource(  # type: ignore[call-overload]
+        create, name=RUNS_TABLE, write_disposition="append", columns=columns
+    )
+
+
 def record_run(pipeline: dlt.Pipeline, result: RunResult, started_at: datetime) -> None:
     """Append this run's rows to `sync_runs`.
 

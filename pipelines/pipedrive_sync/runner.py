@@ -39,7 +39,7 @@ from sources.pipedrive.source import LABEL_CHANGES_TABLE
 
 from . import exit_codes
 from .exit_codes import RunInProgress
-from .history import last_reconciled, record_run
+from .history import RUNS_TABLE, last_reconciled, record_run, runs_table
 from .settings import RunSettings
 from .views import create_views, drop_views
 
@@ -293,6 +293,10 @@ def _run_chunks(
             entities=[e.name for e in entities],
             ctx=ctx,
         )
+        if settings.destination == "duckdb" and not _has_table(pipeline, RUNS_TABLE):
+            # created with this load, so the run's rows need no load of their own (an empty
+            # parquet job is something only some destinations accept)
+            source.resources.add(runs_table())
         pipeline.extract(source, loader_file_format=file_format, refresh=refresh)  # type: ignore[arg-type]
         refresh = None
         # fields deleted in Pipedrive: keep their loaded values before the load can null them
@@ -304,6 +308,10 @@ def _run_chunks(
         result.load_ids.extend(info.loads_ids)
         if ctx.stopping or not ctx.has_more:
             break
+
+
+def _has_table(pipeline: dlt.Pipeline, table: str) -> bool:
+    return bool(pipeline.default_schema_name) and table in pipeline.default_schema.tables
 
 
 def _incremental_tables(entities: Any) -> list[str]:

@@ -15,7 +15,6 @@ exact path refreshes them), strings with escaped surrogates, odd envelopes. Pure
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,7 +110,7 @@ def decode_page(content: bytes, schema: pa.Schema) -> dict[str, Any] | None:
         return None
     try:
         table = pa_json.read_json(
-            io.BytesIO(content),
+            pa.BufferReader(content),  # not a Python file object: parses without the GIL
             read_options=pa_json.ReadOptions(use_threads=False, block_size=len(content) + 1),
             parse_options=pa_json.ParseOptions(
                 explicit_schema=schema, unexpected_field_behavior="infer"

@@ -138,6 +138,8 @@ class StreamReader:
 
     def _table(self, items: list[dict[str, Any]] | LazyItems) -> pa.Table | None:
         """The page's table: columnar when the fast path takes the page, else exact."""
+        if isinstance(items, LazyItems):
+            items = items.resolve()
         if not len(items):
             return None
         if isinstance(items, LazyItems):

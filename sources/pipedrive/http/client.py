@@ -8,8 +8,10 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +27,7 @@ from .errors import (
     BadResponse,
     BudgetExhausted,
     EntityUnavailable,
+    PipedriveError,
     RequestFailed,
     TemporaryError,
     outcome_for,
@@ -61,6 +64,86 @@ class LazyItems:
     def rows(self) -> list[dict[str, Any]]:
         """The items as parsed JSON objects."""
         raise NotImplementedError
+
+    def resolve(self) -> list[dict[str, Any]] | LazyItems:
+        """The items in their final form (waits for a decode still under way)."""
+        return self
+
+    def on_count(self, callback: Callable[[int], None]) -> None:
+        """Call `callback(number of items)` once they are known."""
+        callback(len(self))
+
+
+class DeferredItems(LazyItems):
+    """Items still being decoded in the client's decode thread.
+
+    The next page was requested as soon as the envelope's tail gave its cursor. A body that
+    turns out not to be a valid page is fetched again with the usual validation and retries,
+    so deferring never weakens what a bad response does.
+    """
+
+    def __init__(
+        self,
+        pending: Future[list[dict[str, Any]] | LazyItems],
+        refetch: Callable[[], dict[str, Any]],
+        envelope: dict[str, Any],
+        what: str,
+    ) -> None:
+        self._pending = pending
+        self._refetch = refetch
+        self._envelope = envelope
+        self._what = what
+        self._items: list[dict[str, Any]] | LazyItems | None = None
+        self._counters: list[Callable[[int], None]] = []
+
+    def resolve(self) -> list[dict[str, Any]] | LazyItems:
+        if self._items is None:
+            try:
+                items = self._pending.result()
+            except (PipedriveError, ValueError):
+                body = self._refetch()
+                if body.get("additional_data") != self._envelope.get("additional_data"):
+                    # the next page was asked for with what the bad body said
+                    raise TemporaryError(
+                        f"{self._what}: a bad response pointed elsewhere than the page read"
+                        " again; the next run continues from the last good page"
+                    ) from None
+                data = body.get("data")
+                items = data if isinstance(data, list) else []
+            self._items = items
+            for callback in self._counters:
+                callback(len(items))
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self.resolve())
+
+    def rows(self) -> list[dict[str, Any]]:
+        items = self.resolve()
+        return items.rows() if isinstance(items, LazyItems) else items
+
+    def on_count(self, callback: Callable[[int], None]) -> None:
+        if self._items is None:
+            self._counters.append(callback)
+        else:
+            callback(len(self._items))
+
+
+_PEEK_LIMIT = 65_536  # an envelope tail longer than this is not worth peeking at
+
+
+def peek_envelope(content: bytes) -> dict[str, Any] | None:
+    """`{"additional_data": ...}` from the end of a list body, without parsing the records;
+    None when the body does not end with it (then it is parsed in full, as usual)."""
+    start = content.rfind(b'"additional_data"')
+    if start < 0 or len(content) - start > _PEEK_LIMIT:
+        return None
+    try:
+        tail = orjson.loads(b"{" + content[start:])
+    except orjson.JSONDecodeError:
+        return None
+    extra = tail.get("additional_data") if isinstance(tail, dict) else None
+    return {"additional_data": extra} if isinstance(extra, dict) else None
 
 
 # content -> the envelope (its `data` a list or LazyItems), or None for the plain JSON parse
@@ -183,6 +266,8 @@ class PipedriveClient:
         self.metrics = metrics or RequestMetrics()
         self.stop_event = stop_event or threading.Event()
         self._local = threading.local()
+        self._decoder: ThreadPoolExecutor | None = None
+        self._decoder_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -256,7 +341,14 @@ class PipedriveClient:
                 outcome = outcome_for(response.status_code)
                 action = outcome.action
                 if action is Action.OK:
-                    body = decode(response.content) if decode is not None else None
+                    body = None
+                    if decode is not None:
+                        body = self._deferred(
+                            response.content,
+                            decode,
+                            what,
+                            partial(self._refetch, api, path, params, cost, label),
+                        ) or decode(response.content)
                     if body is None:
                         body = self._parse(response)
                     if body is not None:
@@ -303,6 +395,39 @@ class PipedriveClient:
                 raise TemporaryError(f"{what}: gave up after {failures} attempts ({last_reason})")
             self.metrics.note_retry()
             self._sleep(self._backoff(failures))
+
+    def _deferred(
+        self, content: bytes, decode: Decoder, what: str, refetch: Callable[[], dict[str, Any]]
+    ) -> dict[str, Any] | None:
+        """The page's envelope with its items decoding in the decode thread, so that the next
+        request goes out at once; None if the body's tail does not give the envelope."""
+        envelope = peek_envelope(content)
+        if envelope is None:
+            return None
+        with self._decoder_lock:
+            if self._decoder is None:
+                self._decoder = ThreadPoolExecutor(1, thread_name_prefix="pipedrive-decode")
+            pending = self._decoder.submit(self._decode_items, content, decode, what)
+        return {**envelope, "data": DeferredItems(pending, refetch, envelope, what)}
+
+    def _refetch(
+        self, api: Api, path: str, params: Mapping[str, Any], cost: int, label: str
+    ) -> dict[str, Any]:
+        return self.get_json(api, path, params, cost=cost, label=label)[0]
+
+    def _decode_items(
+        self, content: bytes, decode: Decoder, what: str
+    ) -> list[dict[str, Any]] | LazyItems:
+        body = decode(content)
+        if body is None:
+            body = orjson.loads(content)
+            if not isinstance(body, dict):
+                raise BadResponse(f"{what}: the response is not a JSON object")
+        self._check_envelope(body, what)
+        data = body.get("data")
+        if isinstance(data, list | LazyItems):
+            return data
+        raise BadResponse(f"{what}: 'data' is not a list")
 
     @staticmethod
     def _parse(response: requests.Response) -> dict[str, Any] | None:
@@ -414,7 +539,10 @@ class PipedriveClient:
                 )
             request = self.describe(api, path, page_params)
             following = paginator.next_params(body, items)
-            self.metrics.add_rows(label, len(items))
+            if isinstance(items, LazyItems):
+                items.on_count(partial(self.metrics.add_rows, label))
+            else:
+                self.metrics.add_rows(label, len(items))
             yield Page(
                 items=items,
                 body=body,
