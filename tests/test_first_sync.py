@@ -56,11 +56,32 @@ def test_a_record_read_twice_in_the_first_chunk_turns_it_into_a_merge(
     assert_matches_fake(syncer, "deals", all_deals(fake))
 
 
-def test_later_chunks_of_a_first_sync_merge(syncer: Syncer) -> None:
+def test_every_chunk_of_a_first_sync_appends_while_its_ids_are_new(syncer: Syncer) -> None:
     result = syncer.run(entities="deals", options={"chunk_pages": 1})
     assert result.code == 0 and result.chunks > 2
+    assert _disposition(syncer, "deals") == "append"
     assert_matches_fake(syncer, "deals", all_deals(syncer.fake))
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+
+
+def test_a_record_seen_in_an_earlier_chunk_turns_the_rest_into_merges(syncer: Syncer) -> None:
+    fake = syncer.fake
+    first = _sorted_deal_ids(syncer)[0]
+    deal_requests: list[int] = []
+
+    def update_in_the_second_chunk(request: Any) -> None:
+        if request.path == "/api/v2/deals":
+            deal_requests.append(1)
+            if len(deal_requests) == 2:  # read in chunk 1, listed again at the very end
+                fake.update("deals", first, title="updated in chunk 2")
+
+    fake.on_request(update_in_the_second_chunk)
+    result = syncer.run(entities="deals", options={"chunk_pages": 1})
+    assert result.code == 0 and result.chunks > 2
+    assert _disposition(syncer, "deals") == "merge"
+    assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+    assert syncer.query(f"SELECT title FROM deals WHERE id = {first}") == [("updated in chunk 2",)]
+    assert_matches_fake(syncer, "deals", all_deals(fake))
 
 
 def test_hard_deletes_never_append(syncer: Syncer) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import dlt
 import duckdb
+import pyarrow as pa
 from filelock import FileLock, Timeout
 
 from sources.pipedrive import RunContext, pipedrive_source, select_entities
@@ -66,7 +67,7 @@ class RunResult:
 
 
 DUCKDB_ALIAS = "pipedrive_sync_db"
-DUCKDB_MEMORY_LIMIT = "256MB"  # bounds DuckDB at any account size (it spills beyond)
+DUCKDB_MEMORY_LIMIT = "192MB"  # bounds DuckDB at any account size (it spills beyond)
 
 
 def duckdb_destination(path: Path) -> tuple[Any, duckdb.DuckDBPyConnection]:
@@ -89,6 +90,17 @@ def duckdb_destination(path: Path) -> tuple[Any, duckdb.DuckDBPyConnection]:
     connection.execute("SET preserve_insertion_order = false")
     credentials = DuckDbCredentials(connection, local_config={"schema": f"{DUCKDB_ALIAS}.main"})
     return dlt.destinations.duckdb(credentials), connection
+
+
+def release_duckdb_memory(connection: duckdb.DuckDBPyConnection) -> None:
+    """Hand DuckDB's cached pages back after a load (lowering the limit evicts them; they are
+    on disk), so that the next chunk's extract does not stack on top of them."""
+    try:
+        connection.execute("SET memory_limit = '16MB'")
+    except duckdb.Error:
+        pass  # something still pinned: keep the cache
+    finally:
+        connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
 
 
 def make_pipeline(settings: RunSettings, destination: Any = None) -> dlt.Pipeline:
@@ -189,7 +201,7 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         ctx.options = replace(ctx.options, reconcile=_reconcile_due(pipeline, settings, entities))
         if settings.full_refresh:
             drop_views(pipeline)  # PostgreSQL will not drop tables that views depend on
-        _run_chunks(pipeline, settings, ctx, entities, result)
+        _run_chunks(pipeline, settings, ctx, entities, result, connection)
         _post_load(pipeline, settings, ctx, result)
         result.seconds = time.monotonic() - started
         _decide_outcome(ctx, entities, result)
@@ -280,6 +292,7 @@ def _run_chunks(
     ctx: RunContext,
     entities: Any,
     result: RunResult,
+    connection: duckdb.DuckDBPyConnection | None = None,
 ) -> None:
 
     file_format = _loader_format(pipeline)
@@ -302,8 +315,11 @@ def _run_chunks(
         # fields deleted in Pipedrive: keep their loaded values before the load can null them
         backup_retired(pipeline, retired_columns(pipeline.state))
         pipeline.normalize()
+        pa.default_memory_pool().release_unused()  # arrow keeps freed pages; DuckDB needs them now
         heal_destination_schema(pipeline)
         info = pipeline.load()
+        if connection is not None:
+            release_duckdb_memory(connection)
         result.chunks += 1
         result.load_ids.extend(info.loads_ids)
         if ctx.stopping or not ctx.has_more:

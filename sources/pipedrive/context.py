@@ -58,6 +58,9 @@ class RunContext:
     complete_listings: dict[str, set[Any]] = field(default_factory=dict)
     # entity tables known empty in the destination before this chunk: appended, not merged
     empty_tables: frozenset[str] = frozenset()
+    # entity → ids (an arrow array) of every row this run appended into a table that was empty
+    # when it started: later chunks append too while their ids are new
+    appended_ids: dict[str, Any] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:

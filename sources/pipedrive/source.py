@@ -19,6 +19,7 @@ from typing import Any, Literal
 
 import dlt
 import pyarrow as pa
+import pyarrow.compute as pc
 from dlt.extract.resource import DltResource
 
 from .catalog import FieldCatalog
@@ -67,8 +68,9 @@ class EntityExtractor:
         self._hinted = False
         self._schemas: dict[int, pa.Schema] = {}
         self._made_catalog: FieldCatalog | None = None
+        self._prior_ids: pa.Array | None = ctx.appended_ids.get(entity.name)
         appendable = (
-            entity.name in ctx.empty_tables
+            (entity.name in ctx.empty_tables or self._prior_ids is not None)
             and entity.strategy is Strategy.UPDATED_SINCE
             and not ctx.options.hard_deletes
         )
@@ -156,8 +158,22 @@ class EntityExtractor:
         """The resource generator: every due stream page by page, then bookkeeping."""
         try:
             yield from self._rows()
+            self._remember_appended()
         finally:
             self.ctx.report(self.entity.name).finished = True
+
+    def _remember_appended(self) -> None:
+        """After a chunk: the ids it appended join the run's, or appending ends for the run."""
+        if self._append_ids is None:
+            self.ctx.appended_ids.pop(self.entity.name, None)
+            return
+        arrays = [a for a in (self._prior_ids, pa.array(list(self._append_ids))) if a is not None]
+        try:
+            self.ctx.appended_ids[self.entity.name] = pa.concat_arrays(
+                [a for a in arrays if len(a)] or arrays[-1:]
+            )
+        except pa.ArrowInvalid:  # id types that do not combine: merge from now on
+            self.ctx.appended_ids.pop(self.entity.name, None)
 
     def _rows(self) -> Iterator[Any]:
         report = self.ctx.report(self.entity.name)
@@ -220,9 +236,14 @@ class EntityExtractor:
             return
         disposition: Literal["append", "merge"] | None = None
         if self._append_ids is not None:
-            ids = table[self.entity.id_column].to_pylist()
+            column = table[self.entity.id_column]
+            ids = column.to_pylist()
             distinct = set(ids)
-            if len(distinct) < len(ids) or not self._append_ids.isdisjoint(distinct):
+            if (
+                len(distinct) < len(ids)
+                or not self._append_ids.isdisjoint(distinct)
+                or self._seen_in_earlier_chunks(column)
+            ):
                 self._append_ids = None
                 disposition = "merge"
             else:
@@ -240,6 +261,14 @@ class EntityExtractor:
             yield dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="merge"))
         else:
             yield table
+
+    def _seen_in_earlier_chunks(self, ids: pa.ChunkedArray) -> bool:
+        if self._prior_ids is None or not len(self._prior_ids):
+            return False
+        try:
+            return bool(pc.any(pc.is_in(ids, value_set=self._prior_ids)).as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return True  # not comparable: merge, which is always right
 
     def _reader(self, stream: Stream, state: dict[str, Any]) -> StreamReader:
         return StreamReader(
@@ -303,7 +332,7 @@ class EntityExtractor:
             yield dlt.mark.with_table_name(rows, LABEL_CHANGES_TABLE)
 
 
-BATCH_ROWS = 20_000  # rows per item handed to dlt (its per-item overhead is high)
+BATCH_ROWS = 10_000  # rows per item handed to dlt (its per-item overhead is high)
 MAPPING_TABLE = "custom_fields"
 LABEL_CHANGES_TABLE = "custom_field_label_changes"
 
