@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 from dlt.common.pipeline import SupportsPipeline
+from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
 ID_BATCH = 1000
 
@@ -256,8 +257,10 @@ def empty_tables(pipeline: SupportsPipeline, tables: Sequence[str]) -> frozenset
                 rows = client.execute_sql(
                     f"SELECT 1 FROM {client.make_qualified_table_name(table)} LIMIT 1"
                 )
-            except Exception:  # noqa: BLE001 - "no such table" differs by destination
+            except DatabaseUndefinedRelation:
                 rows = None
+            except Exception:  # noqa: BLE001 - cannot tell: merging is always right
+                continue
             if not rows:
                 empty.add(table)
     return frozenset(empty)
