@@ -166,6 +166,23 @@ def test_values_only_the_parsed_records_hold_exactly() -> None:
     assert_same([first, second])
 
 
+@pytest.mark.parametrize(
+    "values",
+    [
+        ["a string", None, "another"],  # quoted, as JSON text
+        [7, None, -1],
+        [True, False, None],
+        [{"k": [1]}, {"other": None}, None],
+        [[{"value": "a@x.com"}], [], None],
+    ],
+)
+def test_json_columns_hold_json_text_whatever_the_value(values: list[Any]) -> None:
+    rows = [typical(n) for n in range(len(values))]
+    for row, value in zip(rows, values, strict=True):
+        row["emails"] = value
+    assert_same(rows)
+
+
 def test_undeclared_keys_of_every_json_type_land_as_text() -> None:
     rows = [typical(n) for n in range(4)]
     for n, row in enumerate(rows):

@@ -1,8 +1,8 @@
 """The columnar fast path: a v2 list page's bytes → the table `pages.build_table` would build.
 
-`pyarrow.json` parses the page straight into typed columns (in C++, without the GIL, so the
-fetch thread does it while dlt works on the previous page); standard and custom-field columns
-are then taken from those columns with vectorized casts. Where a vectorized result could differ
+`pyarrow.json` parses the page straight into typed columns (in C++, without the GIL, in the
+HTTP client's decode thread while the extract thread works on the previous page); standard and
+custom-field columns are then taken from those columns with vectorized casts. Where a vectorized result could differ
 from the exact path by a hair, the exact converter runs on the column's values, which arrow
 gives back unchanged for strings, integers, booleans and lists of them; only columns whose
 arrow form loses information (objects, where a missing member and a null look alike) are
@@ -27,7 +27,7 @@ from .custom_fields import ARROW_TYPES, VARIANT_SUFFIX, ColumnPlan, FieldPlan
 from .custom_fields import normalize_page as normalize_custom_fields
 from .entities import Api
 from .http.client import LazyItems
-from .pages import _text, typed_column
+from .pages import as_text, typed_column
 
 # the JSON type each kind of value is read as (strings are converted by us, never by arrow)
 _READ_TYPES: Mapping[str, pa.DataType] = {
@@ -198,9 +198,9 @@ class _Builder:
             if pa.types.is_string(array.type):
                 self.add(name, array)
             elif _lossless(array.type):
-                self.add(name, pa.array([_text(v) for v in array.to_pylist()], pa.string()))
+                self.add(name, pa.array([as_text(v) for v in array.to_pylist()], pa.string()))
             else:
-                self.add(name, pa.array([_text(v) for v in self.from_rows(name)], pa.string()))
+                self.add(name, pa.array([as_text(v) for v in self.from_rows(name)], pa.string()))
         if self.plan is not None:
             self.custom_columns(self.plan)
         for name, value in self.constants.items():
@@ -213,7 +213,7 @@ class _Builder:
         if array is None:
             return typed_column([None] * self.n, dtype)
         target = ARROW_TYPES[dtype]
-        if array.type == target:
+        if array.type == target and dtype != "json":  # json columns hold JSON text
             return array, None
         if pa.types.is_null(array.type):
             return pa.nulls(self.n, target), None

@@ -39,11 +39,10 @@ def _json_text(value: Any) -> str | None:
     return orjson.dumps(value).decode()
 
 
-def _text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
+    """A value for a text column: strings as they are, anything else as its JSON text."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, bool | int | float):
-        return orjson.dumps(value).decode()
     return orjson.dumps(value).decode()
 
 
@@ -118,7 +117,7 @@ def _slow_column(values: list[Any], data_type: str) -> tuple[pa.Array, pa.Array 
             variants.append(None)
         except (TypeError, ValueError, OverflowError):
             typed.append(None)
-            variants.append(_text(value))
+            variants.append(as_text(value))
     variant = None
     if any(v is not None for v in variants):
         variant = pa.array(variants, pa.string())
@@ -133,7 +132,7 @@ def typed_column(values: list[Any], data_type: str) -> tuple[pa.Array, pa.Array 
         try:
             return pa.array(values, pa.string()), None
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            return pa.array([_text(v) for v in values], pa.string()), None
+            return pa.array([as_text(v) for v in values], pa.string()), None
     target = ARROW_TYPES[data_type]
     if data_type in ("timestamp", "date"):
         try:
@@ -189,7 +188,7 @@ def build_table(
     if shape is Api.V1:  # flat custom-field keys (and fields unknown to the plan) are not columns
         skip |= {key for key in seen if is_custom_key(key)}
     for name in sorted(seen - skip):
-        add(name, pa.array([_text(row.get(name)) for row in rows], pa.string()))
+        add(name, pa.array([as_text(row.get(name)) for row in rows], pa.string()))
 
     if plan is not None:
         for name, array in normalize_page(rows, plan, shape).items():
