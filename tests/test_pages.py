@@ -97,3 +97,10 @@ def test_long_strings_and_odd_unicode_pass_through_untouched() -> None:
     odd = "\u0000 zero \U0001f525 \u202e rtl " + "x" * 100_000
     table = build_table([{"id": 1, "title": odd}], STANDARD, None, Api.V2)
     assert table.column("title").to_pylist() == [odd]
+
+
+def test_numbers_beyond_int64_become_variants_not_a_crash() -> None:
+    rows = [{"id": 1e300}, {"id": 2**70}, {"id": "1e30"}, {"id": 5}]
+    table = build_table(rows, {"id": "bigint"}, None, Api.V2)
+    assert table.column("id").to_pylist() == [None, None, None, 5]
+    assert table.column("id__v_text").to_pylist() == ["1e+300", str(2**70), "1e30", None]

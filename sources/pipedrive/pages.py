@@ -9,6 +9,7 @@ column, the way dlt itself handles type conflicts.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime, time
 from typing import Any
@@ -43,7 +44,10 @@ def as_text(value: Any) -> str | None:
     """A value for a text column: strings as they are, anything else as its JSON text."""
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # e.g. an integer beyond 64 bits
+        return json.dumps(value, default=str)
 
 
 def _parse_timestamp(value: Any) -> datetime:
@@ -67,17 +71,25 @@ def _parse_time(value: Any) -> time:
     return time.fromisoformat(value.strip())
 
 
+_INT64 = range(-(2**63), 2**63)
+
+
 def _parse_number(kind: type) -> Callable[[Any], Any]:
     def parse(value: Any) -> Any:
         if isinstance(value, bool):
             raise TypeError(value)
-        if isinstance(value, int | float):
-            if kind is int and isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return kind(value)
         if isinstance(value, str):
-            return kind(float(value)) if kind is int else float(value)
-        raise TypeError(value)
+            value = float(value)
+        if not isinstance(value, int | float):
+            raise TypeError(value)
+        if kind is not int:
+            return float(value)
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)  # also inf and nan
+        number = int(value)
+        if number not in _INT64:
+            raise OverflowError(value)
+        return number
 
     return parse
 
