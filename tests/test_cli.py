@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TOKEN
+from conftest import CORE_ENTITIES, TOKEN
 from filelock import FileLock
 
 from pipelines.pipedrive_sync.settings import RunSettings
@@ -46,15 +46,7 @@ def test_run_succeeds_and_prints_a_summary(fake: FakePipedrive, tmp_path: Path) 
     proc = _run(["run"], _env(tmp_path, fake), tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "pipedrive.duckdb").exists()
-    for entity in (
-        "deals",
-        "persons",
-        "organizations",
-        "activities",
-        "products",
-        "pipelines",
-        "stages",
-    ):
+    for entity in CORE_ENTITIES:
         assert entity in proc.stdout
     assert "API requests" in proc.stdout
 

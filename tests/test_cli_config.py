@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from conftest import CORE_ENTITIES
+
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 PROBE = """
 import json
@@ -78,16 +80,7 @@ def test_every_documented_config_key_is_applied(tmp_path: Path) -> None:
     got = _resolved(tmp_path, config, (CONFIG / "secrets.toml.example").read_text())
     assert got["token"] == "your-personal-api-token"
     assert got["base_url"].startswith("https://api.pipedrive.com")
-    assert got["entities"] == [
-        "deals",
-        "persons",
-        "organizations",
-        "activities",
-        "products",
-        "pipelines",
-        "stages",
-        "users",
-    ]
+    assert got["entities"] == [*CORE_ENTITIES, "users"]
     assert got["start_date"] == "2023-01-01T00:00:00Z"
     assert (got["destination"], got["duckdb_path"], got["dataset"]) == (
         "duckdb",

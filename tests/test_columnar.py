@@ -11,6 +11,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from conftest import Syncer
+from test_pages import STANDARD as PAGE_STANDARD
 
 from sources.pipedrive import columnar
 from sources.pipedrive import source as source_module
@@ -20,17 +21,7 @@ from sources.pipedrive.entities import Api
 from sources.pipedrive.pages import build_table
 from sources.pipedrive_fake import FakePipedrive
 
-STANDARD = {
-    "id": "bigint",
-    "title": "text",
-    "value": "double",
-    "is_deleted": "bool",
-    "update_time": "timestamp",
-    "expected_close_date": "date",
-    "due_time": "time",
-    "label_ids": "json",
-    "emails": "json",
-}
+STANDARD = {**PAGE_STANDARD, "emails": "json"}  # every standard type, and a json list of objects
 RESERVED = set(STANDARD) | {"_dlt_id", "_dlt_load_id", "custom_fields"}
 OPTIONS = (FieldOption(1, "VIP"), FieldOption(2, 'Part"ner'), FieldOption(3, "Größe"))
 TYPES = [
