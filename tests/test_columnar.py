@@ -11,6 +11,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from conftest import Syncer
+from test_custom_fields import FIELD_TYPES
 from test_pages import STANDARD as PAGE_STANDARD
 
 from sources.pipedrive import columnar
@@ -24,26 +25,7 @@ from sources.pipedrive_fake import FakePipedrive
 STANDARD = {**PAGE_STANDARD, "emails": "json"}  # every standard type, and a json list of objects
 RESERVED = set(STANDARD) | {"_dlt_id", "_dlt_load_id", "custom_fields"}
 OPTIONS = (FieldOption(1, "VIP"), FieldOption(2, 'Part"ner'), FieldOption(3, "Größe"))
-TYPES = [
-    "varchar",
-    "text",
-    "phone",
-    "double",
-    "int",
-    "boolean",
-    "monetary",
-    "enum",
-    "set",
-    "date",
-    "daterange",
-    "time",
-    "timerange",
-    "address",
-    "user",
-    "org",
-    "people",
-    "mystery_type",
-]
+TYPES = [*FIELD_TYPES, "mystery_type"]  # every field type, plus one nobody knows
 
 
 def key(name: str) -> str:
@@ -52,7 +34,8 @@ def key(name: str) -> str:
 
 def make_plan(types: list[str] = TYPES) -> ColumnPlan:
     defs = [
-        FieldDef(key(t), t.title(), t, OPTIONS if t in ("enum", "set") else (), True) for t in types
+        FieldDef(key(t), t.title() or "Untyped", t, OPTIONS if t in ("enum", "set") else (), True)
+        for t in types
     ]
     return build_plan(defs, RESERVED, {})[0]
 
