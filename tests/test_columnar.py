@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ from conftest import Syncer
 from test_custom_fields import FIELD_TYPES
 from test_pages import STANDARD as PAGE_STANDARD
 
-from sources.pipedrive import columnar
+from sources.pipedrive import columnar, streams
 from sources.pipedrive import source as source_module
 from sources.pipedrive.columnar import build_columnar, decode_page, parse_schema
 from sources.pipedrive.custom_fields import ColumnPlan, FieldDef, FieldOption, build_plan
 from sources.pipedrive.entities import Api
+from sources.pipedrive.http import Page, TemporaryError
 from sources.pipedrive.pages import build_table
 from sources.pipedrive_fake import FakePipedrive
 
@@ -181,6 +183,31 @@ def test_values_the_exact_parsers_reject_become_variants_identically() -> None:
     assert_same(rows)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "00:00",
+        "23:59:59",
+        "24:00",
+        "23:60",
+        "12:30:60",
+        "12:30:00.5",
+        "12:30:00Z",
+        " 12:30",
+        "1:30",
+    ],
+)
+def test_times_are_read_as_the_exact_parser_reads_them(text: str) -> None:
+    rows = [typical(n) for n in range(3)]
+    rows[0]["due_time"] = text
+    rows[1]["custom_fields"][key("time")] = {"value": text, "timezone_name": None}
+    exact, fast = both(rows)
+    if fast is not None:  # the fast path may leave odd spellings to the exact one
+        assert fast.to_pylist() == exact.to_pylist()
+    if text in ("00:00", "23:59:59"):
+        assert fast is not None
+
+
 def test_deleted_options_are_known_and_kept_as_their_id() -> None:
     rows = [typical(n) for n in range(3)]
     rows[0]["custom_fields"][key("enum")] = 9
@@ -330,3 +357,95 @@ def test_random_pages_either_decline_or_match_the_row_path(seed: int) -> None:
             assert fast.schema == exact.schema
             assert fast.to_pylist() == exact.to_pylist()
     assert taken > 5
+
+
+# -- pages converted together --------------------------------------------------------------------
+def columnar_page(rows: list[dict[str, Any]], plan: ColumnPlan = PLAN) -> columnar.ColumnarPage:
+    body = decode_page(orjson.dumps({"success": True, "data": rows}), parse_schema(STANDARD, plan))
+    assert body is not None
+    page: columnar.ColumnarPage = body["data"]
+    return page
+
+
+def listed(items: Any, n: int, last: bool = False) -> Page:
+    return Page(items=items, body={}, request="deals", next_position=f"c{n}", is_last=last)
+
+
+def test_joined_pages_build_the_table_of_all_their_rows() -> None:
+    rows = [typical(n) for n in range(7)]
+    parts = [columnar_page(rows[:3]), columnar_page(rows[3:5]), columnar_page(rows[5:])]
+    joined = columnar.ColumnarPage.joined(parts)
+    assert joined is not None and len(joined) == 7
+    assert joined.rows() == orjson.loads(orjson.dumps(rows))
+    fast = build_columnar(joined, STANDARD, PLAN)
+    assert fast is not None
+    assert fast.to_pylist() == build_table(rows, STANDARD, PLAN, Api.V2).to_pylist()
+
+
+def test_a_key_null_on_some_pages_takes_the_type_the_others_give_it() -> None:
+    rows = [typical(1), typical(2)]  # label_ids: [] on one page (list<null>), ids on the other
+    parts = [columnar_page(rows[:1]), columnar_page(rows[1:])]
+    assert parts[0].records.type != parts[1].records.type
+    joined = columnar.ColumnarPage.joined(parts)
+    assert joined is not None
+    fast = build_columnar(joined, STANDARD, PLAN)
+    assert fast is not None
+    assert fast.to_pylist() == build_table(rows, STANDARD, PLAN, Api.V2).to_pylist()
+
+
+def test_pages_whose_records_really_differ_in_type_are_not_joined() -> None:
+    one, other = typical(1), typical(3)
+    one["brand_new_key"], other["brand_new_key"] = 5, "five"
+    assert columnar.ColumnarPage.joined([columnar_page([one]), columnar_page([other])]) is None
+
+
+def test_grouped_pages_join_until_enough_rows_the_last_page_or_a_chunk_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streams, "GROUP_ROWS", 4)
+    parts = [columnar_page([typical(2 * n), typical(2 * n + 1)]) for n in range(5)]
+    pages = [listed(part, n, last=n == 4) for n, part in enumerate(parts)]
+    got = [(len(p.items), p.next_position, n) for p, n in streams.grouped_pages(iter(pages), None)]
+    assert got == [(4, "c1", 2), (4, "c3", 2), (2, "c4", 1)]
+    got = [(len(p.items), p.next_position, n) for p, n in streams.grouped_pages(iter(pages), 3)]
+    assert got == [(4, "c1", 2), (2, "c2", 1), (4, "c4", 2)]  # 3 pages per chunk
+
+
+def test_grouped_pages_pass_exact_pages_at_once_and_keep_order() -> None:
+    rows = [{"id": 9}]
+    pages = [
+        listed(columnar_page([typical(1)]), 0),
+        listed(rows, 1),
+        listed(columnar_page([typical(2)]), 2, last=True),
+    ]
+    got = [(p.items, n) for p, n in streams.grouped_pages(iter(pages), None)]
+    assert [n for _, n in got] == [1, 1, 1]
+    assert got[1][0] == rows and got[0][0] is pages[0].items
+
+
+def test_grouped_pages_hand_out_what_was_read_before_a_failure() -> None:
+    def failing() -> Iterator[Page]:
+        yield listed(columnar_page([typical(1)]), 0)
+        yield listed(columnar_page([typical(3)]), 1)
+        raise TemporaryError("the connection dropped")
+
+    handed: list[Any] = []
+    with pytest.raises(TemporaryError):
+        for page, count in streams.grouped_pages(failing(), None):
+            handed.append((len(page.items), page.next_position, count))
+    assert handed == [(2, "c1", 2)]
+
+
+def test_chunked_syncs_of_joined_pages_load_what_the_exact_path_loads(
+    fake: FakePipedrive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "GROUP_ROWS", 120)  # groups of 3 pages of 50
+    fast = Syncer(fake, tmp_path / "fast.duckdb", monkeypatch)
+    exact = Syncer(fake, tmp_path / "exact.duckdb", monkeypatch)
+    fast_result = fast.run(pipeline_name="fast", options={"chunk_pages": 2})
+    exact_result = exact.run(pipeline_name="exact", options={"columnar": False, "chunk_pages": 2})
+    assert fast_result.code == exact_result.code == 0
+    assert fast_result.chunks == exact_result.chunks > 1
+    for table in ("deals", "persons", "organizations"):
+        sql = f"SELECT * FROM {table} ORDER BY id"
+        assert fast.query(sql) == exact.query(sql), table

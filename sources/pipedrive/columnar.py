@@ -15,7 +15,7 @@ exact path refreshes them), strings with escaped surrogates, odd envelopes. Pure
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -87,11 +87,11 @@ def _custom_read_field(fp: FieldPlan) -> pa.Field | None:
 
 
 class ColumnarPage(LazyItems):
-    """A page's records as one arrow struct array, plus the body for the exact path."""
+    """Records as one arrow struct array, plus the page bodies for the exact path."""
 
-    def __init__(self, records: pa.StructArray, content: bytes) -> None:
+    def __init__(self, records: pa.StructArray, *contents: bytes) -> None:
         self.records = records
-        self.content = content
+        self.contents = contents
         self._rows: list[dict[str, Any]] | None = None
 
     def __len__(self) -> int:
@@ -100,13 +100,45 @@ class ColumnarPage(LazyItems):
     def rows(self) -> list[dict[str, Any]]:
         """The records as orjson parses them (for the exact path), parsed once."""
         if self._rows is None:
-            self._rows = orjson.loads(self.content)["data"]
+            self._rows = [row for body in self.contents for row in orjson.loads(body)["data"]]
         return self._rows
+
+    @classmethod
+    def joined(cls, parts: Sequence[LazyItems]) -> ColumnarPage | None:
+        """Consecutive pages as one, so that arrow's per-call cost is paid once for all of
+        them (converting 10 pages together is about 4 times cheaper than one by one).
+
+        A key only null on some pages is typed null there and takes the other pages' type;
+        None when a part is not columnar or the types really differ (left to each page).
+        """
+        pages = [part for part in parts if isinstance(part, ColumnarPage)]
+        if len(pages) != len(parts):
+            return None
+        if len({page.records.type for page in pages}) == 1:
+            records = pa.concat_arrays([page.records for page in pages])
+        else:
+            try:
+                table = pa.concat_tables(
+                    [pa.Table.from_struct_array(page.records) for page in pages],
+                    promote_options="default",  # null → the other type, nothing else
+                )
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return None
+            records = table.to_struct_array().combine_chunks()
+        return cls(records, *(body for page in pages for body in page.contents))
+
+
+def _has_escaped_surrogate(content: bytes) -> bool:
+    """Whether `\\ud…` / `\\uD…` occurs in the body: RE2 in arrow over the bytes as they are
+    (no copy, no GIL), about 40 times faster than Python's `bytes in` on a 2 MB page."""
+    offsets = pa.array([0, len(content)], pa.int64()).buffers()[1]
+    body = pa.Array.from_buffers(pa.large_binary(), 1, [None, offsets, pa.py_buffer(content)])
+    return bool(pc.match_substring_regex(body, r"\\u[dD]")[0].as_py())
 
 
 def decode_page(content: bytes, schema: pa.Schema) -> dict[str, Any] | None:
     """The envelope of a list page with its records as a `ColumnarPage`; None to decline."""
-    if b"\\ud" in content or b"\\uD" in content:  # escaped surrogates: the exact path repairs them
+    if _has_escaped_surrogate(content):  # the exact path repairs them
         return None
     try:
         table = pa_json.read_json(
@@ -335,18 +367,13 @@ def _label_lists(values: pa.Array, fp: FieldPlan) -> pa.Array | None:
     return pc.if_else(pc.greater(lengths, 0), text, pa.nulls(len(values), pa.string()))
 
 
+_TIME_OF_DAY = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
+
+
 def _times(values: pa.Array) -> pa.Array | None:
     """`HH:MM` / `HH:MM:SS` strings → time64[us]; anything else goes to the exact parser."""
-    present = values.drop_null()
-    if not pc.all(pc.match_substring_regex(present, r"^\d{2}:\d{2}(:\d{2})?$")).as_py():
+    if pc.all(pc.match_substring_regex(values, _TIME_OF_DAY)).as_py() is not True:
         return None
-    hours = pc.utf8_slice_codeunits(values, 0, 2).cast(pa.int64())
-    minutes = pc.utf8_slice_codeunits(values, 3, 5).cast(pa.int64())
-    seconds = pc.utf8_slice_codeunits(values, 6, 8)
-    seconds = pc.if_else(pc.equal(seconds, ""), "0", seconds).cast(pa.int64())
-    if pc.max(hours).as_py() > 23 or pc.max(minutes).as_py() > 59 or pc.max(seconds).as_py() > 59:
-        return None
-    micros = pc.multiply(
-        pc.add(pc.multiply(pc.add(pc.multiply(hours, 60), minutes), 60), seconds), 1_000_000
-    )
-    return micros.cast(pa.time64("us"))
+    # arrow casts strings to timestamps, not to times: parse on a fixed day, keep the time
+    stamps = pc.binary_join_element_wise("1970-01-01 ", values, "").cast(pa.timestamp("us"))
+    return stamps.cast(pa.time64("us"))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -37,6 +38,7 @@ from .http import CursorPaginator, OffsetPaginator, Page, Paginator, RequestFail
 from .http.client import LazyItems
 from .pages import TIMESTAMP
 
+GROUP_ROWS = 5_000  # columnar pages converted together (arrow's cost per call is per group)
 BOUNDARY_LIMIT = 20_000  # beyond this many rows on one timestamp, re-load instead of remembering
 OFFSET_OVERLAP = 10  # rows re-read at each v1 page boundary
 
@@ -65,6 +67,43 @@ def table_row_hashes(table: pa.Table, indices: list[int]) -> list[str]:
     (columnar or exact) built the table."""
     rows = table.take(indices).to_pylist()
     return [row_hash({k: v for k, v in row.items() if v is not None}) for row in rows]
+
+
+def grouped_pages(pages: Iterator[Page], chunk_pages: int | None) -> Iterator[tuple[Page, int]]:
+    """(page, how many pages it stands for): consecutive pages whose items can be joined
+    come as one page of about `GROUP_ROWS` rows, positioned where the last of them ends.
+
+    A group never crosses a chunk boundary, a page that cannot be joined comes at once, and
+    when the list fails midway the pages read before the failure are handed out first.
+    """
+    group: list[Page] = []
+    taken = 0
+
+    def flush() -> Iterator[tuple[Page, int]]:
+        parts = [page.items for page in group if isinstance(page.items, LazyItems)]
+        joined = type(parts[0]).joined(parts) if len(parts) == len(group) > 1 else None
+        if joined is None:
+            yield from ((page, 1) for page in group)
+        else:
+            yield replace(group[-1], items=joined), len(group)
+        group.clear()
+
+    try:
+        for page in pages:
+            taken += 1
+            items = page.items.resolve() if isinstance(page.items, LazyItems) else page.items
+            if not isinstance(items, LazyItems):  # the exact path's rows: nothing to join
+                yield from flush()
+                yield replace(page, items=items), 1
+                continue
+            group.append(replace(page, items=items))
+            rows = sum(len(p.items) for p in group)
+            if rows >= GROUP_ROWS or page.is_last or (chunk_pages and taken % chunk_pages == 0):
+                yield from flush()
+    except Exception:
+        yield from flush()
+        raise
+    yield from flush()
 
 
 def make_paginator(entity: Entity, limit: int, position: Any = None, overlap: int = 0) -> Paginator:
@@ -187,7 +226,12 @@ class StreamReader:
             pages_iter = self._pages(
                 params, position, OFFSET_OVERLAP if offset else 0, columnar=not offset
             )
-            for page in pages_iter:
+            grouped = (
+                ((page, 1) for page in pages_iter)
+                if offset
+                else grouped_pages(pages_iter, self.chunk_pages)
+            )
+            for page, count in grouped:
                 items = page.items
                 if offset:
                     pass_started = pass_started or page.server_time
@@ -209,7 +253,7 @@ class StreamReader:
                     state.pop("resume", None)
                 else:
                     state["resume"] = {"position": page.next_position, "updated_since": pass_since}
-                pages += 1
+                pages += count
                 if table is not None and table.num_rows:
                     yield table
                 if page.is_last:

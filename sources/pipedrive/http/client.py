@@ -7,7 +7,7 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -72,6 +72,11 @@ class LazyItems:
     def on_count(self, callback: Callable[[int], None]) -> None:
         """Call `callback(number of items)` once they are known."""
         callback(len(self))
+
+    @classmethod
+    def joined(cls, parts: Sequence[LazyItems]) -> LazyItems | None:
+        """Several pages' items as one (processed together), or None where they cannot be."""
+        return None
 
 
 class DeferredItems(LazyItems):
