@@ -37,7 +37,7 @@ print(json.dumps({
     "reconcile_hours": s.reconcile_interval.total_seconds() / 3600,
     "hard_deletes": o.hard_deletes,
     "http": [h.connect_timeout, h.read_timeout, h.max_attempts, h.backoff_base, h.backoff_max,
-             h.max_rate_limit_wait, h.page_limit],
+             h.max_rate_limit_wait, h.page_limit, h.prefetch, h.decode_threads],
     "oauth_client": s.oauth.client_id if s.oauth else None,
 }))
 """
@@ -92,7 +92,7 @@ def test_every_documented_config_key_is_applied(tmp_path: Path) -> None:
     assert (got["users_refresh"], got["stages_refresh"]) == (3600, 900)
     assert got["reconcile_hours"] == 24
     assert got["hard_deletes"] is False
-    assert got["http"] == [10, 60, 6, 1.0, 30, 120, 500]
+    assert got["http"] == [10, 60, 6, 1.0, 30, 120, 500, 4, 2]
 
 
 def test_the_oauth_example_is_read(tmp_path: Path) -> None:
@@ -112,3 +112,7 @@ def test_a_changed_value_is_honoured_and_a_bad_one_named(tmp_path: Path) -> None
     )
     bad = _resolved(tmp_path, config.replace("chunk_pages = 200", 'chunk_pages = "many"'), "")
     assert "chunk_pages" in bad["error"]
+    bad = _resolved(tmp_path, config.replace("read_timeout = 60", 'read_timeout = "slow"'), "")
+    assert bad["error"] == "read_timeout must be a number, got 'slow'"
+    bad = _resolved(tmp_path, config.replace("decode_threads = 2", "decode_threads = -1"), "")
+    assert bad["error"] == "decode_threads must not be negative, got -1"

@@ -169,14 +169,15 @@ def resolve(
     if options.start_date:
         _check_timestamp(options.start_date)
     http = HttpSettings(
-        connect_timeout=float(_config("connect_timeout", HttpSettings.connect_timeout)),
-        read_timeout=float(_config("read_timeout", HttpSettings.read_timeout)),
-        max_attempts=int(_config("max_attempts", HttpSettings.max_attempts)),
-        backoff_base=float(_config("backoff_base", HttpSettings.backoff_base)),
-        backoff_max=float(_config("backoff_max", HttpSettings.backoff_max)),
-        max_rate_limit_wait=float(_config("max_rate_limit_wait", HttpSettings.max_rate_limit_wait)),
-        page_limit=min(500, int(_config("page_limit", HttpSettings.page_limit))),
-        prefetch=int(_config("prefetch_pages", HttpSettings.prefetch)),
+        connect_timeout=_number("connect_timeout", HttpSettings.connect_timeout, float),
+        read_timeout=_number("read_timeout", HttpSettings.read_timeout, float),
+        max_attempts=_number("max_attempts", HttpSettings.max_attempts, int),
+        backoff_base=_number("backoff_base", HttpSettings.backoff_base, float),
+        backoff_max=_number("backoff_max", HttpSettings.backoff_max, float),
+        max_rate_limit_wait=_number("max_rate_limit_wait", HttpSettings.max_rate_limit_wait, float),
+        page_limit=min(500, _number("page_limit", HttpSettings.page_limit, int)),
+        prefetch=_number("prefetch_pages", HttpSettings.prefetch, int),
+        decode_threads=_number("decode_threads", HttpSettings.decode_threads, int),
     )
     base_url = _env_or_config("PIPEDRIVE_BASE_URL", "base_url", None)
     return RunSettings(
@@ -240,6 +241,19 @@ def _oauth_settings() -> OAuthSettings | None:
         ),
         token_store=Path(store) if store else None,
     )
+
+
+def _number(key: str, default: float, kind: type[int] | type[float]) -> Any:
+    """A numeric setting (0 or more); a bad one is named in a one-line error."""
+    value = _config(key, default)
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        what = "a whole number" if kind is int else "a number"
+        raise ConfigError(f"{key} must be {what}, got {value!r}") from None
+    if number < 0:
+        raise ConfigError(f"{key} must not be negative, got {number}")
+    return number
 
 
 def _optional_int(value: Any, name: str) -> int | None:

@@ -53,6 +53,7 @@ class HttpSettings:
     ratelimit_reserve: int = 1
     page_limit: int = 500
     prefetch: int = 4  # pages fetched ahead while the previous one is processed
+    decode_threads: int = 2  # pages parsed at once (the parse releases the GIL)
 
 
 class LazyItems:
@@ -411,7 +412,9 @@ class PipedriveClient:
             return None
         with self._decoder_lock:
             if self._decoder is None:
-                self._decoder = ThreadPoolExecutor(1, thread_name_prefix="pipedrive-decode")
+                self._decoder = ThreadPoolExecutor(
+                    max(1, self.settings.decode_threads), thread_name_prefix="pipedrive-decode"
+                )
             pending = self._decoder.submit(self._decode_items, content, decode, what)
         return {**envelope, "data": DeferredItems(pending, refetch, envelope, what)}
 
