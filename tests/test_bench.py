@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import dlt
 import pytest
 
 from pipelines.pipedrive_sync import bench
-from pipelines.pipedrive_sync.runner import DUCKDB_MEMORY_LIMIT, duckdb_destination
+from pipelines.pipedrive_sync.runner import DUCKDB_MEMORY_LIMIT, DUCKDB_THREADS, duckdb_destination
 
 
 def test_bench_reports_rows_rates_memory_and_tokens(
@@ -47,3 +48,21 @@ def test_the_duckdb_destination_bounds_its_memory(tmp_path: Path) -> None:
     amount, unit = limit[0].split()
     assert unit == "MiB" and float(amount) <= int(DUCKDB_MEMORY_LIMIT.removesuffix("MB"))
     assert temp is not None and temp[0].endswith("x.duckdb.tmp")
+
+
+def test_loads_keep_duckdbs_checkpoint_threshold_and_one_thread(tmp_path: Path) -> None:
+    """dlt sets a 1 GB checkpoint threshold on the connections it borrows; ours must win, or
+    a big load is written to the WAL and then again at close."""
+    destination, connection = duckdb_destination(tmp_path / "x.duckdb")
+    try:
+        pipeline = dlt.pipeline(
+            "settings_probe", destination=destination, pipelines_dir=str(tmp_path / "dlt")
+        )
+        pipeline.run([{"id": n} for n in range(10)], table_name="probe")
+        threshold, threads = connection.execute(
+            "SELECT current_setting('checkpoint_threshold'), current_setting('threads')"
+        ).fetchone() or (None, None)
+    finally:
+        connection.close()
+    assert threshold == "16.0 MiB"
+    assert threads == DUCKDB_THREADS == 1

@@ -68,7 +68,7 @@ class RunResult:
 
 DUCKDB_ALIAS = "pipedrive_sync_db"
 DUCKDB_MEMORY_LIMIT = "192MB"  # bounds DuckDB at any account size (it spills beyond)
-DUCKDB_CHECKPOINT_THRESHOLD = "16MB"  # DuckDB's default
+DUCKDB_CHECKPOINT_THRESHOLD = "16MiB"  # DuckDB's default
 DUCKDB_THREADS = 1
 
 
