@@ -243,26 +243,28 @@ def _oauth_settings() -> OAuthSettings | None:
     )
 
 
-def _number(key: str, default: float, kind: type[int] | type[float]) -> Any:
-    """A numeric setting (0 or more); a bad one is named in a one-line error."""
-    value = _config(key, default)
+def _as_number(value: Any, name: str, kind: type[int] | type[float]) -> Any:
+    """`value` as `kind`; a bad one is named in a one-line error."""
     try:
-        number = kind(value)
+        return kind(value)
     except (TypeError, ValueError):
         what = "a whole number" if kind is int else "a number"
-        raise ConfigError(f"{key} must be {what}, got {value!r}") from None
+        raise ConfigError(f"{name} must be {what}, got {value!r}") from None
+
+
+def _number(key: str, default: float, kind: type[int] | type[float]) -> Any:
+    """A numeric setting, 0 or more."""
+    number = _as_number(_config(key, default), key, kind)
     if number < 0:
         raise ConfigError(f"{key} must not be negative, got {number}")
     return number
 
 
 def _optional_int(value: Any, name: str) -> int | None:
+    """A positive whole number, or None when unset."""
     if value in (None, ""):
         return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
+    number: int = _as_number(value, name, int)
     if number <= 0:
         raise ConfigError(f"{name} must be positive, got {number}")
     return number

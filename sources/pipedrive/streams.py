@@ -78,8 +78,11 @@ def grouped_pages(pages: Iterator[Page], chunk_pages: int | None) -> Iterator[tu
     """
     group: list[Page] = []
     taken = 0
+    rows = 0  # in the group
 
     def flush() -> Iterator[tuple[Page, int]]:
+        nonlocal rows
+        rows = 0
         parts = [page.items for page in group if isinstance(page.items, LazyItems)]
         joined = type(parts[0]).joined(parts) if len(parts) == len(group) > 1 else None
         if joined is None:
@@ -97,7 +100,7 @@ def grouped_pages(pages: Iterator[Page], chunk_pages: int | None) -> Iterator[tu
                 yield replace(page, items=items), 1
                 continue
             group.append(replace(page, items=items))
-            rows = sum(len(p.items) for p in group)
+            rows += len(items)
             if rows >= GROUP_ROWS or page.is_last or (chunk_pages and taken % chunk_pages == 0):
                 yield from flush()
     except Exception:
