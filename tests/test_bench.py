@@ -22,16 +22,21 @@ def test_bench_reports_rows_rates_memory_and_tokens(
             *("--organizations", "20", "--activities", "30", "--products", "5"),
             *("--runs", "1", "--entities", "deals", "--json", str(out)),
             *("--workdir", str(tmp_path / "work")),
+            *("--latency-ms", "30", "--sequential-baseline"),
         ]
     )
     printed = capsys.readouterr().out
     assert "deals" in printed and "no-change incremental run" in printed
+    assert "one entity at a time (parallel_entities = 1)" in printed
     summary = json.loads(out.read_text())["summary"]
     deals = summary["entities"]["deals"]
     assert deals["rows"] == 600
     assert deals["raw_rows_per_s"] > 0 and deals["sync_rows_per_s"] > 0
     assert deals["peak_rss_mb"] > 0
     assert summary["whole_run"]["exit_code"] == 0
+    assert summary["whole_run"]["sequential_seconds"] > 0
+    raw = json.loads(out.read_text())["runs"][0]["raw"]["entities"]["deals"]
+    assert raw["seconds"] >= 0.03 * raw["requests"]  # the fake waited out its latency each time
     incremental = summary["incremental"]
     assert incremental["exit_code"] == 0
     assert incremental["tokens"] == incremental["fake_tokens"] > 0

@@ -36,6 +36,7 @@ print(json.dumps({
     "stages_refresh": (o.refresh_interval("stages", None) or 0) and o.refresh_interval("stages", None).total_seconds(),
     "reconcile_hours": s.reconcile_interval.total_seconds() / 3600,
     "hard_deletes": o.hard_deletes,
+    "parallel_entities": o.parallel_entities,
     "http": [h.connect_timeout, h.read_timeout, h.max_attempts, h.backoff_base, h.backoff_max,
              h.max_rate_limit_wait, h.page_limit, h.prefetch, h.decode_threads],
     "oauth_client": s.oauth.client_id if s.oauth else None,
@@ -92,6 +93,7 @@ def test_every_documented_config_key_is_applied(tmp_path: Path) -> None:
     assert (got["users_refresh"], got["stages_refresh"]) == (3600, 900)
     assert got["reconcile_hours"] == 24
     assert got["hard_deletes"] is False
+    assert got["parallel_entities"] == 3
     assert got["http"] == [10, 60, 6, 1.0, 30, 120, 500, 4, 2]
 
 
@@ -116,3 +118,7 @@ def test_a_changed_value_is_honoured_and_a_bad_one_named(tmp_path: Path) -> None
     assert bad["error"] == "read_timeout must be a number, got 'slow'"
     bad = _resolved(tmp_path, config.replace("decode_threads = 2", "decode_threads = -1"), "")
     assert bad["error"] == "decode_threads must not be negative, got -1"
+    one = config.replace("parallel_entities = 3", "parallel_entities = 1")
+    assert _resolved(tmp_path, one, "")["parallel_entities"] == 1
+    bad = _resolved(tmp_path, config.replace("parallel_entities = 3", "parallel_entities = 0"), "")
+    assert bad["error"] == "parallel_entities must be positive, got 0"

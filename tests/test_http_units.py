@@ -94,6 +94,26 @@ def test_rate_limiter_waits_for_window_reset_when_budget_runs_dry() -> None:
     assert limiter.throttled == 1
 
 
+def test_rate_limiter_counts_requests_other_threads_still_have_in_flight() -> None:
+    """Parallel entities: a response's `remaining` may predate requests already sent."""
+    clock = FakeClock()
+    limiter = RateLimiter(reserve=1, clock=clock, sleep=clock.sleep)
+    for _ in range(3):
+        limiter.before_request()  # three entities send at once, nothing known yet
+    # the first answer says 3 remain, but the two others are still on their way
+    limiter.after_response({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"})
+    limiter.before_request()  # 3 - 2 in flight = 1, the reserve: wait
+    assert clock.slept == [pytest.approx(2.0)]
+    # requests that got no answer leave the count too
+    limiter.after_response(None)
+    limiter.after_response(None)
+    limiter.after_response(None)
+    limiter.after_response({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"})
+    limiter.before_request()
+    limiter.before_request()
+    assert clock.slept == [pytest.approx(2.0)]
+
+
 def test_rate_limiter_ignores_responses_without_headers() -> None:
     clock = FakeClock()
     limiter = RateLimiter(clock=clock, sleep=clock.sleep)

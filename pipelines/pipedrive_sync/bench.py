@@ -3,6 +3,7 @@
     python -m pipelines.pipedrive_sync.bench [--deals 100000] [--custom-fields 40]
         [--persons 20000] [--organizations 10000] [--activities 50000] [--runs 3]
         [--entities deals,persons,organizations,activities] [--no-whole-run] [--json FILE]
+        [--latency-ms 0] [--parallel-entities N] [--sequential-baseline]
 
 What it does, each step in a process of its own so that nothing shares a GIL or a heap:
 
@@ -15,7 +16,12 @@ What it does, each step in a process of its own so that nothing shares a GIL or 
      convert, dlt extract/normalize/load, post-load steps), timed from the outside;
    * **whole run**: a full sync of the default entity set into a fresh DuckDB (wall time, peak
      RSS), then a **no-change incremental** run of the same set (requests and API tokens per
-     entity, cross-checked with the tokens the fake charged).
+     entity, cross-checked with the tokens the fake charged);
+   * with `--sequential-baseline`, the same full sync once more with one entity at a time
+     (`parallel_entities = 1`), to show what extracting entities in parallel gains.
+
+`--latency-ms` makes the fake answer every request that much later, like a real API round trip
+(the fake on localhost answers in microseconds, which hides what waiting on the network costs).
 
 Peak memory is the sync process's own peak RSS (`wait4` rusage), fake server excluded.
 """
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +64,8 @@ def _serve(args: argparse.Namespace) -> int:
         token=TOKEN, seed=args.seed, scale=scale, custom_field_count=args.custom_fields
     )
     fake.warm()
+    if args.latency_ms:
+        fake.on_request(lambda record: time.sleep(args.latency_ms / 1000))  # a network round trip
     fake.start()
     ready = {"url": fake.base_url, "seconds": round(time.perf_counter() - started, 1)}
     print(json.dumps(ready), flush=True)
@@ -126,6 +135,8 @@ def _sync(args: argparse.Namespace) -> int:
     from pipelines.pipedrive_sync.summary import summary_rows
 
     settings = resolve(duckdb_path=args.db, entities=args.entities or None)
+    if args.parallel_entities:
+        settings.options = replace(settings.options, parallel_entities=args.parallel_entities)
     started = time.perf_counter()
     result = run_sync(settings)
     seconds = time.perf_counter() - started
@@ -212,7 +223,7 @@ class Fake:
             "pipelines.pipedrive_sync.bench",
             "--role",
             "serve",
-            *(f"--{k.replace('_', '-')}={getattr(args, k)}" for k in _SCALE_ARGS),
+            *(f"--{k.replace('_', '-')}={getattr(args, k)}" for k in _FAKE_ARGS),
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -248,7 +259,7 @@ class Fake:
             self.proc.stdout.close()
 
 
-_SCALE_ARGS = (
+_FAKE_ARGS = (
     "deals",
     "persons",
     "organizations",
@@ -256,6 +267,7 @@ _SCALE_ARGS = (
     "products",
     "custom_fields",
     "seed",
+    "latency_ms",
 )
 
 
@@ -301,6 +313,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     fake = Fake(args)
     _say(f"fake ready at {fake.url} after {fake.startup_seconds:.0f}s (pages pre-rendered)")
     runs: list[dict[str, Any]] = []
+    parallel = {"parallel-entities": str(args.parallel_entities)} if args.parallel_entities else {}
     try:
         for n in range(1, args.runs + 1):
             run: dict[str, Any] = {}
@@ -310,15 +323,23 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
             for entity in headline:
                 _say(f"run {n}/{args.runs}: full sync of {entity}")
                 db = _fresh(work / f"run{n}-{entity}") / "bench.duckdb"
-                run["entity_sync"][entity] = _child("sync", fake, db=str(db), entities=entity)
+                run["entity_sync"][entity] = _child(
+                    "sync", fake, db=str(db), entities=entity, **parallel
+                )
             if args.whole_run:
                 db = _fresh(work / f"run{n}-all") / "bench.duckdb"
                 _say(f"run {n}/{args.runs}: full sync of the default entity set")
-                run["full"] = _child("sync", fake, db=str(db), entities="")
+                run["full"] = _child("sync", fake, db=str(db), entities="", **parallel)
                 _say(f"run {n}/{args.runs}: no-change incremental sync")
                 before = fake.tokens()
-                run["incremental"] = _child("sync", fake, db=str(db), entities="")
+                run["incremental"] = _child("sync", fake, db=str(db), entities="", **parallel)
                 run["incremental"]["fake_tokens"] = fake.tokens() - before
+                if args.sequential_baseline:
+                    db = _fresh(work / f"run{n}-sequential") / "bench.duckdb"
+                    _say(f"run {n}/{args.runs}: full sync of the default set, one at a time")
+                    run["sequential"] = _child(
+                        "sync", fake, db=str(db), entities="", **{"parallel-entities": "1"}
+                    )
             runs.append(run)
             if not args.keep:
                 for path in work.glob(f"run{n}-*"):
@@ -433,6 +454,13 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
             f"{i['tokens']:.0f} API tokens (the fake charged {i['fake_tokens']:.0f}), "
             f"peak RSS {i['peak_rss_mb']:.0f} MB"
         )
+        if "sequential" in runs[0]:
+            one = _median([r["sequential"]["seconds"] for r in runs])
+            summary["whole_run"]["sequential_seconds"] = one
+            print(
+                f"  the same full sync one entity at a time (parallel_entities = 1): {one:.1f}s;"
+                f" in parallel {w['seconds']:.1f}s ({one / w['seconds']:.2f}x)"
+            )
         costly = sorted(i["entities"].items(), key=lambda kv: -kv[1]["tokens"])
         print(
             "  tokens per entity: "
@@ -469,6 +497,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="whole_run",
         action="store_false",
         help="skip the full + no-change sync of the default entity set",
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=float,
+        default=0.0,
+        help="the fake answers each request this much later (a real API round trip)",
+    )
+    parser.add_argument(
+        "--parallel-entities",
+        type=int,
+        help="entities extracted at the same time (default: the configured parallel_entities)",
+    )
+    parser.add_argument(
+        "--sequential-baseline",
+        action="store_true",
+        help="also time the whole run with one entity at a time",
     )
     parser.add_argument("--json", help="also write every measurement to this file")
     parser.add_argument("--workdir", help="where the DuckDB files go (default: a temp dir)")

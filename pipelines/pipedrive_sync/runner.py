@@ -63,7 +63,7 @@ class RunResult:
 
     @property
     def reports(self) -> list[Any]:
-        return list(self.ctx.reports.values()) if self.ctx else []
+        return self.ctx.ordered_reports() if self.ctx else []
 
 
 DUCKDB_ALIAS = "pipedrive_sync_db"
@@ -322,7 +322,12 @@ def _run_chunks(
             # created with this load, so the run's rows need no load of their own (an empty
             # parquet job is something only some destinations accept)
             source.resources.add(runs_table())
-        pipeline.extract(source, loader_file_format=file_format, refresh=refresh)  # type: ignore[arg-type]
+        pipeline.extract(
+            source,
+            loader_file_format=file_format,  # type: ignore[arg-type]
+            refresh=refresh,
+            workers=settings.options.parallel_entities,  # dlt's pool for parallel entities
+        )
         refresh = None
         # fields deleted in Pipedrive: keep their loaded values before the load can null them
         backup_retired(pipeline, retired_columns(pipeline.state))
@@ -373,7 +378,7 @@ def _post_load(
 
 
 def _decide_outcome(ctx: RunContext, entities: Any, result: RunResult) -> None:
-    reports = list(ctx.reports.values())
+    reports = ctx.ordered_reports()
     if ctx.stopped_by is not None:
         result.code = ctx.stopped_by.exit_code
         unfinished = [r.name for r in reports if r.status == "stopped" or r.more]

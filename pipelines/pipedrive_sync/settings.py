@@ -165,6 +165,10 @@ def resolve(
             else hard_deletes
         ),
         columnar=_flag(_config("columnar", True), "columnar"),
+        parallel_entities=_optional_int(
+            _config("parallel_entities", SyncOptions.parallel_entities), "parallel_entities"
+        )
+        or SyncOptions.parallel_entities,
     )
     if options.start_date:
         _check_timestamp(options.start_date)

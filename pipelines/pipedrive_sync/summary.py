@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -37,19 +37,11 @@ def entity_usage(result: RunResult) -> dict[str, tuple[int, int]]:
     return usage
 
 
-def _ordered(result: RunResult) -> list[Any]:
-    """Reports in entity-table order (they are created in whatever order dlt starts them)."""
-    from sources.pipedrive.entities import ENTITIES
-
-    order = {e.name: i for i, e in enumerate(ENTITIES)}
-    return sorted(result.reports, key=lambda r: (order.get(r.name, len(order)), r.name))
-
-
 def summary_rows(result: RunResult) -> list[dict[str, object]]:
     """One dict per entity: rows, pages, requests, tokens, status, flagged deleted, message."""
     usage = entity_usage(result)
     rows = []
-    for report in _ordered(result):
+    for report in result.reports:  # in entity-table order
         requests, tokens = usage.get(report.name, (0, 0))
         rows.append(
             {

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from .entities import ENTITIES
 from .http import PipedriveClient, TemporaryError
 
 
@@ -28,6 +29,9 @@ class SyncOptions:
     hard_deletes: bool = False  # delete rows Pipedrive deleted instead of flagging them
     reconcile: frozenset[str] = frozenset()  # entities whose ids to list in full this run
     columnar: bool = True  # v2 pages through the columnar fast path (`columnar` module)
+    # entities extracted at the same time (each in its own thread, one shared rate limiter);
+    # 1 = one after another
+    parallel_entities: int = 3
 
     def refresh_interval(self, entity: str, default: timedelta | None) -> timedelta | None:
         """How often an entity's slow lists are re-read (None: every run)."""
@@ -82,6 +86,11 @@ class RunContext:
     @property
     def stopping(self) -> bool:
         return self.client.stop_event.is_set()
+
+    def ordered_reports(self) -> list[EntityReport]:
+        """The reports in entity-table order (entities start in whatever order dlt runs them)."""
+        order = {entity.name: i for i, entity in enumerate(ENTITIES)}
+        return sorted(self.reports.values(), key=lambda r: (order.get(r.name, len(order)), r.name))
 
     @property
     def has_more(self) -> bool:

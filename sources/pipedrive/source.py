@@ -13,6 +13,7 @@ The token comes from dlt secrets (`sources.pipedrive.api_token`) or the argument
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -453,14 +454,24 @@ def _chunks_of(batches: Iterator[list[dict[str, Any]]]) -> Iterator[list[dict[st
 def build_resources(
     ctx: RunContext, entities: Sequence[Entity]
 ) -> tuple[list[DltResource], dict[str, EntityExtractor]]:
-    """One dlt resource per entity, sharing one run context and one field catalog."""
+    """One dlt resource per entity, sharing one run context and one field catalog.
+
+    With `parallel_entities` > 1 the entity resources are dlt `parallelized` ones: each
+    generator runs in dlt's extract thread pool, so entities fetch and convert at the same
+    time while dlt's main thread writes their items. Everything they share is thread-safe: the
+    HTTP client (one rate limiter, per-thread sessions), the field catalog, the run context.
+    """
     catalog: list[FieldCatalog] = []
+    catalog_lock = threading.Lock()
 
     def shared_catalog() -> FieldCatalog:
         # created on first use inside extract, where dlt source state is available
-        if not catalog:
-            catalog.append(FieldCatalog(ctx, dlt.current.source_state()))
-        return catalog[0]
+        with catalog_lock:
+            if not catalog:
+                catalog.append(FieldCatalog(ctx, dlt.current.source_state()))
+            return catalog[0]
+
+    parallel = ctx.options.parallel_entities > 1
 
     resources: dict[str, DltResource] = {}
     extractors: dict[str, EntityExtractor] = {}
@@ -475,6 +486,7 @@ def build_resources(
             table_name=entity.name,
             primary_key=entity.primary_key,
             write_disposition="merge",
+            parallelized=parallel,
         )
         if entity.has_custom_fields:
             _register_metadata_tables(resource, entity)

@@ -326,8 +326,8 @@ class PipedriveClient:
         while True:
             if self.stop_event.is_set():
                 raise RunStopped(f"{what}: not sent, the run is stopping")
-            self.limiter.before_request()
             headers = self.auth.headers()
+            self.limiter.before_request()
             try:
                 response = self._session().get(
                     url,
@@ -338,8 +338,10 @@ class PipedriveClient:
                 )
                 _read_body(response)
             except requests.Timeout:
+                self.limiter.after_response(None)
                 last_reason = "timed out"
             except requests.RequestException as exc:
+                self.limiter.after_response(None)
                 last_reason = f"connection failed ({type(exc).__name__})"
             else:
                 self.limiter.after_response(response.headers)

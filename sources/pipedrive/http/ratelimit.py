@@ -37,6 +37,7 @@ class RateLimiter:
         self._lock = threading.Lock()
         self._remaining: float | None = None
         self._reset_at = 0.0
+        self._in_flight = 0  # sent, no answer yet: a `remaining` header may not count them
         self.waited_seconds = 0.0
         self.throttled = 0
 
@@ -48,23 +49,31 @@ class RateLimiter:
                 if self._remaining is None or now >= self._reset_at:
                     if self._remaining is not None and now >= self._reset_at:
                         self._remaining = None  # window over: the next response tells us more
+                    self._in_flight += 1
                     return
                 if self._remaining > self.reserve:
                     self._remaining -= 1
+                    self._in_flight += 1
                     return
                 wait = self._reset_at - now
                 self.throttled += 1
             self.waited_seconds += wait
             self._sleep(wait)
 
-    def after_response(self, headers: Mapping[str, str]) -> None:
-        """Learn the window's state from a response."""
-        remaining = _header_number(headers, "x-ratelimit-remaining")
-        reset = _header_number(headers, "x-ratelimit-reset")
-        if remaining is None:
-            return
+    def after_response(self, headers: Mapping[str, str] | None) -> None:
+        """Learn the window's state from a response (None: the request got no answer).
+
+        Requests other threads still have in flight may have reached Pipedrive after this
+        response's count was taken: they are subtracted, so parallel entities cannot overrun
+        the window on a stale `remaining`.
+        """
         with self._lock:
-            self._remaining = remaining
+            self._in_flight = max(0, self._in_flight - 1)
+            remaining = _header_number(headers or {}, "x-ratelimit-remaining")
+            if remaining is None:
+                return
+            reset = _header_number(headers or {}, "x-ratelimit-reset")
+            self._remaining = remaining - self._in_flight
             self._reset_at = self._clock() + (reset if reset is not None else 2.0)
 
     def wait(self, seconds: float) -> None:

@@ -1,0 +1,147 @@
+"""Entities are extracted at the same time (`parallel_entities`), within the burst limit, and
+load exactly what one-after-another extraction loads."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SMALL_SCALE, TOKEN, Syncer, all_deals, assert_matches_fake
+
+from pipelines.pipedrive_sync.warehouse import open_duckdb
+from sources.pipedrive_fake import FakePipedrive
+from sources.pipedrive_fake.server import RequestRecord
+
+
+class FirstListWaits:
+    """Holds the first list request of two entities until the other entity's list is asked
+    for (or `timeout` passes), and records whether that happened while it waited."""
+
+    def __init__(self, a: str, b: str, timeout: float) -> None:
+        self.paths = {f"/api/v2/{a}": f"/api/v2/{b}", f"/api/v2/{b}": f"/api/v2/{a}"}
+        self.asked = {path: threading.Event() for path in self.paths}
+        self.timeout = timeout
+        self.lock = threading.Lock()
+        self.overlapped: bool | None = None
+
+    def __call__(self, record: RequestRecord) -> None:
+        other = self.paths.get(record.path)
+        if other is None:
+            return
+        self.asked[record.path].set()
+        with self.lock:
+            first = self.overlapped is None
+            if first:
+                self.overlapped = False
+        if first:
+            self.overlapped = self.asked[other].wait(self.timeout)
+
+
+def _sync_with_waiting_fake(
+    syncer: Syncer, fake: FakePipedrive, parallel: int, timeout: float
+) -> tuple[FirstListWaits, Any]:
+    probe = FirstListWaits("deals", "persons", timeout)
+    fake.on_request(probe)
+    result = syncer.run(entities="deals,persons", options={"parallel_entities": parallel})
+    fake.on_request(None)
+    return probe, result
+
+
+def test_entities_are_fetched_at_the_same_time(syncer: Syncer, fake: FakePipedrive) -> None:
+    probe, result = _sync_with_waiting_fake(syncer, fake, parallel=3, timeout=20)
+    assert result.code == 0, result.message
+    assert probe.overlapped is True  # the other entity asked while the first one was held
+    assert [r.name for r in result.reports] == ["deals", "persons"]
+    assert_matches_fake(syncer, "persons", fake.records("persons"))
+    assert_matches_fake(syncer, "deals", all_deals(fake))
+
+
+def test_one_entity_at_a_time_when_parallel_entities_is_1(
+    syncer: Syncer, fake: FakePipedrive
+) -> None:
+    probe, result = _sync_with_waiting_fake(syncer, fake, parallel=1, timeout=1)
+    assert result.code == 0, result.message
+    assert probe.overlapped is False  # nobody else asked while the first list was held
+
+
+@pytest.fixture
+def limited_fake() -> Iterator[FakePipedrive]:
+    server = FakePipedrive(token=TOKEN, seed=7, scale=dict(SMALL_SCALE), rate_limit=6).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_parallel_entities_stay_within_the_burst_limit(
+    limited_fake: FakePipedrive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncer = Syncer(limited_fake, tmp_path, monkeypatch)
+    settings = syncer.settings(options={"parallel_entities": 4})
+    from pipelines.pipedrive_sync.runner import make_context, run_sync
+
+    ctx = make_context(settings)
+    result = run_sync(settings, ctx)
+    assert result.code == 0, result.message
+    statuses = [r.status for r in limited_fake.requests]
+    assert len(statuses) > 12  # more than two windows' worth: the limit was really in play
+    assert 429 not in statuses
+    assert ctx.client.limiter.throttled > 0  # it waited for the window instead
+
+
+def _table_contents(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    """Every table of the dataset, rows sorted, without dlt's per-load columns."""
+    contents: dict[str, list[tuple[Any, ...]]] = {}
+    with open_duckdb(db_path) as con:
+        tables = [
+            t
+            for (t,) in con.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = 'pipedrive' AND table_type = 'BASE TABLE'"
+                " AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' AND table_name <> 'sync_runs'"
+            ).fetchall()
+        ]
+        for table in tables:
+            columns = [
+                c
+                for (c,) in con.execute(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_schema = 'pipedrive' AND table_name = ? ORDER BY column_name",
+                    [table],
+                ).fetchall()
+                if c not in ("_dlt_load_id", "_dlt_id", "detected_at")
+            ]
+            select = ", ".join(f'"{c}"' for c in columns)
+            rows = con.execute(f'SELECT {select} FROM "{table}"').fetchall()
+            contents[table] = sorted(rows, key=repr)
+    return contents
+
+
+def test_parallel_and_sequential_syncs_load_the_same_tables(
+    fake: FakePipedrive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    syncers = {}
+    for parallel in (1, 3):
+        (tmp_path / f"parallel-{parallel}").mkdir()
+        syncers[parallel] = Syncer(fake, tmp_path / f"parallel-{parallel}", monkeypatch)
+
+    def sync_both() -> None:
+        for parallel, syncer in syncers.items():
+            monkeypatch.setenv("DLT_DATA_DIR", str(tmp_path / f"dlt-{parallel}"))
+            result = syncer.run(options={"parallel_entities": parallel})
+            assert result.code == 0, result.message
+
+    sync_both()  # first syncs
+    deal, person = fake.records("deals")[0], fake.records("persons")[0]
+    fake.update("deals", deal["id"], title="changed in Pipedrive")
+    fake.update("persons", person["id"], name="Renamed Person")
+    fake.delete("organizations", fake.records("organizations")[0]["id"])
+    sync_both()  # incremental syncs
+    loaded = {parallel: _table_contents(syncer.db_path) for parallel, syncer in syncers.items()}
+    assert loaded[1].keys() == loaded[3].keys()
+    assert {"deals", "persons", "organizations", "activities"} <= loaded[1].keys()
+    for table in loaded[1]:
+        assert loaded[1][table] == loaded[3][table], table
