@@ -5,15 +5,23 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SMALL_SCALE, TOKEN, Syncer, all_deals, assert_matches_fake
+from conftest import FAST_HTTP, SMALL_SCALE, TOKEN, Syncer, all_deals, assert_matches_fake
 
 from pipelines.pipedrive_sync.warehouse import open_duckdb
+from sources.pipedrive.entities import Api
+from sources.pipedrive.http import (
+    ApiTokenAuth,
+    CursorPaginator,
+    EntityUnavailable,
+    PipedriveClient,
+)
 from sources.pipedrive_fake import FakePipedrive
-from sources.pipedrive_fake.server import RequestRecord
+from sources.pipedrive_fake.server import FaultRule, RequestRecord
 
 
 class FirstListWaits:
@@ -145,3 +153,72 @@ def test_parallel_and_sequential_syncs_load_the_same_tables(
     assert {"deals", "persons", "organizations", "activities"} <= loaded[1].keys()
     for table in loaded[1]:
         assert loaded[1][table] == loaded[3][table], table
+
+
+class SecondRequestArrives:
+    """Holds the first request to `path` until a second one to it arrives (or `timeout`)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path = path
+        self.timeout = timeout
+        self.count = 0
+        self.second = threading.Event()
+        self.lock = threading.Lock()
+        self.overlapped: bool | None = None
+
+    def __call__(self, record: RequestRecord) -> None:
+        if record.path != self.path:
+            return
+        with self.lock:
+            self.count += 1
+            first = self.count == 1
+        if first:
+            self.overlapped = self.second.wait(self.timeout)
+        else:
+            self.second.set()
+
+
+@pytest.mark.parametrize(("prefetch", "overlapped"), [(4, True), (1, False)])
+def test_independent_lists_are_in_flight_together_and_come_back_in_order(
+    fake: FakePipedrive, prefetch: int, overlapped: bool
+) -> None:
+    """Per-parent lists (deal products per 100 deals, followers per record) are independent:
+    the client keeps up to `prefetch` of them in flight instead of one round trip after another."""
+    client = PipedriveClient(
+        fake.base_url, ApiTokenAuth(TOKEN), replace(FAST_HTTP, prefetch=prefetch)
+    )
+    deal_ids = sorted(d["id"] for d in fake.records("deals"))
+    batches = [deal_ids[i : i + 10] for i in range(0, len(deal_ids), 10)]
+    lists = [("deals/products", {"deal_ids": ",".join(map(str, b))}) for b in batches]
+    probe = SecondRequestArrives("/api/v2/deals/products", timeout=20 if overlapped else 1)
+    fake.on_request(probe)
+    results = list(
+        client.iter_lists(Api.V2, lists, lambda: CursorPaginator(limit=50), cost=10, label="dp")
+    )
+    fake.on_request(None)
+    assert probe.overlapped is overlapped
+    assert len(results) == len(batches)
+    for batch, pages in zip(batches, results, strict=True):
+        got = sorted(row["id"] for page in pages for row in page.rows)
+        assert got == sorted(p["id"] for p in fake.deal_products(batch))
+    assert sum(len(page.rows) for pages in results for page in pages) > 0
+
+
+def test_a_failed_list_is_raised_in_its_place_after_the_lists_before_it(
+    fake: FakePipedrive,
+) -> None:
+    client = PipedriveClient(fake.base_url, ApiTokenAuth(TOKEN), FAST_HTTP)
+    deal_ids = sorted(d["id"] for d in fake.records("deals"))
+    lists = [("deals/products", {"deal_ids": str(i)}) for i in deal_ids[:12]]
+    fake.add_fault(FaultRule(path=r"/deals/products$", status=403, after=5))
+    got: list[list[Any]] = []
+    with pytest.raises(EntityUnavailable):
+        for pages in client.iter_lists(
+            Api.V2, lists, lambda: CursorPaginator(limit=50), cost=10, label="dp"
+        ):
+            got.append(pages)
+    assert 1 <= len(got) < len(lists)  # the lists before the failed one, none after it
+    assert [p[0].request for p in got] == [
+        client.describe(Api.V2, "deals/products", {**params, "limit": 50})
+        for _, params in lists[: len(got)]
+    ]

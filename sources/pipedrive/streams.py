@@ -387,21 +387,35 @@ class StreamReader:
 
     # -- PER_PARENT ----------------------------------------------------------------------------
     def read_children(self, parent_ids: list[Any]) -> Iterator[list[dict[str, Any]]]:
-        """The raw rows belonging to these parent records (one request per batch or record)."""
+        """The raw rows belonging to these parent records (one list per batch or record; the
+        HTTP client keeps several of them in flight)."""
         entity = self.entity
+        client = self.ctx.client
+        limit = min(client.settings.page_limit, self.stream.page_limit or 500)
+        options: dict[str, Any] = {
+            "paginator": lambda: make_paginator(entity, limit),
+            "cost": self.stream.token_cost,
+            "label": self.label,
+            "data_key": self.stream.data_key,
+        }
         if entity.ids_param:
-            for start in range(0, len(parent_ids), entity.parent_batch):
-                batch = parent_ids[start : start + entity.parent_batch]
-                params = {**self.stream.params, entity.ids_param: ",".join(map(str, batch))}
-                for page in self._pages(params, None):
-                    yield page.rows
+            batches = [
+                parent_ids[start : start + entity.parent_batch]
+                for start in range(0, len(parent_ids), entity.parent_batch)
+            ]
+            lists = [
+                (self.stream.path, {**self.stream.params, entity.ids_param: ",".join(map(str, b))})
+                for b in batches
+            ]
+            for pages in client.iter_lists(entity.api, lists, **options):
+                yield [item for page in pages for item in page.rows]
             return
-        for parent_id in parent_ids:
-            path = self.stream.path.format(id=parent_id)
-            rows: list[dict[str, Any]] = []
-            parent_key = entity.parent_key or "parent_id"
-            for page in self._pages(dict(self.stream.params), None, path=path):
-                rows.extend({**item, parent_key: parent_id} for item in page.rows)
+        parent_key = entity.parent_key or "parent_id"
+        lists = [(self.stream.path.format(id=p), dict(self.stream.params)) for p in parent_ids]
+        for parent_id, pages in zip(
+            parent_ids, client.iter_lists(entity.api, lists, **options), strict=True
+        ):
+            rows = [{**item, parent_key: parent_id} for page in pages for item in page.rows]
             if entity.synthetic_key:
                 for row in rows:
                     row[entity.synthetic_key] = row_hash(row)

@@ -7,6 +7,7 @@ import queue
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -516,6 +517,47 @@ class PipedriveClient:
             yield from pages
             return
         yield from _prefetched(pages, self.settings.prefetch)
+
+    def iter_lists(
+        self,
+        api: Api,
+        lists: Sequence[tuple[str, Mapping[str, Any]]],
+        paginator: Callable[[], Paginator],
+        *,
+        cost: int,
+        label: str,
+        data_key: str | None = None,
+    ) -> Iterator[list[Page]]:
+        """Several independent lists (path, params), e.g. one per batch of parent ids: each
+        list's pages, in the order given, with up to `prefetch` lists in flight at once (one
+        request after another would wait out a round trip each). A failure is raised where its
+        list comes, after the lists before it."""
+
+        def read(path: str, params: Mapping[str, Any]) -> list[Page]:
+            return list(
+                self._pages(
+                    api, path, dict(params), paginator(), cost=cost, label=label, data_key=data_key
+                )
+            )
+
+        width = max(1, self.settings.prefetch)
+        if width == 1 or len(lists) <= 1:
+            for path, params in lists:
+                yield read(path, params)
+            return
+        pool = ThreadPoolExecutor(
+            max_workers=min(width, len(lists)), thread_name_prefix="pipedrive-lists"
+        )
+        pending: deque[Future[list[Page]]] = deque()
+        try:
+            for path, params in lists:
+                pending.append(pool.submit(read, path, params))
+                if len(pending) >= width:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _pages(
         self,
