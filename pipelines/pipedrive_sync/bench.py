@@ -456,10 +456,13 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
         )
         if "sequential" in runs[0]:
             one = _median([r["sequential"]["seconds"] for r in runs])
+            one_rss = _median([r["sequential"]["peak_rss_mb"] for r in runs])
             summary["whole_run"]["sequential_seconds"] = one
+            summary["whole_run"]["sequential_peak_rss_mb"] = one_rss
             print(
-                f"  the same full sync one entity at a time (parallel_entities = 1): {one:.1f}s;"
-                f" in parallel {w['seconds']:.1f}s ({one / w['seconds']:.2f}x)"
+                f"  the same full sync one entity at a time (parallel_entities = 1): {one:.1f}s,"
+                f" peak RSS {one_rss:.0f} MB; in parallel {w['seconds']:.1f}s"
+                f" ({one / w['seconds']:.2f}x)"
             )
         costly = sorted(i["entities"].items(), key=lambda kv: -kv[1]["tokens"])
         print(

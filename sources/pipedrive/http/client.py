@@ -53,7 +53,7 @@ class HttpSettings:
     max_rate_limit_wait: float = 120.0  # a longer wait than this means the daily budget is spent
     ratelimit_reserve: int = 1
     page_limit: int = 500
-    prefetch: int = 4  # pages fetched ahead while the previous one is processed
+    prefetch: int = 4  # pages fetched ahead while the previous one is processed; lists in flight
     decode_threads: int = 2  # pages parsed at once (the parse releases the GIL)
 
 
