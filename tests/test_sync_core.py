@@ -186,3 +186,19 @@ def test_every_run_records_one_row_per_entity_in_sync_runs(syncer: Syncer) -> No
     # the table is created with the first run's load; every run inserts its rows directly
     assert rows[0][2] == first.load_ids[-1]
     assert rows[1][2] == second.load_ids[-1]
+
+
+def test_dlts_dataset_api_reads_the_synced_tables(syncer: Syncer) -> None:
+    """`pipeline.dataset()` (dlt's own way to explore a load) works on what a sync wrote."""
+    from pipelines.pipedrive_sync.runner import duckdb_destination, make_pipeline
+
+    assert syncer.run(entities="deals").code == 0
+    settings = syncer.settings(entities="deals")
+    destination, connection = duckdb_destination(settings.duckdb_path)
+    try:
+        dataset = make_pipeline(settings, destination).dataset()
+        (count,) = dataset("SELECT count(*) FROM deals").fetchall()[0]
+        assert count == len(all_deals(syncer.fake))
+        assert len(dataset.deals.select("id", "title").limit(3).fetchall()) == 3
+    finally:
+        connection.close()
