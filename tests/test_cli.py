@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from filelock import FileLock
 
 from pipelines.pipedrive_sync.settings import RunSettings
 from sources.pipedrive_fake import FakePipedrive, FaultRule
+from sources.pipedrive_fake.server import RequestRecord
 
 CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 
@@ -132,3 +134,43 @@ def test_help_and_listing_work(command: list[str], tmp_path: Path) -> None:
     proc = _run(command, _env(tmp_path, None), tmp_path)
     assert proc.returncode == 0
     assert proc.stdout.strip()
+
+
+def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
+    fake: FakePipedrive, tmp_path: Path
+) -> None:
+    reached, release = threading.Event(), threading.Event()
+
+    def hold_persons(record: RequestRecord) -> None:
+        if record.path == "/api/v2/persons":
+            reached.set()
+            release.wait(30)
+
+    fake.on_request(hold_persons)
+    env = _env(tmp_path, fake)
+    proc = subprocess.Popen(
+        [*CLI, "run", "--entities", "deals,persons"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reached.wait(60), "the run never asked for persons"
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        release.set()
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        release.set()
+        fake.on_request(None)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    _no_traceback(done)
+    assert "interrupted" in stderr and "leaked" not in stderr
+    again = _run(["run", "--entities", "deals,persons"], env, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "persons" in again.stdout

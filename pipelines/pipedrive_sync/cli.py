@@ -608,8 +608,17 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        typer.echo("pipedrive-sync: interrupted", err=True)
-        sys.exit(130)
+        typer.echo(f"pipedrive-sync: {exit_codes.INTERRUPTED_MESSAGE}", err=True)
+    except SystemExit as stop:
+        if stop.code != exit_codes.INTERRUPTED:
+            raise
+    else:
+        return
+    # interrupted: the run has closed its DuckDB file; skip the interpreter's teardown, which
+    # would wait for dlt's extract threads and print DuckDB's report of objects still alive
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_codes.INTERRUPTED)
 
 
 if __name__ == "__main__":

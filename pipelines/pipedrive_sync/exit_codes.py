@@ -5,6 +5,7 @@
 75  temporary failure, safe to rerun (budget exhausted, Pipedrive unavailable, another run)
 77  the token was rejected (401, or 403 on everything)
 78  configuration missing or invalid (no token, bad flag value)
+130 interrupted (Ctrl-C); what earlier loads committed stays, the next run goes on from there
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ FAILURE = 1
 TEMPORARY = 75
 AUTH = 77
 CONFIG = 78
+INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+INTERRUPTED_MESSAGE = (
+    "interrupted: what earlier loads committed stays, the next run goes on from there"
+)
 
 
 class ConfigError(Exception):
@@ -52,6 +57,8 @@ def _chain(exc: BaseException) -> list[BaseException]:
 def classify(exc: BaseException) -> Failure:
     """The exit code and one-line message for an exception escaping a run."""
     for item in _chain(exc):
+        if isinstance(item, KeyboardInterrupt):  # dlt turns Ctrl-C into SignalReceivedException
+            return Failure(INTERRUPTED, INTERRUPTED_MESSAGE, expected=True)
         if isinstance(item, PipedriveError):
             return Failure(item.exit_code, redact(str(item)), expected=item.exit_code != FAILURE)
         if isinstance(item, ConfigError):
