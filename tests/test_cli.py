@@ -148,8 +148,14 @@ def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
 
     fake.on_request(hold_persons)
     env = _env(tmp_path, fake)
+    # as from a terminal: a test runner's worker may ignore SIGINT, and children inherit that
+    interactive = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
+        " sys.argv = ['pipedrive-sync', 'run', '--entities', 'deals,persons'];"
+        " runpy.run_module('pipelines.pipedrive_sync', run_name='__main__')"
+    )
     proc = subprocess.Popen(
-        [*CLI, "run", "--entities", "deals,persons"],
+        [sys.executable, "-c", interactive],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,

@@ -170,3 +170,31 @@ def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
     assert result.code == 0, result.message
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
     assert_matches_fake(syncer, "deals", all_deals(fake))
+
+
+def test_a_kill_between_extract_commit_and_schema_save_converges(
+    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """dlt commits an extracted package before it saves the pipeline's schema, and normalizes
+    with the pipeline's schema: a kill between the two left the new columns out of the schema
+    and the package's load failing on every later run."""
+    from dlt.common.storages.live_schema_storage import LiveSchemaStorage
+
+    syncer.run()
+    save = LiveSchemaStorage.commit_live_schema
+    extracted = tmp_path / "dlt-data" / "pipelines"
+
+    def die_once_extracted(self: LiveSchemaStorage, name: str) -> str | None:
+        if any(extracted.glob("*/normalize/extracted/*/schema.json")):
+            raise _Killed  # the package is committed, the pipeline's schema not yet saved
+        return save(self, name)
+
+    monkeypatch.setattr(LiveSchemaStorage, "commit_live_schema", die_once_extracted)
+    # files carry keys the declared schema lacks (file_type): columns only the package knows
+    with pytest.raises(_Killed):
+        syncer.run(entities="files")
+    monkeypatch.setattr(LiveSchemaStorage, "commit_live_schema", save)
+    result = syncer.run(entities="files")
+    assert result.code == 0, result.message
+    assert "file_type" in syncer.columns("files")
+    assert syncer.query("SELECT count(*) FROM files") == [(len(fake.records("files")),)]

@@ -202,9 +202,14 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         if pipeline.has_pending_data:
             # an interrupted run left extracted or normalized packages: finish them first
             drop_committed_extracts(pipeline)
+            adopt_extracted_schemas(pipeline)
             backup_retired(pipeline, retired_columns(pipeline.state))
+            if pipeline.list_extracted_load_packages():
+                pipeline.normalize()  # before healing: normalizing can add columns
             heal_destination_schema(pipeline)
-            info = pipeline.run()
+            for load_id in pipeline.list_normalized_load_packages():
+                heal_destination_schema(pipeline, pipeline.get_load_package_info(load_id).schema)
+            info = pipeline.run()  # loads the pending packages (and only them)
             result.load_ids.extend(info.loads_ids if info else [])
             # a re-run append job (first syncs append into empty tables) repeats its rows
             drop_duplicate_ids(pipeline, _incremental_tables(entities))
@@ -222,6 +227,25 @@ def _run_locked(settings: RunSettings, ctx: RunContext | None, started: float) -
         if connection is not None:
             connection.close()
     return result
+
+
+def adopt_extracted_schemas(pipeline: dlt.Pipeline) -> list[str]:
+    """Make the pipeline's schema catch up with pending extracted packages; returns their ids.
+
+    dlt commits an extracted package before it saves the pipeline's schema, and normalizes with
+    the pipeline's schema, not the package's. A kill between the two left the schema without
+    the columns the package added (a new custom field, a key first seen), the normalized package
+    without them too, and its load failing on every later run ("table … does not have a column
+    …"). The package's schema is the pipeline's at the end of that extract: a newer one wins.
+    """
+    adopted = []
+    for load_id in pipeline.list_extracted_load_packages():
+        schema = pipeline.get_load_package_info(load_id).schema
+        current = pipeline.schemas.get(schema.name)
+        if current is None or schema.version > current.version:
+            pipeline.schemas.save_schema(schema)
+            adopted.append(load_id)
+    return adopted
 
 
 def drop_committed_extracts(pipeline: dlt.Pipeline) -> list[str]:

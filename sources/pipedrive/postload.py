@@ -218,15 +218,19 @@ def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -
     return restored
 
 
-def heal_destination_schema(pipeline: Any) -> list[str]:
-    """Add columns the pipeline schema has but existing destination tables lack; returns them.
+def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
+    """Add columns the schema (default: the pipeline's) has but existing destination tables
+    lack; returns the tables healed.
 
     dlt skips migrating a dataset once it has stored the schema's hash, even when that load
     migrated only the tables it carried. A crash at the wrong moment can leave a table behind
     its schema, and the next load into it would fail: check every existing table before loads.
+    A pending package is loaded with its own schema, which a crash can leave ahead of the
+    pipeline's: pass it to heal against that one.
     """
-    schema = pipeline.default_schema
+    schema = schema if schema is not None else pipeline.default_schema
     with pipeline.destination_client() as client:
+        client.schema = schema  # the DDL is generated from the client's schema
         if not hasattr(client, "get_storage_tables") or not client.is_storage_initialized():
             return []
         lagging: list[str] = []
