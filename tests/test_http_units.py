@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from typing import Any
 
@@ -94,24 +95,52 @@ def test_rate_limiter_waits_for_window_reset_when_budget_runs_dry() -> None:
     assert limiter.throttled == 1
 
 
+def _window(remaining: int, limit: int = 10) -> dict[str, str]:
+    return {
+        "x-ratelimit-remaining": str(remaining),
+        "x-ratelimit-reset": "2",
+        "x-ratelimit-limit": str(limit),
+    }
+
+
 def test_rate_limiter_counts_requests_other_threads_still_have_in_flight() -> None:
     """Parallel entities: a response's `remaining` may predate requests already sent."""
     clock = FakeClock()
     limiter = RateLimiter(reserve=1, clock=clock, sleep=clock.sleep)
-    for _ in range(3):
-        limiter.before_request()  # three entities send at once, nothing known yet
-    # the first answer says 3 remain, but the two others are still on their way
-    limiter.after_response({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"})
-    limiter.before_request()  # 3 - 2 in flight = 1, the reserve: wait
-    assert clock.slept == [pytest.approx(2.0)]
-    # requests that got no answer leave the count too
-    limiter.after_response(None)
-    limiter.after_response(None)
-    limiter.after_response(None)
-    limiter.after_response({"x-ratelimit-remaining": "3", "x-ratelimit-reset": "2"})
     limiter.before_request()
-    limiter.before_request()
+    limiter.after_response(_window(3))
+    limiter.before_request()  # 3 -> 2
+    limiter.before_request()  # 2 -> 1, two in flight
+    # the first is answered with 2 remaining, but the other one is still on its way
+    limiter.after_response(_window(2))
+    limiter.before_request()  # 2 - 1 in flight = 1, the reserve: wait for the next window
     assert clock.slept == [pytest.approx(2.0)]
+
+
+def test_a_new_window_is_as_big_as_the_last_one_said() -> None:
+    """Without an answer yet in a new window, threads must not all go at once."""
+    clock = FakeClock()
+    limiter = RateLimiter(reserve=1, clock=clock, sleep=clock.sleep)
+    limiter.before_request()
+    limiter.after_response(_window(0, limit=3))
+    limiter.before_request()  # none left: wait; the new window holds 3 (-> 2)
+    assert clock.slept == [pytest.approx(2.0)]
+    limiter.before_request()  # 2 -> 1
+    assert clock.slept == [pytest.approx(2.0)]
+    limiter.before_request()  # 1 is the reserve: wait for the next window
+    assert clock.slept == [pytest.approx(2.0), pytest.approx(2.0)]
+
+
+def test_until_the_first_answer_one_request_at_a_time() -> None:
+    limiter = RateLimiter()
+    limiter.before_request()
+    second = threading.Thread(target=limiter.before_request)
+    second.start()
+    second.join(timeout=0.2)
+    assert second.is_alive()  # held until the first answer tells the window
+    limiter.after_response(_window(50, limit=60))
+    second.join(timeout=5)
+    assert not second.is_alive()
 
 
 def test_rate_limiter_ignores_responses_without_headers() -> None:

@@ -344,6 +344,9 @@ class PipedriveClient:
             except requests.RequestException as exc:
                 self.limiter.after_response(None)
                 last_reason = f"connection failed ({type(exc).__name__})"
+            except BaseException:
+                self.limiter.after_response(None)  # never counted in flight for ever
+                raise
             else:
                 self.limiter.after_response(response.headers)
                 self.metrics.record(label, cost)

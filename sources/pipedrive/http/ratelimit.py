@@ -22,6 +22,10 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
         return None
 
 
+WINDOW_SECONDS = 2.0  # Pipedrive's burst window
+FIRST_ANSWER_WAIT = 10.0  # seconds the others wait for the first request's answer, at most
+
+
 class RateLimiter:
     """Shared by every thread of a run; sleeps before a request that would exceed the burst limit."""
 
@@ -35,9 +39,12 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
+        self._answered = threading.Condition(self._lock)
+        self._first_answer = False  # until then one request at a time: it tells the window
         self._remaining: float | None = None
         self._reset_at = 0.0
         self._in_flight = 0  # sent, no answer yet: a `remaining` header may not count them
+        self._limit: float | None = None  # the window's size (`x-ratelimit-limit`), once known
         self.waited_seconds = 0.0
         self.throttled = 0
 
@@ -45,10 +52,18 @@ class RateLimiter:
         """Block until a request fits in the current window; count it against the window."""
         while True:
             with self._lock:
+                if not self._first_answer and self._in_flight:
+                    # parallel entities start together: learn the window before they all go
+                    if not self._answered.wait(timeout=FIRST_ANSWER_WAIT):
+                        self._first_answer = True  # no answer in time: stop holding back
+                    continue
                 now = self._clock()
-                if self._remaining is None or now >= self._reset_at:
-                    if self._remaining is not None and now >= self._reset_at:
-                        self._remaining = None  # window over: the next response tells us more
+                if self._remaining is not None and now >= self._reset_at:
+                    # a new window: as big as the last one said, until a response tells more
+                    # (letting every thread through until then overran it with 429s)
+                    self._remaining = self._limit
+                    self._reset_at = now + WINDOW_SECONDS
+                if self._remaining is None:
                     self._in_flight += 1
                     return
                 if self._remaining > self.reserve:
@@ -69,12 +84,15 @@ class RateLimiter:
         """
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
+            self._first_answer = True
+            self._answered.notify_all()
             remaining = _header_number(headers or {}, "x-ratelimit-remaining")
             if remaining is None:
                 return
             reset = _header_number(headers or {}, "x-ratelimit-reset")
+            self._limit = _header_number(headers or {}, "x-ratelimit-limit")
             self._remaining = remaining - self._in_flight
-            self._reset_at = self._clock() + (reset if reset is not None else 2.0)
+            self._reset_at = self._clock() + (reset if reset is not None else WINDOW_SECONDS)
 
     def wait(self, seconds: float) -> None:
         """Wait after a 429, and make every other thread wait too."""
