@@ -24,34 +24,35 @@ from sources.pipedrive_fake import FakePipedrive
 from sources.pipedrive_fake.server import FaultRule, RequestRecord
 
 
-class FirstListWaits:
-    """Holds the first list request of two entities until the other entity's list is asked
-    for (or `timeout` passes), and records whether that happened while it waited."""
+class FirstRequestHeld:
+    """Holds the first request to any of `paths` until another request to them arrives (or
+    `timeout` passes), and records whether one did: whether requests were in flight together.
+    (Lists page by cursor, so the held list cannot itself ask again.)"""
 
-    def __init__(self, a: str, b: str, timeout: float) -> None:
-        self.paths = {f"/api/v2/{a}": f"/api/v2/{b}", f"/api/v2/{b}": f"/api/v2/{a}"}
-        self.asked = {path: threading.Event() for path in self.paths}
+    def __init__(self, *paths: str, timeout: float) -> None:
+        self.paths = set(paths)
         self.timeout = timeout
+        self.count = 0
+        self.another = threading.Event()
         self.lock = threading.Lock()
         self.overlapped: bool | None = None
 
     def __call__(self, record: RequestRecord) -> None:
-        other = self.paths.get(record.path)
-        if other is None:
+        if record.path not in self.paths:
             return
-        self.asked[record.path].set()
         with self.lock:
-            first = self.overlapped is None
-            if first:
-                self.overlapped = False
+            self.count += 1
+            first = self.count == 1
         if first:
-            self.overlapped = self.asked[other].wait(self.timeout)
+            self.overlapped = self.another.wait(self.timeout)
+        else:
+            self.another.set()
 
 
 def _sync_with_waiting_fake(
     syncer: Syncer, fake: FakePipedrive, parallel: int, timeout: float
-) -> tuple[FirstListWaits, Any]:
-    probe = FirstListWaits("deals", "persons", timeout)
+) -> tuple[FirstRequestHeld, Any]:
+    probe = FirstRequestHeld("/api/v2/deals", "/api/v2/persons", timeout=timeout)
     fake.on_request(probe)
     result = syncer.run(entities="deals,persons", options={"parallel_entities": parallel})
     fake.on_request(None)
@@ -155,29 +156,6 @@ def test_parallel_and_sequential_syncs_load_the_same_tables(
         assert loaded[1][table] == loaded[3][table], table
 
 
-class SecondRequestArrives:
-    """Holds the first request to `path` until a second one to it arrives (or `timeout`)."""
-
-    def __init__(self, path: str, timeout: float) -> None:
-        self.path = path
-        self.timeout = timeout
-        self.count = 0
-        self.second = threading.Event()
-        self.lock = threading.Lock()
-        self.overlapped: bool | None = None
-
-    def __call__(self, record: RequestRecord) -> None:
-        if record.path != self.path:
-            return
-        with self.lock:
-            self.count += 1
-            first = self.count == 1
-        if first:
-            self.overlapped = self.second.wait(self.timeout)
-        else:
-            self.second.set()
-
-
 @pytest.mark.parametrize(("prefetch", "overlapped"), [(4, True), (1, False)])
 def test_independent_lists_are_in_flight_together_and_come_back_in_order(
     fake: FakePipedrive, prefetch: int, overlapped: bool
@@ -190,7 +168,7 @@ def test_independent_lists_are_in_flight_together_and_come_back_in_order(
     deal_ids = sorted(d["id"] for d in fake.records("deals"))
     batches = [deal_ids[i : i + 10] for i in range(0, len(deal_ids), 10)]
     lists = [("deals/products", {"deal_ids": ",".join(map(str, b))}) for b in batches]
-    probe = SecondRequestArrives("/api/v2/deals/products", timeout=20 if overlapped else 1)
+    probe = FirstRequestHeld("/api/v2/deals/products", timeout=20 if overlapped else 1)
     fake.on_request(probe)
     results = list(
         client.iter_lists(Api.V2, lists, lambda: CursorPaginator(limit=50), cost=10, label="dp")
