@@ -9,7 +9,12 @@ import dlt
 import pytest
 
 from pipelines.pipedrive_sync import bench
-from pipelines.pipedrive_sync.runner import DUCKDB_MEMORY_LIMIT, DUCKDB_THREADS, duckdb_destination
+from pipelines.pipedrive_sync.runner import (
+    DUCKDB_MEMORY_LIMIT,
+    DUCKDB_ROW_GROUP_SIZE,
+    DUCKDB_THREADS,
+    duckdb_destination,
+)
 
 
 def test_bench_reports_rows_rates_memory_and_tokens(
@@ -55,19 +60,27 @@ def test_the_duckdb_destination_bounds_its_memory(tmp_path: Path) -> None:
     assert temp is not None and temp[0].endswith("x.duckdb.tmp")
 
 
-def test_loads_keep_duckdbs_checkpoint_threshold_and_one_thread(tmp_path: Path) -> None:
+def test_loads_keep_duckdbs_checkpoint_threshold_threads_and_row_groups(tmp_path: Path) -> None:
     """dlt sets a 1 GB checkpoint threshold on the connections it borrows; ours must win, or
-    a big load is written to the WAL and then again at close."""
+    a big load is written to the WAL and then again at close. Loads fill row groups of
+    `DUCKDB_ROW_GROUP_SIZE` rows (written while inserting), not DuckDB's 122,880."""
+    rows = DUCKDB_ROW_GROUP_SIZE + 10
     destination, connection = duckdb_destination(tmp_path / "x.duckdb")
     try:
         pipeline = dlt.pipeline(
             "settings_probe", destination=destination, pipelines_dir=str(tmp_path / "dlt")
         )
-        pipeline.run([{"id": n} for n in range(10)], table_name="probe")
+        pipeline.run([{"id": n} for n in range(rows)], table_name="probe")
         threshold, threads = connection.execute(
             "SELECT current_setting('checkpoint_threshold'), current_setting('threads')"
         ).fetchone() or (None, None)
+        dataset = pipeline.dataset_name
+        row_groups = connection.execute(
+            f"SELECT count(DISTINCT row_group_id) FROM pragma_storage_info('{dataset}.probe')"
+        ).fetchone()
     finally:
         connection.close()
     assert threshold == "16.0 MiB"
     assert threads == DUCKDB_THREADS == 1
+    assert DUCKDB_ROW_GROUP_SIZE < rows < 122_880
+    assert row_groups == (2,)

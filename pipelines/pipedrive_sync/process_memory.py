@@ -1,0 +1,36 @@
+"""Process-wide memory settings of a sync run (glibc's allocator)."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import cache
+
+M_MMAP_THRESHOLD = -3  # mallopt parameter (glibc's malloc.h)
+MMAP_THRESHOLD_BYTES = 512 * 1024
+
+
+@cache
+def _glibc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+    except OSError:
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "gnu_get_libc_version") else None
+
+
+def map_large_blocks_separately() -> bool:
+    """Serve allocations of 512 KiB and more from their own memory maps, returned to the OS when
+    freed; True where this is glibc and it took the setting.
+
+    glibc raises this threshold by itself once a large block is freed, after which 2 MB page
+    bodies, parsed pages and DuckDB's buffers are carved out of the per-thread heaps; those keep
+    what is freed. A 1M-deal sync held 250 MB of free heap that way (peak 503 MB vs 450 MB).
+    """
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
