@@ -14,6 +14,7 @@ import pytest
 from conftest import CORE_ENTITIES, TOKEN
 from filelock import FileLock
 
+from pipelines.pipedrive_sync import entry, exit_codes
 from pipelines.pipedrive_sync.settings import RunSettings
 from sources.pipedrive_fake import FakePipedrive, FaultRule
 from sources.pipedrive_fake.server import RequestRecord
@@ -180,3 +181,37 @@ def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
     again = _run(["run", "--entities", "deals,persons"], env, tmp_path)
     assert again.returncode == 0, again.stderr
     assert "persons" in again.stdout
+
+
+# SIGINT to itself in the middle of importing dlt, as a Ctrl-C right after pressing Enter
+INTERRUPT_WHILE_IMPORTING = """
+import importlib.abc, os, runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "dlt.common":
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, CtrlC())
+sys.argv = ["pipedrive-sync", "run"]
+runpy.run_module("pipelines.pipedrive_sync", run_name="__main__")
+"""
+
+
+def test_ctrl_c_while_the_command_line_loads_prints_one_line_and_exits_130(
+    tmp_path: Path,
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPT_WHILE_IMPORTING],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == exit_codes.INTERRUPTED == entry.INTERRUPTED, done.stderr
+    _no_traceback(done)
+    assert done.stderr.strip().splitlines() == [
+        "pipedrive-sync: interrupted while starting; nothing was changed"
+    ]
+    assert not list(tmp_path.iterdir())  # no database, no pipeline state
