@@ -1,7 +1,9 @@
-"""The glibc setting a sync run makes: large blocks in their own maps, not in the heaps."""
+"""The allocator settings a sync run makes: large blocks in their own maps, not in glibc's
+heaps, and arrow on jemalloc."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -44,3 +46,17 @@ def _mapped_blocks(setting: str) -> str:
 def test_page_sized_blocks_get_their_own_map_after_a_larger_block_was_freed() -> None:
     assert _mapped_blocks("on") == "True 1"
     assert _mapped_blocks("off") == "None 0"  # glibc's default: carved from the heap
+
+
+def test_arrow_allocates_from_jemalloc_after_the_setting() -> None:
+    probe = (
+        "import pyarrow as pa;"
+        " from pipelines.pipedrive_sync.process_memory import arrow_memory_from_jemalloc;"
+        " print(arrow_memory_from_jemalloc(), pa.default_memory_pool().backend_name,"
+        " pa.array([1, 2]).sum().as_py())"
+    )
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}  # arrow's own default
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    )
+    assert done.stdout.split() == ["jemalloc", "jemalloc", "3"]

@@ -41,7 +41,7 @@ from sources.pipedrive.source import LABEL_CHANGES_TABLE
 from . import exit_codes
 from .exit_codes import RunInProgress
 from .history import RUNS_TABLE, last_reconciled, record_run, runs_table
-from .process_memory import map_large_blocks_separately
+from .process_memory import arrow_memory_from_jemalloc, map_large_blocks_separately
 from .settings import RunSettings
 from .views import create_views, drop_views
 
@@ -150,6 +150,7 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
     """Sync Pipedrive into the configured destination. Raises on failures (see exit_codes)."""
     started = time.monotonic()
     map_large_blocks_separately()
+    arrow_memory_from_jemalloc()
     settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
     name = settings.resolved_pipeline_name
     lock = FileLock(str(settings.pipelines_dir / f"{name}.lock"), timeout=0)
