@@ -14,7 +14,7 @@ import pytest
 from conftest import CORE_ENTITIES, TOKEN
 from filelock import FileLock
 
-from pipelines.pipedrive_sync import entry, exit_codes
+from pipelines.pipedrive_sync import exit_codes
 from pipelines.pipedrive_sync.settings import RunSettings
 from sources.pipedrive_fake import FakePipedrive, FaultRule
 from sources.pipedrive_fake.server import RequestRecord
@@ -137,6 +137,19 @@ def test_help_and_listing_work(command: list[str], tmp_path: Path) -> None:
     assert proc.stdout.strip()
 
 
+def _as_from_a_terminal(argv: list[str], before: str = "") -> str:
+    """Python code running `pipedrive-sync argv` with Python's own SIGINT handler, as from a
+    terminal (a test runner's worker may ignore SIGINT, and children inherit that); `before`
+    runs first."""
+    return (
+        "import os, runpy, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        f"{before}\n"
+        f"sys.argv = {['pipedrive-sync', *argv]!r}\n"
+        "runpy.run_module('pipelines.pipedrive_sync', run_name='__main__')\n"
+    )
+
+
 def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
     fake: FakePipedrive, tmp_path: Path
 ) -> None:
@@ -149,14 +162,8 @@ def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
 
     fake.on_request(hold_persons)
     env = _env(tmp_path, fake)
-    # as from a terminal: a test runner's worker may ignore SIGINT, and children inherit that
-    interactive = (
-        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler);"
-        " sys.argv = ['pipedrive-sync', 'run', '--entities', 'deals,persons'];"
-        " runpy.run_module('pipelines.pipedrive_sync', run_name='__main__')"
-    )
     proc = subprocess.Popen(
-        [sys.executable, "-c", interactive],
+        [sys.executable, "-c", _as_from_a_terminal(["run", "--entities", "deals,persons"])],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -183,35 +190,38 @@ def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
     assert "persons" in again.stdout
 
 
-# SIGINT to itself in the middle of importing dlt, as a Ctrl-C right after pressing Enter
-INTERRUPT_WHILE_IMPORTING = """
-import importlib.abc, os, runpy, signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)
+def _ctrl_c_while_importing(module: str) -> str:
+    """Code that sends SIGINT to its own process when `module` is first imported, as a Ctrl-C
+    right after pressing Enter."""
+    return f"""
+import importlib.abc
 class CtrlC(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name == "dlt.common":
+        if name == {module!r}:
             sys.meta_path.remove(self)
             os.kill(os.getpid(), signal.SIGINT)
         return None
 sys.meta_path.insert(0, CtrlC())
-sys.argv = ["pipedrive-sync", "run"]
-runpy.run_module("pipelines.pipedrive_sync", run_name="__main__")
 """
 
 
-def test_ctrl_c_while_the_command_line_loads_prints_one_line_and_exits_130(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("module", "message"),
+    [
+        # the command line itself loading (the console script's guard)
+        ("typer", "interrupted while starting; nothing was changed"),
+        # `run` loading dlt and the source (typer turns this into a silent exit 130)
+        ("dlt.common", exit_codes.INTERRUPTED_MESSAGE),
+    ],
+)
+def test_ctrl_c_while_loading_prints_one_line_and_exits_130(
+    module: str, message: str, tmp_path: Path
 ) -> None:
+    code = _as_from_a_terminal(["run"], before=_ctrl_c_while_importing(module))
     done = subprocess.run(
-        [sys.executable, "-c", INTERRUPT_WHILE_IMPORTING],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
-    assert done.returncode == exit_codes.INTERRUPTED == entry.INTERRUPTED, done.stderr
+    assert done.returncode == exit_codes.INTERRUPTED, done.stderr
     _no_traceback(done)
-    assert done.stderr.strip().splitlines() == [
-        "pipedrive-sync: interrupted while starting; nothing was changed"
-    ]
+    assert done.stderr.strip().splitlines() == [f"pipedrive-sync: {message}"]
     assert not list(tmp_path.iterdir())  # no database, no pipeline state

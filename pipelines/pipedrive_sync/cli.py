@@ -63,8 +63,12 @@ def _setup_logging(quiet: bool) -> None:
         logger.addHandler(logging.NullHandler())
 
 
+_reported: list[exit_codes.Failure] = []  # what `_fail` printed (read by `main`)
+
+
 def _fail(failure: exit_codes.Failure) -> NoReturn:
     typer.echo(f"pipedrive-sync: {failure.message}", err=True)
+    _reported.append(failure)
     raise typer.Exit(failure.code)
 
 
@@ -607,11 +611,13 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except KeyboardInterrupt:
-        typer.echo(f"pipedrive-sync: {exit_codes.INTERRUPTED_MESSAGE}", err=True)
-    except SystemExit as stop:
-        if stop.code != exit_codes.INTERRUPTED:
+    except (KeyboardInterrupt, SystemExit) as stop:
+        if isinstance(stop, SystemExit) and stop.code != exit_codes.INTERRUPTED:
             raise
+        # typer turns a Ctrl-C outside the run's own handling (e.g. while a command imports
+        # dlt) into a silent exit 130
+        if not _reported:
+            typer.echo(f"pipedrive-sync: {exit_codes.INTERRUPTED_MESSAGE}", err=True)
     else:
         return
     # interrupted: the run has closed its DuckDB file; skip the interpreter's teardown, which

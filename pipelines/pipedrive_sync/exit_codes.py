@@ -12,10 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dlt.common.configuration.exceptions import ConfigFieldMissingException
-
-from sources.pipedrive.http import PipedriveError, redact
-
 OK = 0
 FAILURE = 1
 TEMPORARY = 75
@@ -56,6 +52,11 @@ def _chain(exc: BaseException) -> list[BaseException]:
 
 def classify(exc: BaseException) -> Failure:
     """The exit code and one-line message for an exception escaping a run."""
+    # imported here: the console script reads INTERRUPTED before dlt has loaded (see entry.py)
+    from dlt.common.configuration.exceptions import ConfigFieldMissingException
+
+    from sources.pipedrive.http import PipedriveError, redact
+
     for item in _chain(exc):
         if isinstance(item, KeyboardInterrupt):  # dlt turns Ctrl-C into SignalReceivedException
             return Failure(INTERRUPTED, INTERRUPTED_MESSAGE, expected=True)
