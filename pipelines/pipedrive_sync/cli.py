@@ -609,6 +609,7 @@ def _main(
 
 def main() -> None:
     """Console-script entry point."""
+    _reported.clear()
     try:
         app()
     except (KeyboardInterrupt, SystemExit) as stop:
