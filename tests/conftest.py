@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from pg_server import postgres  # noqa: F401 - the shared PostgreSQL server fixture
 
 from pipelines.pipedrive_sync.runner import RunResult, run_sync
 from pipelines.pipedrive_sync.settings import RunSettings, resolve
@@ -93,6 +94,12 @@ class Syncer:
 
     def run(self, **overrides: Any) -> RunResult:
         return run_sync(self.settings(**overrides))
+
+    def pipeline(self) -> Any:
+        """The local dlt pipeline of this warehouse (schema and state of the last run)."""
+        from pipelines.pipedrive_sync.runner import make_pipeline
+
+        return make_pipeline(self.settings())
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         with open_duckdb(self.db_path) as con:

@@ -9,7 +9,7 @@ import dlt
 import pytest
 
 from pipelines.pipedrive_sync import bench
-from pipelines.pipedrive_sync.runner import (
+from pipelines.pipedrive_sync.connect import (
     DUCKDB_MEMORY_LIMIT,
     DUCKDB_ROW_GROUP_SIZE,
     DUCKDB_THREADS,

@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 from conftest import CORE_ENTITIES, TOKEN
-from filelock import FileLock
 
 from pipelines.pipedrive_sync import exit_codes
-from pipelines.pipedrive_sync.settings import RunSettings
 from sources.pipedrive_fake import FakePipedrive, FaultRule
 from sources.pipedrive_fake.server import RequestRecord
 
@@ -82,17 +80,31 @@ def test_wrong_token_exits_77_and_leaves_no_state(fake: FakePipedrive, tmp_path:
 def test_a_second_run_while_one_holds_the_lock_exits_75_at_once(
     fake: FakePipedrive, tmp_path: Path
 ) -> None:
-    env = _env(tmp_path, fake)  # same cwd and DLT_DATA_DIR as this test process
-    settings = RunSettings(duckdb_path=Path("pipedrive.duckdb"))
-    lock_path = settings.pipelines_dir / f"{settings.resolved_pipeline_name}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(lock_path), timeout=0):
+    """A run of the same warehouse holds the DuckDB file: the second run does not wait."""
+    env = _env(tmp_path, fake)
+    release = threading.Event()
+    held = threading.Event()
+
+    def hold(record: RequestRecord) -> None:
+        if record.path == "/api/v2/deals" and not held.is_set():
+            held.set()
+            release.wait(60)
+
+    fake.on_request(hold)
+    first = subprocess.Popen([*CLI, "run"], env=env, cwd=tmp_path)
+    try:
+        assert held.wait(60)
         started = time.monotonic()
         proc = _run(["run"], env, tmp_path)
         assert time.monotonic() - started < 20
+    finally:
+        release.set()
+        first.wait(120)
+        fake.on_request(None)
     assert proc.returncode == 75
-    assert "already" in proc.stderr
+    assert "another pipedrive-sync run is syncing this warehouse" in proc.stderr
     _no_traceback(proc)
+    assert first.returncode == 0
 
 
 def test_a_lock_left_by_a_killed_run_does_not_block_the_next(

@@ -301,8 +301,8 @@ def test_a_sync_loads_the_same_tables_with_and_without_the_fast_path(
     exact = Syncer(fake, tmp_path / "exact.duckdb", monkeypatch)
     tables = ("deals", "persons", "organizations", "activities", "products")
     for round_no in range(2):
-        assert fast.run(pipeline_name="fast").code == 0
-        assert exact.run(pipeline_name="exact", options={"columnar": False}).code == 0
+        assert fast.run().code == 0
+        assert exact.run(options={"columnar": False}).code == 0
         for table in tables:
             sql = f"SELECT * FROM {table} ORDER BY id"
             assert fast.columns(table) == exact.columns(table)
@@ -442,8 +442,8 @@ def test_chunked_syncs_of_joined_pages_load_what_the_exact_path_loads(
     monkeypatch.setattr(streams, "GROUP_ROWS", 120)  # groups of 3 pages of 50
     fast = Syncer(fake, tmp_path / "fast.duckdb", monkeypatch)
     exact = Syncer(fake, tmp_path / "exact.duckdb", monkeypatch)
-    fast_result = fast.run(pipeline_name="fast", options={"chunk_pages": 2})
-    exact_result = exact.run(pipeline_name="exact", options={"columnar": False, "chunk_pages": 2})
+    fast_result = fast.run(options={"chunk_pages": 2})
+    exact_result = exact.run(options={"columnar": False, "chunk_pages": 2})
     assert fast_result.code == exact_result.code == 0
     assert fast_result.chunks == exact_result.chunks > 1
     for table in ("deals", "persons", "organizations"):

@@ -185,7 +185,7 @@ def test_a_kill_between_extract_commit_and_schema_save_converges(
     extracted = tmp_path / "dlt-data" / "pipelines"
 
     def die_once_extracted(self: LiveSchemaStorage, name: str) -> str | None:
-        if any(extracted.glob("*/normalize/extracted/*/schema.json")):
+        if any(extracted.glob("**/normalize/extracted/*/schema.json")):
             raise _Killed  # the package is committed, the pipeline's schema not yet saved
         return save(self, name)
 
@@ -198,3 +198,30 @@ def test_a_kill_between_extract_commit_and_schema_save_converges(
     assert result.code == 0, result.message
     assert "file_type" in syncer.columns("files")
     assert syncer.query("SELECT count(*) FROM files") == [(len(fake.records("files")),)]
+
+
+def test_a_kill_while_the_local_state_is_being_replaced_converges(
+    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each run replaces the local dlt state with the warehouse's; a kill halfway through
+    deleting the old one (its schema gone, its state file not yet) must not break the next."""
+    import shutil
+
+    syncer.run()
+    _mutate(fake, 1)
+    rmtree = shutil.rmtree
+
+    def delete_schemas_then_die(path: Any, *args: Any, **kwargs: Any) -> None:
+        schemas = Path(path) / "schemas"
+        if schemas.is_dir():
+            rmtree(schemas)
+            raise _Killed
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", delete_schemas_then_die)
+    with pytest.raises(_Killed):
+        syncer.run()
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
+    result = syncer.run()
+    assert result.code == 0, result.message
+    assert_matches_fake(syncer, "deals", all_deals(fake))

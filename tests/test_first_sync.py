@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import dlt
 import pytest
 from conftest import Syncer, all_deals, assert_matches_fake
 
@@ -12,7 +11,7 @@ from sources.pipedrive import source as source_module
 
 
 def _disposition(syncer: Syncer, table: str) -> str:
-    pipeline = dlt.attach(syncer.settings().resolved_pipeline_name)
+    pipeline = syncer.pipeline()
     return str(pipeline.default_schema.tables[table].get("write_disposition"))
 
 

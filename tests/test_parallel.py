@@ -110,7 +110,8 @@ def _table_contents(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
             for (t,) in con.execute(
                 "SELECT table_name FROM information_schema.tables"
                 " WHERE table_schema = 'pipedrive' AND table_type = 'BASE TABLE'"
-                " AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\' AND table_name <> 'sync_runs'"
+                " AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\'"
+                " AND table_name NOT IN ('sync_runs', 'sync_identity')"
             ).fetchall()
         ]
         for table in tables:

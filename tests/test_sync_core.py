@@ -6,6 +6,8 @@ from typing import Any
 
 from conftest import CORE_ENTITIES, Syncer, all_deals, assert_matches_fake, table_rows
 
+from sources.pipedrive_fake import FakePipedrive
+
 CORE = ("deals", "persons", "organizations", "activities", "products", "pipelines", "stages")
 INCREMENTAL = ("deals", "persons", "organizations", "activities", "products")
 
@@ -202,3 +204,21 @@ def test_dlts_dataset_api_reads_the_synced_tables(syncer: Syncer) -> None:
         assert len(dataset.deals.select("id", "title").limit(3).fetchall()) == 3
     finally:
         connection.close()
+
+
+def test_pages_count_every_page_read_from_the_api(syncer: Syncer, fake: FakePipedrive) -> None:
+    """However pages are grouped for conversion, `pages` is what was read (as in sync_runs)."""
+    assert syncer.run(entities="deals,persons,leads").code == 0
+    for deal in fake.records("deals"):  # the column plan is made: these pages group
+        fake.update("deals", deal["id"], title=f"{deal['title']}!")
+    seen = len(fake.requests)
+    result = syncer.run(entities="deals,persons,leads")
+    assert result.code == 0, result.message
+    lists = {
+        "deals": ("/api/v2/deals", "/api/v2/deals/archived"),
+        "persons": ("/api/v2/persons",),
+        "leads": ("/v1/leads", "/v1/leads/archived"),
+    }
+    for report in result.reports:
+        requests = [r for r in fake.requests[seen:] if r.path in lists[report.name]]
+        assert report.pages == len(requests) > 0, report.name

@@ -19,7 +19,7 @@ from .output import Format
 from .progress import LogFormat
 
 if TYPE_CHECKING:
-    from .runner import RunResult
+    from .result import RunResult
     from .settings import RunSettings
 
 app = typer.Typer(
@@ -249,13 +249,24 @@ def run(
         ),
     ] = False,
     pipeline_name: Annotated[
-        str | None, typer.Option("--pipeline-name", help="Override the local dlt pipeline name.")
+        str | None,
+        typer.Option(
+            "--pipeline-name",
+            hidden=True,
+            help="No longer used: the warehouse records which sync state belongs to it.",
+        ),
     ] = None,
     log_format: LogFormatOpt = LogFormat.text,
     quiet: QuietOpt = False,
 ) -> None:
     """Sync Pipedrive into the warehouse; only what changed since the last run."""
     _setup_logging(quiet)
+    if pipeline_name is not None and not quiet:
+        typer.echo(
+            "pipedrive-sync: warning: --pipeline-name is no longer used: the warehouse records"
+            " which sync state belongs to it (its sync_identity table)",
+            err=True,
+        )
     from .settings import resolve
 
     try:
@@ -264,7 +275,6 @@ def run(
             destination=destination,
             duckdb_path=duckdb_path,
             dataset=dataset,
-            pipeline_name=pipeline_name,
             full_refresh=full_refresh,
             start_date=start_date,
             refresh_fields=refresh_fields,
@@ -318,7 +328,6 @@ def demo(
                 duckdb_path=duckdb_path,
                 destination="duckdb",
                 dataset="pipedrive",
-                pipeline_name="pipedrive_demo",
                 full_refresh=True,
             )
         except Exception as exc:  # noqa: BLE001

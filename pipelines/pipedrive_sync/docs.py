@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sources.pipedrive.identity import IDENTITY_COLUMNS, IDENTITY_TABLE
+
 from .history import COLUMNS as RUNS_COLUMNS
 from .history import RUNS_TABLE
 
@@ -46,6 +48,15 @@ RUNS_DESCRIPTIONS = {
     "reconciled": "Every current id was listed, so vanished rows were flagged",
     "exit_code": "The run's exit status",
     "message": "Why the entity was skipped, partial or stopped",
+    "company_id": "The Pipedrive company synced (as `sync_identity` records it)",
+    "company_domain": "Its domain (`<domain>.pipedrive.com`)",
+}
+IDENTITY_DESCRIPTIONS = {
+    "company_id": "The Pipedrive company this dataset holds (from `/v1/users/me`)",
+    "company_domain": "Its domain (`<domain>.pipedrive.com`)",
+    "company_name": "Its name",
+    "pipeline_name": "The dlt pipeline whose state (cursors, pinned names) this dataset keeps",
+    "claimed_at": "When the first run into this dataset claimed it",
 }
 MAPPING_COLUMNS = [
     ("entity", "text", "deal, person, organization, product, activity"),
@@ -232,6 +243,19 @@ def render() -> str:
         "Audit of option renames applied to rows already loaded (append-only).",
         "",
         *_column_table(LABEL_CHANGE_COLUMNS),
+        "",
+        f"### {IDENTITY_TABLE}",
+        "",
+        "One row: which Pipedrive company this dataset holds and which dlt pipeline's state"
+        " belongs to it. Written by the first run into the dataset; every run checks it before"
+        " writing anything (another company's credentials exit 78).",
+        "",
+        *_column_table(
+            [
+                (c["name"], c["data_type"], IDENTITY_DESCRIPTIONS.get(c["name"], ""))
+                for c in IDENTITY_COLUMNS
+            ]
+        ),
         "",
         f"### {RUNS_TABLE}",
         "",

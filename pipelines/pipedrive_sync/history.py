@@ -17,7 +17,7 @@ import dlt
 from .summary import entity_usage
 
 if TYPE_CHECKING:
-    from .runner import RunResult
+    from .result import RunResult
 
 RUNS_TABLE = "sync_runs"
 COLUMNS: list[dict[str, Any]] = [
@@ -34,6 +34,8 @@ COLUMNS: list[dict[str, Any]] = [
     {"name": "reconciled", "data_type": "bool"},
     {"name": "exit_code", "data_type": "bigint"},
     {"name": "message", "data_type": "text"},
+    {"name": "company_id", "data_type": "bigint"},
+    {"name": "company_domain", "data_type": "text"},
 ]
 
 
@@ -61,6 +63,7 @@ def run_rows(result: RunResult, started_at: datetime) -> list[dict[str, Any]]:
     run_id = uuid.uuid4().hex
     finished = datetime.now(UTC)
     usage = entity_usage(result)
+    company = result.company
     rows = []
     for report in result.reports:
         requests, tokens = usage.get(report.name, (0, 0))
@@ -79,6 +82,8 @@ def run_rows(result: RunResult, started_at: datetime) -> list[dict[str, Any]]:
                 "reconciled": bool(report.reconciled or report.full_read) and report.status == "ok",
                 "exit_code": result.code,
                 "message": report.message or None,
+                "company_id": company.id if company else None,
+                "company_domain": company.domain if company else None,
             }
         )
     return rows

@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from sources.pipedrive.http import RequestMetrics
 
     from .exit_codes import Failure
-    from .runner import RunResult
+    from .result import RunResult
     from .settings import RunSettings
 
 PROGRESS_SECONDS_ENV = "PIPEDRIVE_SYNC_PROGRESS_SECONDS"

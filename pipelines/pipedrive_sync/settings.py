@@ -6,7 +6,6 @@ Precedence: CLI flag > PIPEDRIVE_* environment variable > dlt config/secrets
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -76,6 +75,16 @@ class OAuthSettings:
     token_store: Path | None = None  # default: next to dlt's working state
 
 
+def default_data_dir() -> Path:
+    """dlt's working directory: DLT_DATA_DIR, like dlt itself, else ~/.dlt."""
+    data_dir = os.environ.get("DLT_DATA_DIR")
+    return Path(data_dir) if data_dir else Path.home() / ".dlt"
+
+
+# how long a run waits for a DuckDB file that another dataset's run holds
+DEFAULT_LOCK_WAIT_SECONDS = 60.0
+
+
 @dataclass
 class RunSettings:
     """Everything one `pipedrive-sync run` needs."""
@@ -88,30 +97,18 @@ class RunSettings:
     destination: str = "duckdb"
     duckdb_path: Path = Path("pipedrive.duckdb")
     dataset: str = "pipedrive"
-    pipeline_name: str | None = None
     full_refresh: bool = False
     force_reconcile: bool = False
     reconcile_interval: timedelta = timedelta(hours=24)
     options: SyncOptions = field(default_factory=SyncOptions)
     http: HttpSettings = field(default_factory=HttpSettings)
-
-    @property
-    def resolved_pipeline_name(self) -> str:
-        """One local working state per destination+dataset, so two warehouses never share cursors."""
-        if self.pipeline_name:
-            return self.pipeline_name
-        if self.destination == "duckdb":
-            identity = f"duckdb|{self.duckdb_path.expanduser().resolve()}|{self.dataset}"
-        else:
-            identity = f"{self.destination}|{self.dataset}"
-        return "pipedrive_" + hashlib.sha1(identity.encode()).hexdigest()[:10]
+    lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS
+    data_dir: Path = field(default_factory=default_data_dir)
 
     @property
     def pipelines_dir(self) -> Path:
-        """dlt's working directory; honours DLT_DATA_DIR like dlt itself."""
-        data_dir = os.environ.get("DLT_DATA_DIR")
-        base = Path(data_dir) if data_dir else Path.home() / ".dlt"
-        return base / "pipelines"
+        """Where dlt's local working state lives (under DLT_DATA_DIR)."""
+        return self.data_dir / "pipelines"
 
 
 def resolve(
@@ -120,7 +117,6 @@ def resolve(
     destination: str | None = None,
     duckdb_path: str | None = None,
     dataset: str | None = None,
-    pipeline_name: str | None = None,
     full_refresh: bool = False,
     start_date: str | None = None,
     refresh_fields: bool = False,
@@ -193,7 +189,6 @@ def resolve(
         destination=destination or _config("destination", "duckdb"),
         duckdb_path=Path(duckdb_path or _config("duckdb_path", "pipedrive.duckdb")),
         dataset=dataset or _config("dataset", "pipedrive"),
-        pipeline_name=pipeline_name or _config("pipeline_name"),
         full_refresh=full_refresh,
         force_reconcile=reconcile,
         reconcile_interval=_minutes(
@@ -201,6 +196,7 @@ def resolve(
         ),
         options=options,
         http=http,
+        lock_wait=_number("lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS, float),
     )
 
 

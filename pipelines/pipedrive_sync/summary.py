@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .runner import RunResult
+    from .result import RunResult
 
 
 def entity_of_label(label: str) -> str | None:

@@ -10,6 +10,7 @@ atomically with the data they describe.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,6 +20,7 @@ from .context import RunContext
 from .custom_fields import (
     ColumnPlan,
     FieldDef,
+    FieldOption,
     LabelChange,
     build_plan,
     known_labels,
@@ -46,6 +48,7 @@ class FieldCatalog:
         self._state = state.setdefault("custom_fields", {})
         self._lock = threading.RLock()
         self._refreshed: set[str] = set()  # fields paths read from the API in this run
+        self._recovered: set[str] = set()  # entities whose pins were checked against the mapping
         self._plans: dict[str, ColumnPlan] = {}
         self.label_changes: dict[str, list[LabelChange]] = {}
 
@@ -55,6 +58,9 @@ class FieldCatalog:
         entry.setdefault("pinned", {})
         entry.setdefault("labels", {})
         entry.setdefault("known", {})  # field key -> FieldDef.to_dict(), to plan deleted fields
+        if entity.singular not in self._recovered:
+            self._recovered.add(entity.singular)
+            recover_from_mapping(entry, self.ctx.stored.mapping_rows(entity.singular))
         return entry
 
     def _paginator(self, entity: Entity) -> Paginator:
@@ -194,6 +200,34 @@ class FieldCatalog:
             }
             for fp in self.plan(entity).fields
         ]
+
+
+def recover_from_mapping(entry: dict[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Take pinned names, last-known labels and definitions from the warehouse's mapping.
+
+    The `custom_fields` table says which column holds which field in the tables users query:
+    its pins win over the state's, so a lost or reset dlt state never re-derives a name. Labels
+    and definitions fill in only what the state lacks (a renamed option is then detected as
+    a change against the labels the loaded rows carry).
+    """
+    for row in rows:
+        key, column = row.get("field_key"), row.get("column_name")
+        if not key or not column:
+            continue
+        entry["pinned"][key] = column
+        options = [o for o in row.get("options") or [] if isinstance(o, Mapping) and "id" in o]
+        field_type = str(row.get("field_type") or "")
+        if field_type and key not in entry["known"]:
+            entry["known"][key] = FieldDef(
+                key=key,
+                name=str(row.get("field_name") or ""),
+                field_type=field_type,
+                options=tuple(FieldOption(o["id"], str(o.get("label") or "")) for o in options),
+                is_custom=True,
+                is_active=row.get("is_active") is not False,
+            ).to_dict()
+        if field_type in ("enum", "set") and key not in entry["labels"]:
+            entry["labels"][key] = {str(o["id"]): str(o.get("label") or "") for o in options}
 
 
 def _option_ids(value: Any) -> list[str]:

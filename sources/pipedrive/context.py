@@ -14,6 +14,8 @@ from typing import Any
 
 from .entities import ENTITIES
 from .http import PipedriveClient, TemporaryError
+from .identity import DEFAULT_PIPELINE_NAME, Company, identity_to_write
+from .stored import Stored
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,12 @@ class RunContext:
     # entity → ids (an arrow array) of every row this run appended into a table that was empty
     # when it started: later chunks append too while their ids are new
     appended_ids: dict[str, Any] = field(default_factory=dict)
+    # the warehouse's own records (identity, custom-field mapping) and whose credentials these
+    # are: read and checked before anything is written, by the runner or by a bare source itself
+    stored: Stored = field(default_factory=Stored)
+    company: Company | None = None
+    pipeline_name: str = DEFAULT_PIPELINE_NAME
+    prepared: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -95,6 +103,13 @@ class RunContext:
     @property
     def has_more(self) -> bool:
         return any(r.more for r in self.reports.values())
+
+    def identity_row(self) -> dict[str, Any] | None:
+        """The `sync_identity` row this run writes (a claim or an update), else None."""
+        if self.company is None:
+            return None
+        identity = identity_to_write(self.stored.identity, self.company, self.pipeline_name)
+        return identity.row() if identity is not None else None
 
     def begin_chunk(self) -> None:
         """Reset per-chunk flags before the next `pipeline.run` of a chunked sync."""

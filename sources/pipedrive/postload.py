@@ -15,6 +15,8 @@ import orjson
 from dlt.common.pipeline import SupportsPipeline
 from dlt.destinations.exceptions import DatabaseUndefinedRelation
 
+from .dlt_adapter import job_client_for
+
 ID_BATCH = 1000
 
 
@@ -229,8 +231,7 @@ def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
     pipeline's: pass it to heal against that one.
     """
     schema = schema if schema is not None else pipeline.default_schema
-    with pipeline.destination_client() as client:
-        client.schema = schema  # the DDL is generated from the client's schema
+    with job_client_for(pipeline, schema) as client:  # the DDL is generated from `schema`
         if not hasattr(client, "get_storage_tables") or not client.is_storage_initialized():
             return []
         lagging: list[str] = []

@@ -15,14 +15,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
+from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.extract.resource import DltResource
 
+from .account import fetch_company
 from .catalog import FieldCatalog
 from .columnar import ColumnarPage, build_columnar, decode_page, parse_schema
 from .context import EntityReport, RunContext, SyncOptions
@@ -37,8 +40,10 @@ from .http import (
     TemporaryError,
 )
 from .http.client import DEFAULT_BASE_URL, LazyItems
+from .identity import IDENTITY_COLUMNS, IDENTITY_TABLE, Identity, WrongCompany, check_company
 from .pages import TableBatcher, build_table
 from .schema import load_schema, table_columns
+from .stored import read_stored
 from .streams import StreamReader
 
 
@@ -158,6 +163,7 @@ class EntityExtractor:
     def rows(self) -> Iterator[Any]:
         """The resource generator: every due stream page by page, then bookkeeping."""
         try:
+            prepare(self.ctx)
             yield from self._rows()
             self._remember_appended()
         finally:
@@ -191,13 +197,15 @@ class EntityExtractor:
             reader = self._reader(stream, stream_state)
             self.readers.append(reader)
             failure: Exception | None = None
+            pages_before = report.pages
             try:
                 for table in reader.read():
                     report.rows += table.num_rows
-                    report.pages += 1
+                    report.pages = pages_before + reader.pages
                     yield from self._emit(batcher.add(table))
             except (EntityUnavailable, TemporaryError) as exc:
                 failure = exc
+            report.pages = pages_before + reader.pages
             # what was read is consistent with the stream state: always load it
             yield from self._emit(batcher.flush())
             if isinstance(failure, EntityUnavailable):
@@ -401,12 +409,13 @@ class ChildExtractor:
         reader = StreamReader(self.ctx, self.entity, self.entity.streams[0], {}, self._build)
         parent_key = self.entity.parent_key or ""
         present: set[Any] = set()
+        pages_before = report.pages
         try:
             for rows in _chunks_of(reader.read_children(parent_ids)):
                 present.update(row.get(parent_key) for row in rows)
+                report.pages = pages_before + reader.pages
                 if rows:
                     report.rows += len(rows)
-                    report.pages += 1
                     yield self._own(self._build(rows))
             emptied = [self._tombstone(p) for p in parent_ids if p not in present]
             if emptied:
@@ -520,7 +529,62 @@ def build_resources(
     return list(resources.values()), extractors
 
 
-@dlt.source(max_table_nesting=0, schema=load_schema())
+_PREPARE_LOCK = threading.Lock()
+
+
+def prepare(ctx: RunContext) -> None:
+    """Before the first row: read what the warehouse recorded and check it (once per run).
+
+    The runner does this itself before anything is written (and marks the context prepared);
+    a source in someone's own dlt pipeline does it here, through that pipeline's destination:
+    another company's warehouse, or a dataset whose state another pipeline name keeps, stop
+    the extract, so nothing is loaded.
+    """
+    with _PREPARE_LOCK:
+        if ctx.prepared:
+            return
+        pipeline: Any = dlt.current.pipeline()
+        try:
+            with pipeline.sql_client() as client:
+                ctx.stored = read_stored(client)
+        except SqlClientNotAvailable:
+            pass  # a destination dlt cannot query: nothing recorded to check against
+        ctx.company = fetch_company(ctx.client)
+        where = f"dataset {pipeline.dataset_name!r}"
+        check_company(ctx.stored.identity, ctx.company, where)
+        recorded = ctx.stored.identity
+        if recorded is not None and recorded.pipeline_name != pipeline.pipeline_name:
+            raise WrongCompany(
+                f"{where} keeps its sync state under the pipeline name"
+                f" {recorded.pipeline_name!r} (see its sync_identity table): run it with"
+                f" dlt.pipeline({recorded.pipeline_name!r}, …) so cursors and column names"
+                " carry on"
+            )
+        ctx.pipeline_name = pipeline.pipeline_name
+        ctx.prepared = True
+
+
+def identity_resource(ctx: RunContext) -> DltResource:
+    """The `sync_identity` table: written by the first run into a dataset (the claim), and
+    again only when the company's domain or name changed."""
+
+    def identity() -> Iterator[dict[str, Any]]:
+        prepare(ctx)
+        row = ctx.identity_row()
+        if row is not None:
+            ctx.stored = replace(ctx.stored, identity=Identity.from_row(row))
+            yield row
+
+    return dlt.resource(  # type: ignore[call-overload]
+        identity,
+        name=IDENTITY_TABLE,
+        write_disposition="merge",
+        primary_key="company_id",
+        columns=IDENTITY_COLUMNS,
+    )
+
+
+@dlt.source(section="pipedrive", max_table_nesting=0, schema=load_schema())
 def pipedrive_source(
     api_token: str | None = dlt.secrets.value,
     base_url: str = DEFAULT_BASE_URL,
@@ -544,4 +608,5 @@ def pipedrive_source(
             options=SyncOptions(start_date=start_date),
         )
     resources, _ = build_resources(ctx, select_entities(entities))
+    yield identity_resource(ctx)
     yield from resources

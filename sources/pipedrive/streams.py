@@ -152,6 +152,7 @@ class StreamReader:
         self.complete = False  # every page was read (needed before trusting seen_ids)
         self.full_read = False  # the pass started from the very beginning (no since, no resume)
         self.more = False
+        self.pages = 0  # pages read from the API by `read` (however they were grouped)
 
     @property
     def label(self) -> str:
@@ -224,7 +225,7 @@ class StreamReader:
         pass_started: datetime | None = None
         previous_ids: set[str] = set()
 
-        pages = 0
+        pages = 0  # in this pass, for the chunk boundary
         try:
             pages_iter = self._pages(
                 params, position, OFFSET_OVERLAP if offset else 0, columnar=not offset
@@ -257,6 +258,7 @@ class StreamReader:
                 else:
                     state["resume"] = {"position": page.next_position, "updated_since": pass_since}
                 pages += count
+                self.pages += count
                 if table is not None and table.num_rows:
                     yield table
                 if page.is_last:
@@ -325,6 +327,7 @@ class StreamReader:
         previous_ids: set[str] = set()
         pk = self.entity.id_column
         for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
+            self.pages += 1
             rows = [r for r in page.rows if str(r.get(pk)) not in previous_ids]
             previous_ids = {str(r.get(pk)) for r in page.rows}
             if not rows:
@@ -370,6 +373,7 @@ class StreamReader:
         current: dict[str, str] = {}
         pk = self.entity.id_column
         for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
+            self.pages += 1
             changed = []
             for row in page.rows:
                 key = str(row.get(pk))
@@ -408,6 +412,7 @@ class StreamReader:
                 for b in batches
             ]
             for pages in client.iter_lists(entity.api, lists, **options):
+                self.pages += len(pages)
                 yield [item for page in pages for item in page.rows]
             return
         parent_key = entity.parent_key or "parent_id"
@@ -415,6 +420,7 @@ class StreamReader:
         for parent_id, pages in zip(
             parent_ids, client.iter_lists(entity.api, lists, **options), strict=True
         ):
+            self.pages += len(pages)
             rows = [{**item, parent_key: parent_id} for page in pages for item in page.rows]
             if entity.synthetic_key:
                 for row in rows:

@@ -57,13 +57,25 @@ KINDS: dict[str, Kind] = {
     "tasks": Kind("ms"),
 }
 
-COMPANY = {
+COMPANY: dict[str, Any] = {
     "id": 7_000_001,
     "name": "Acme Fake Ltd",
     "domain": "acme-fake",
     "country": "EE",
     "industry": "Software",
 }
+
+
+def company_for_seed(seed: int) -> dict[str, Any]:
+    """The company a fake account of this seed belongs to: its own id and domain per seed."""
+    if seed == 1:
+        return dict(COMPANY)
+    return {
+        **COMPANY,
+        "id": COMPANY["id"] + seed - 1,
+        "name": f"Acme Fake {seed} Ltd",
+        "domain": f"acme-fake-{seed}",
+    }
 
 
 def fmt(kind: str | None, ms: int) -> str:

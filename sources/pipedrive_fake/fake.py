@@ -126,6 +126,7 @@ class FakePipedrive(HttpApi):
         port: int = 0,
         now: datetime | None = None,
         compact_threshold: int = 200_000,
+        company: Mapping[str, Any] | None = None,
     ) -> None:
         unknown = set(scale or {}) - set(DEFAULT_SCALE)
         if unknown:
@@ -156,7 +157,8 @@ class FakePipedrive(HttpApi):
         self._thread: threading.Thread | None = None
         self._restrictions: list[Restriction] = []
         self.oauth = OAuthRegistry(seed)
-        self.company: dict[str, Any] = dict(extras.COMPANY)  # what /v1/users/me tells
+        # what /v1/users/me tells: each seed is its own company unless `company` says otherwise
+        self.company: dict[str, Any] = {**extras.company_for_seed(seed), **(company or {})}
         self._deal_products: dict[int, list[dict[str, Any]]] = {}  # deal id → attachments
         self._attachment_deal: dict[int, int] = {}  # attachment id → deal id
         self._followers: dict[tuple[str, Any], tuple[list, list]] = {}
