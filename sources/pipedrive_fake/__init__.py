@@ -48,6 +48,12 @@ Behaviour worth knowing (see FakePipedrive's docstrings for the rest):
   tokens rotate); `Authorization: Bearer` works instead of x-api-token, with scope checks
   (`ROUTE_SCOPES`); access tokens expire on the fake clock (`advance`) or at once with
   `expire_access_tokens()`. See `oauth.py` for the shapes.
+* Webhooks v2: `POST/GET /v1/webhooks`, `DELETE /v1/webhooks/{id}` (or `fake.webhooks.register`)
+  register a URL; every `add`/`update`/`delete`/`archive`/`merge` is then POSTed to it in the v2
+  shape by background senders, with Pipedrive's retries (3, 30, 150 s), ban (10 failed first
+  attempts: 30 min) and 3-day deletion, on a scaled or the fake clock
+  (`fake.webhooks.configure`). `fake.webhook_deliveries()`, `fake.wait_webhooks()`, faults
+  (`WebhookFault`), `pause`/`resume`: see WEBHOOKS.md.
 """
 
 from .api import ROUTE_SCOPES, TOKEN_COSTS
@@ -55,6 +61,14 @@ from .fake import DEFAULT_NOW, DEFAULT_SCALE, EXTRA_TABLES, FakePipedrive
 from .fields import CUSTOM_FIELD_TYPES, TRICKY_DEAL_FIELDS, FieldDef
 from .oauth import ALL_SCOPES, OAuthInstall
 from .server import FaultRule, RequestRecord, Restriction
+from .webhooks import (
+    Webhook,
+    WebhookDelivery,
+    WebhookError,
+    WebhookFault,
+    WebhookHub,
+    WebhookPolicy,
+)
 
 __all__ = [
     "ALL_SCOPES",
@@ -71,4 +85,10 @@ __all__ = [
     "OAuthInstall",
     "RequestRecord",
     "Restriction",
+    "Webhook",
+    "WebhookDelivery",
+    "WebhookError",
+    "WebhookFault",
+    "WebhookHub",
+    "WebhookPolicy",
 ]

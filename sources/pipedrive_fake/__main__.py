@@ -30,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="CLIENT_ID:CLIENT_SECRET:REFRESH_TOKEN",
         help="register an OAuth app install (POST /oauth/token then refreshes it)",
     )
+    parser.add_argument(
+        "--webhook-time-scale",
+        type=float,
+        default=1.0,
+        help="wall seconds per second of webhook retry/ban time (default 1; 0.01: 100x faster)",
+    )
     args = parser.parse_args(argv)
     scale = {name: getattr(args, name) for name in DEFAULT_SCALE}
     fake = FakePipedrive(
@@ -42,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
     )
+    fake.webhooks.configure(time_scale=args.webhook_time_scale)
     for spec in args.oauth:
         client_id, secret, refresh = [*spec.split(":", 2), "", ""][:3]
         if not (client_id and secret and refresh):

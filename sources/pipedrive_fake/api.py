@@ -44,6 +44,8 @@ from .server import (
 )
 from .spec import is_rfc3339
 from .store import Row, Table
+from .webhooks import WebhookHub, is_webhook_path, webhook_route
+from .webhooks import handle as handle_webhooks
 
 if TYPE_CHECKING:
     from .generate import Context
@@ -101,6 +103,7 @@ TOKEN_COSTS: dict[str, int] = {
     "/v1/callLogs": 20,
     "/v1/roles": 20,
     "/v1/permissionSets": 20,
+    "/v1/webhooks": 10,  # POST and DELETE: webhooks.WEBHOOK_ROUTES
 }
 
 # OAuth scopes each served GET accepts (any one of them): the spec's `security: oauth2`, plus
@@ -160,6 +163,7 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "/v1/callLogs": ("phone-integration",),
     "/v1/roles": ("admin",),
     "/v1/permissionSets": ("admin",),
+    "/v1/webhooks": ("admin",),
 }  # fmt: skip
 # scopes granted beyond the spec's `security`, with the reason
 SCOPE_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -435,6 +439,7 @@ class HttpApi:
     _restrictions: list[Restriction]
     oauth: OAuthRegistry
     company: dict[str, Any]
+    webhooks: WebhookHub
 
     def field_definitions(self, entity: str) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -597,21 +602,17 @@ class HttpApi:
                 }
             )
             return Response(429, body, headers=[("Retry-After", str(reset))])
-        if method != "GET":
-            return json_error(405, f"The fake serves GET only, not {method}")
-        route = self._routes.get(path)
-        template = path
-        if route is None:
-            for pattern, make, pattern_handler in self._pattern_routes:
-                m = pattern.match(path)
-                if m is not None:
-                    template = make(m)
-                    route = (TOKEN_COSTS[template], partial(pattern_handler, m))
-                    break
-        if grant is not None and route is not None:
-            needed = ROUTE_SCOPES.get(template, ())
-            if needed and not grant.scopes.intersection(needed):
-                return self._scope_mismatch(method, path, needed, grant)
+        found = self._route(method, path, rec, grant)
+        if isinstance(found, Response):
+            return found
+        route, needed = found
+        if (
+            grant is not None
+            and route is not None
+            and needed
+            and not grant.scopes.intersection(needed)
+        ):
+            return self._scope_mismatch(method, path, needed, grant)
         with self._lock:
             restriction = next((r for r in self._restrictions if r.matches(path)), None)
         if restriction is not None:
@@ -640,6 +641,32 @@ class HttpApi:
             return json_error(400, str(exc), "ERR_SCHEMA_VALIDATION_FAILED")
         except NotFound as exc:
             return json_error(404, str(exc), "ERR_NOT_FOUND")
+
+    def _route(
+        self, method: str, path: str, rec: RequestRecord, grant: AccessGrant | None
+    ) -> tuple[tuple[int, Callable[[dict[str, str]], Response]] | None, tuple] | Response:
+        """((cost, handler) or None when unknown, the OAuth scopes it needs) of a request."""
+        if is_webhook_path(path):
+            found = webhook_route(method, path)
+            if isinstance(found, Response):
+                return found
+            _template, cost, scopes = found
+            handler = partial(
+                handle_webhooks, self.webhooks, self.company["id"], method, path, rec, grant
+            )
+            return (cost, handler), scopes
+        if method != "GET":
+            return json_error(405, f"The fake serves GET only, not {method}")
+        route = self._routes.get(path)
+        template = path
+        if route is None:
+            for pattern, make, pattern_handler in self._pattern_routes:
+                m = pattern.match(path)
+                if m is not None:
+                    template = make(m)
+                    route = (TOKEN_COSTS[template], partial(pattern_handler, m))
+                    break
+        return route, ROUTE_SCOPES.get(template, ())
 
     @staticmethod
     def _scope_mismatch(

@@ -47,6 +47,7 @@ from .fields import (
 from .oauth import OAuthInstall, OAuthRegistry
 from .server import FaultRule, RateWindow, RequestRecord, Restriction, make_server
 from .store import Row, Table, data_sort, seq_sort, time_sort
+from .webhooks import WebhookDelivery, WebhookHub
 
 DEFAULT_NOW = datetime(2024, 6, 1, 12, 0, 0, tzinfo=UTC)
 DEFAULT_SCALE: dict[str, int] = {
@@ -104,6 +105,7 @@ ENTITIES = (
     *EXTRA_TABLES,
 )
 DELETED_SHARE = 0.03  # generated persons, orgs, ... that are (soft-)deleted
+MERGEABLE = ("deals", "persons", "organizations")
 
 
 class FakePipedrive(HttpApi):
@@ -163,6 +165,12 @@ class FakePipedrive(HttpApi):
         self._attachment_deal: dict[int, int] = {}  # attachment id → deal id
         self._followers: dict[tuple[str, Any], tuple[list, list]] = {}
         self._changelogs: dict[tuple[str, Any], list[dict[str, Any]]] = {}  # oldest first
+        self.webhooks = WebhookHub(  # webhooks v2: registrations and deliveries (webhooks.py)
+            seed,
+            now_ms=lambda: self._now_ms,
+            company=lambda: self.company,
+            user_exists=lambda uid: uid in self.tables["users"].rows,
+        )
 
         if isinstance(custom_field_count, int):
             counts = {"deals": custom_field_count}
@@ -209,10 +217,12 @@ class FakePipedrive(HttpApi):
             daemon=True,
         )
         self._thread.start()
+        self.webhooks.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()  # wakes stalled requests
+        self.webhooks.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -258,11 +268,14 @@ class FakePipedrive(HttpApi):
     def now(self, value: datetime) -> None:
         with self._lock:
             self._now_ms = to_ms(value)
+        self.webhooks.clock_moved()
 
     def advance(self, seconds: float = 1.0) -> datetime:
         with self._lock:
             self._now_ms += round(seconds * 1000)
-            return self.now
+            now = self.now
+        self.webhooks.clock_moved()
+        return now
 
     def _stamp(self, table: str, at: datetime | str | None) -> int:
         ms = to_ms(at) if at is not None else self._now_ms
@@ -805,6 +818,7 @@ class FakePipedrive(HttpApi):
                 ctx.product_names[rid] = data["name"]
             elif t == "projects":
                 ctx.project_ids.append(rid)
+            self._webhook(t, "create", rid, None, data)
             if tick:
                 self._now_ms += 1000
             return table.served(row)
@@ -835,7 +849,10 @@ class FakePipedrive(HttpApi):
         deleted: bool | None = None,
         *,
         log: bool = False,
+        event: str = "change",
+        hook_meta: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
+        """Change a record; `event` is the webhook action it sends (`hook_meta`: extra meta)."""
         with self._lock:
             t, table, row = self._row(entity, id)
             if "id" in fields:
@@ -868,6 +885,7 @@ class FakePipedrive(HttpApi):
             table.replace(row, data, before)
             if t == "stages" and "pipeline_id" in fields:
                 self._ctx.stage_pipeline[row.id] = data["pipeline_id"]
+            self._webhook(t, event, row.id, old, data, hook_meta)
             if tick:
                 self._now_ms += 1000
             return table.served(row)
@@ -877,24 +895,74 @@ class FakePipedrive(HttpApi):
     ) -> None:
         """Delete a record. Deals and projects stay listed with status "deleted" (only when
         asked for); users and activity types are deactivated (active_flag false, still listed);
-        everything else vanishes from the lists but is kept (see `records(deleted=True)`)."""
+        everything else vanishes from the lists but is kept (see `records(deleted=True)`).
+        Webhooks send a delete (a change for users, which are deactivated)."""
         t, _table = self._table(entity)
+        fields, deleted, event = self._deletion(t)
+        self._mutate(t, id, at, tick, fields, deleted, event=event)
+
+    @staticmethod
+    def _deletion(t: str) -> tuple[dict[str, Any], bool | None, str]:
+        """What deleting a record of `t` changes: (fields, Row.deleted, webhook action)."""
         kind = KINDS.get(t)
         if t == "deals":
-            self._mutate(t, id, at, tick, {"status": "deleted", "is_deleted": True})
-        elif t == "notes":
-            self._mutate(t, id, at, tick, {"active_flag": False})
-        elif t == "leads":
-            self._mutate(t, id, at, tick, {}, deleted=True)
-        elif kind is not None:
-            if kind.delete == "status":
-                self._mutate(t, id, at, tick, {"status": "deleted"})
-            elif kind.delete in ("deactivate", "flag_vanish"):
-                self._mutate(t, id, at, tick, {"active_flag": False})
-            else:
-                self._mutate(t, id, at, tick, {}, deleted=True)
-        else:
-            self._mutate(t, id, at, tick, {"is_deleted": True})
+            return {"status": "deleted", "is_deleted": True}, None, "delete"
+        if t == "notes":
+            return {"active_flag": False}, None, "delete"
+        if t == "leads":
+            return {}, True, "delete"
+        if kind is None:
+            return {"is_deleted": True}, None, "delete"
+        if kind.delete == "status":
+            return {"status": "deleted"}, None, "delete"
+        if kind.delete == "deactivate":
+            return {"active_flag": False}, None, "change"
+        if kind.delete == "flag_vanish":
+            return {"active_flag": False}, None, "delete"
+        return {}, True, "delete"
+
+    def merge(
+        self,
+        entity: str,
+        id: Any,
+        *,
+        into: Any,
+        at: datetime | str | None = None,
+        tick: bool = True,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Merge record `id` into record `into` (deals, persons, organizations): `id` is
+        deleted and `into` changes (`fields`, and its update_time). Webhooks v2 send a delete
+        with meta.merged_to_id and a change with meta.merged_from_id. Records that refer to
+        `id` are not moved. Returns the surviving record as served."""
+        with self._lock:
+            t, _table = self._table(entity)
+            if t not in MERGEABLE:
+                raise ValueError(f"only {', '.join(MERGEABLE)} can be merged, not {t}")
+            if id == into:
+                raise ValueError("a record cannot be merged into itself")
+            if self._row(t, id)[2].deleted or self._row(t, into)[2].deleted:
+                raise ValueError("deleted records cannot be merged")
+            gone, deleted, _event = self._deletion(t)
+            self._mutate(t, id, at, False, gone, deleted, event="delete",
+                         hook_meta={"merged_to_id": str(into)})  # fmt: skip
+            return self._mutate(
+                t, into, at, tick, fields, log=True, hook_meta={"merged_from_id": str(id)}
+            )
+
+    def _webhook(
+        self,
+        t: str,
+        action: str,
+        rid: Any,
+        before: Mapping[str, Any] | None,
+        after: Mapping[str, Any] | None,
+        meta: Mapping[str, str] | None = None,
+    ) -> None:
+        """Queue the webhook v2 event of a change (nothing to do when no webhook listens)."""
+        if self.webhooks.wants(t):
+            defs = self._cf_defs.get("deals" if t == "leads" else t, [])
+            self.webhooks.emit(t, action, rid, before, after, defs, extra_meta=meta)
 
     def archive(
         self, entity: str, id: Any, *, at: datetime | str | None = None, tick: bool = True
@@ -1029,6 +1097,7 @@ class FakePipedrive(HttpApi):
             self._set_attachment_fields(att, fields)
             atts.append(att)
             self._attachment_deal[aid] = deal_id
+            self._webhook("deal_products", "create", aid, None, att)
             if tick:
                 self._now_ms += 1000
             return dict(att)
@@ -1049,8 +1118,10 @@ class FakePipedrive(HttpApi):
                 if key in fields:
                     raise ValueError(f"an attachment's {key} cannot change")
             ms = self._bump_deal(deal_id, at)
+            old = dict(att)
             self._set_attachment_fields(att, fields)
             att["update_time"] = fmt_v2(ms)
+            self._webhook("deal_products", "change", attachment_id, old, att)
             if tick:
                 self._now_ms += 1000
             return dict(att)
@@ -1064,6 +1135,7 @@ class FakePipedrive(HttpApi):
             self._bump_deal(deal_id, at)
             self._deal_products[deal_id].remove(att)
             del self._attachment_deal[attachment_id]
+            self._webhook("deal_products", "delete", attachment_id, att, None)
             if tick:
                 self._now_ms += 1000
 
@@ -1260,6 +1332,17 @@ class FakePipedrive(HttpApi):
     def expire_access_tokens(self) -> None:
         """Every access token issued so far expires now: the next API call with one gets 401."""
         self.oauth.expire_all(self._now_ms)
+
+    # ------------------------------------------------------------------ webhooks
+
+    def webhook_deliveries(self, **filters: Any) -> list[WebhookDelivery]:
+        """What the webhooks were sent so far (`webhooks.deliveries` filters: webhook_id,
+        entity, action, state)."""
+        return self.webhooks.deliveries(**filters)
+
+    def wait_webhooks(self, timeout: float = 30.0, *, drained: bool = True) -> None:
+        """Block until every webhook delivery is settled (see `WebhookHub.wait`)."""
+        self.webhooks.wait(timeout, drained=drained)
 
     # ------------------------------------------------------------------ requests, hooks, faults
 
