@@ -452,3 +452,30 @@ def test_pinned_names_come_back_from_the_mapping_when_the_state_is_lost(
 
     assert _columns(syncer.db_path, "deals") == columns
     assert _mapping(syncer.db_path)[key] == (mapping[key][0], "Budget Renamed")
+
+
+def test_the_bare_source_stops_before_its_first_row_in_someone_elses_warehouse(
+    syncer: Syncer, fake: FakePipedrive, other_company: FakePipedrive, tmp_path: Path
+) -> None:
+    """Another pipeline name (its own cursors) or another company's token: nothing loaded."""
+    import dlt
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    from sources.pipedrive import pipedrive_source
+
+    syncer.db_path = tmp_path / "crm.duckdb"
+    assert syncer.run(entities="deals").code == 0
+    before = syncer.query("SELECT id, title, update_time FROM deals ORDER BY id")
+    fake.update("deals", fake.records("deals")[0]["id"], title="not for these runs")
+    destination = dlt.destinations.duckdb(str(syncer.db_path))
+
+    cases = [("crm", fake, "'pipedrive'"), ("pipedrive", other_company, fake.company["domain"])]
+    for name, account, said in cases:
+        pipeline = dlt.pipeline(name, destination=destination, dataset_name="pipedrive")
+        source = pipedrive_source(
+            api_token=account.token, base_url=account.base_url, entities=["deals"]
+        )
+        with pytest.raises(PipelineStepFailed) as failed:
+            pipeline.run(source)
+        assert said in str(failed.value)
+        assert syncer.query("SELECT id, title, update_time FROM deals ORDER BY id") == before
