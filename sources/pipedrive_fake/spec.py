@@ -430,10 +430,12 @@ def validator_for(version: str, path: str, status: str = "200", *, gaps: bool = 
     )
 
 
-def item_properties(version: str, path: str) -> list[str]:
-    """Property names of one list item (`data.items`) of a GET endpoint, in spec order."""
+def item_properties(version: str, path: str, data_key: str | None = None) -> list[str]:
+    """Property names of one list item (`data.items`, or `data.<data_key>.items`) of a GET
+    endpoint, in spec order."""
     schema = json_schema_for(version, path, gaps=False)
-    return list(_object_at(schema, "data.items").get("properties", {}))
+    where = f"data.{data_key}.items" if data_key else "data.items"
+    return list(_object_at(schema, where).get("properties", {}))
 
 
 def errors(validator: Any, body: Any, limit: int = 10) -> list[str]:
