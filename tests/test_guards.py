@@ -68,10 +68,10 @@ def test_v1_offset_lists_across_pages_stay_exact_when_a_record_moves_mid_list(
     moved: list[str] = []
 
     def move_one(record: RequestRecord) -> None:
-        if record.path == "/v1/leads" and record.query.get("start") not in (None, "0"):
-            if not moved:  # read on the first page: every later row shifts one back
-                moved.append(changed[0])
-                fake.update("leads", changed[0], title="moved while the list was read")
+        later_page = record.path == "/v1/leads" and record.query.get("start") not in (None, "0")
+        if later_page and not moved:  # read on the first page: every later row shifts back
+            moved.append(changed[0])
+            fake.update("leads", changed[0], title="moved while the list was read")
 
     fake.on_request(move_one)
     try:
