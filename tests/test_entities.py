@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from schemas.generate import SCHEMA_FILE, comparable, load_spec, render
-from sources.pipedrive.entities import ENTITIES, ENTITY_BY_NAME, Strategy, select_entities
+from sources.pipedrive.entities import (
+    ENTITIES,
+    ENTITY_BY_NAME,
+    ME_PATH,
+    ME_TOKEN_COST,
+    Strategy,
+    select_entities,
+)
 
 
 @pytest.mark.parametrize("entity", ENTITIES, ids=lambda e: e.name)
@@ -16,9 +23,15 @@ def test_token_costs_match_the_spec(entity) -> None:
 
 
 @pytest.mark.parametrize("entity", [e for e in ENTITIES if e.fields_path], ids=lambda e: e.name)
-def test_custom_field_endpoints_exist(entity) -> None:
+def test_custom_field_endpoints_exist_and_cost_what_the_spec_says(entity) -> None:
     api = entity.effective_fields_api.value
-    assert "get" in load_spec(api)["paths"]["/" + entity.fields_path]
+    operation = load_spec(api)["paths"]["/" + entity.fields_path]["get"]
+    assert entity.effective_fields_token_cost == operation["x-token-cost"]
+
+
+def test_the_company_check_costs_what_the_spec_says() -> None:
+    operation = load_spec("v1")["paths"]["/" + ME_PATH]["get"]
+    assert operation["x-token-cost"] == ME_TOKEN_COST
 
 
 def test_the_committed_schema_is_generated_from_the_specs_and_the_entity_table() -> None:

@@ -143,3 +143,44 @@ def test_a_token_that_may_read_no_selected_entity_exits_77(
     assert "403" in result.message
     fake.unrestrict()
     assert syncer.run(entities="deals,persons").code == 0
+
+
+class _LostConnection:
+    """A dlt SQL client whose connection is gone: every statement fails transiently."""
+
+    def __enter__(self) -> _LostConnection:
+        return self
+
+    def __exit__(self, *args: Any) -> None:
+        return None
+
+    def make_qualified_table_name(self, table: str) -> str:
+        return f"pipedrive.{table}"
+
+    def execute_sql(self, sql: str, *args: Any) -> Any:
+        from dlt.destinations.exceptions import DatabaseTransientException
+
+        raise DatabaseTransientException(ConnectionError("server closed the connection"))
+
+
+class _Pipeline:
+    def sql_client(self) -> _LostConnection:
+        return _LostConnection()
+
+
+def test_a_lost_connection_is_not_read_as_no_table_or_never_reconciled() -> None:
+    """Guards: asking whether a table exists, or when ids were last reconciled, must not turn a
+    broken connection into "no such table" (flagging nothing, reconciling again, appending
+    into a table that has rows)."""
+    from dlt.destinations.exceptions import DatabaseTransientException
+
+    from pipelines.pipedrive_sync.history import last_reconciled
+    from sources.pipedrive.postload import drop_duplicate_ids, mark_vanished
+
+    pipeline: Any = _Pipeline()
+    with pytest.raises(DatabaseTransientException):
+        last_reconciled(pipeline)
+    with pytest.raises(DatabaseTransientException):
+        mark_vanished(pipeline, "persons", "id", {1, 2})
+    with pytest.raises(DatabaseTransientException):
+        drop_duplicate_ids(pipeline, ["deals"])

@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import dlt
+from dlt.common.destination.exceptions import DestinationUndefinedEntity
+from dlt.destinations.exceptions import DatabaseException
 
 from .summary import entity_usage
 
@@ -47,7 +49,7 @@ def last_reconciled(pipeline: dlt.Pipeline) -> dict[str, datetime] | None:
             rows = client.execute_sql(
                 f"SELECT entity, max(finished_at) FROM {table} WHERE reconciled GROUP BY entity"
             )
-    except Exception:  # noqa: BLE001 - no dataset or no table yet: nothing recorded
+    except DestinationUndefinedEntity:  # no dataset or no table yet: nothing recorded
         return None
     return {entity: _aware(when) for entity, when in rows or [] if when is not None}
 
@@ -144,6 +146,6 @@ def _insert_directly(
                 for row in rows:
                     values = [row[n] for n in names]
                     client.execute_sql(sql, *values, load_id, uuid.uuid4().hex[:14])
-    except Exception:  # noqa: BLE001 - e.g. the table was dropped by hand: dlt recreates it
+    except DatabaseException:  # e.g. the table was dropped by hand: dlt recreates it
         return False
     return True

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from .entities import Api
+from .entities import ME_PATH, ME_TOKEN_COST, Api
 from .http import PipedriveClient
 from .identity import Company
-
-ME_COST = 2
 
 
 def fetch_company(client: PipedriveClient) -> Company:
     """Ask Pipedrive whose credentials these are; a rejected token fails here (exit 77)."""
-    body, _ = client.get_json(Api.V1, "users/me", cost=ME_COST, label="users/me")
+    body, _ = client.get_json(Api.V1, ME_PATH, cost=ME_TOKEN_COST, label=ME_PATH)
     return Company.from_me(body.get("data") or {})

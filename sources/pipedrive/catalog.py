@@ -72,14 +72,12 @@ class FieldCatalog:
     def _fetch(self, entity: Entity) -> list[dict[str, Any]]:
         assert entity.fields_path is not None
         items: list[dict[str, Any]] = []
-        api = entity.effective_fields_api
-        cost = 20 if api.value == "v1" else 10
         for page in self.ctx.client.iter_pages(
-            api,
+            entity.effective_fields_api,
             entity.fields_path,
             {},
             self._paginator(entity),
-            cost=cost,
+            cost=entity.effective_fields_token_cost,
             label=entity.fields_path,
         ):
             items.extend(page.rows)

@@ -2,8 +2,8 @@
 
 Adding an entity is one `Entity(...)` entry below (plus data in the fake server). The HTTP layer,
 the dlt source, the schema generator, the docs and the token accounting all read this table;
-nothing else knows paths, API versions, costs or scopes. Costs and scopes are checked against the
-official specs by the tests.
+nothing else knows paths, API versions, costs or scopes (`*Fields` and `users/me` included). Costs
+and scopes are checked against the official specs by the tests.
 """
 
 from __future__ import annotations
@@ -24,6 +24,11 @@ class Api(StrEnum):
 
 
 API_PREFIX: Mapping[Api, str] = MappingProxyType({Api.V1: "/v1", Api.V2: "/api/v2"})
+# tokens per page of a plain list (the spec's x-token-cost); each stream states its own
+LIST_TOKEN_COST: Mapping[Api, int] = MappingProxyType({Api.V1: 20, Api.V2: 10})
+# `/v1/users/me`: whose credentials these are, asked once per run (see `account`)
+ME_PATH = "users/me"
+ME_TOKEN_COST = 2
 
 
 class Pagination(StrEnum):
@@ -66,10 +71,6 @@ class Stream:
     data_key: str | None = None  # items live in data[data_key] instead of data
     page_limit: int | None = None  # the endpoint's own maximum page size, when below 500
 
-    @property
-    def incremental(self) -> bool:
-        return self.mode is not Mode.FULL
-
 
 @dataclass(frozen=True)
 class Entity:
@@ -84,6 +85,7 @@ class Entity:
     cursor_field: str = "update_time"
     fields_path: str | None = None  # the *Fields endpoint describing custom fields
     fields_api: Api | None = None  # defaults to the entity's api
+    fields_token_cost: int | None = None  # defaults to the list cost of `fields_api`
     singular: str = ""  # entity name in the custom_fields mapping table (deal, person, ...)
     default: bool = True  # part of the default entity set
     scopes: tuple[str, ...] = ()  # OAuth scopes that grant read access (any one suffices)
@@ -100,6 +102,11 @@ class Entity:
     @property
     def effective_fields_api(self) -> Api:
         return self.fields_api or self.api
+
+    @property
+    def effective_fields_token_cost(self) -> int:
+        """API tokens per page of the *Fields endpoint."""
+        return self.fields_token_cost or LIST_TOKEN_COST[self.effective_fields_api]
 
     @property
     def key_columns(self) -> tuple[str, ...]:

@@ -8,22 +8,16 @@ Plain SQL through dlt's sql_client, so they work on any SQL destination dlt supp
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import SupportsPipeline
-from dlt.destinations.exceptions import DatabaseUndefinedRelation
+from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 
 from .dlt_adapter import job_client_for
 
 ID_BATCH = 1000
-
-
-@dataclass(frozen=True)
-class DeletionResult:
-    table: str
-    rows: int
 
 
 def _sql_client(pipeline: SupportsPipeline) -> Any:
@@ -31,9 +25,10 @@ def _sql_client(pipeline: SupportsPipeline) -> Any:
 
 
 def _table_exists(client: Any, table: str) -> bool:
+    """Whether the dataset has `table` (any other error, e.g. a lost connection, raises)."""
     try:
         client.execute_sql(f"SELECT 1 FROM {client.make_qualified_table_name(table)} WHERE 1 = 0")
-    except Exception:  # noqa: BLE001 - "no such table" differs by destination
+    except DestinationUndefinedEntity:
         return False
     return True
 
@@ -168,14 +163,14 @@ def _backup_name(table: str, column: str) -> str:
 
 
 def _column_exists(client: Any, table: str, column: str) -> bool:
-    try:
-        client.execute_sql(
-            f"SELECT {client.escape_column_name(column)} FROM"
-            f" {client.make_qualified_table_name(table)} WHERE 1 = 0"
-        )
-    except Exception:  # noqa: BLE001 - missing table or column
+    """Whether `table` exists and has `column` (read from the destination's catalog)."""
+    if not _table_exists(client, table):
         return False
-    return True
+    with client.execute_query(
+        f"SELECT * FROM {client.make_qualified_table_name(table)} WHERE 1 = 0"
+    ) as cursor:
+        names = {str(d[0]).lower() for d in cursor.description}
+    return column.lower() in names
 
 
 def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -> int:
@@ -264,7 +259,7 @@ def empty_tables(pipeline: SupportsPipeline, tables: Sequence[str]) -> frozenset
                 )
             except DatabaseUndefinedRelation:
                 rows = None
-            except Exception:  # noqa: BLE001 - cannot tell: merging is always right
+            except DatabaseException:  # cannot tell: merging is always right
                 continue
             if not rows:
                 empty.add(table)

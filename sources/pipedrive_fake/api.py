@@ -294,8 +294,6 @@ V2_LISTS: dict[str, _V2List] = {
         members={"assignee_id": "assignee_ids"},
     ),
 }
-V2_EXTRA_TABLES = ("projects", "tasks")
-
 V1_SORTS: dict[str, dict[str, Any]] = {
     "leads": {
         "id": "",

@@ -31,10 +31,6 @@ UNAUTHORIZED_BODY = orjson.dumps(
         "error_info": ERROR_INFO,
     }
 )
-DEFAULT_HTML = (
-    b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head>"
-    b"<body><h1>Bad Gateway</h1><p>cloudflare</p></body></html>"
-)
 MAINTENANCE_HTML = (
     b"<!DOCTYPE html><html><head><title>Pipedrive</title></head>"
     b"<body><h1>We'll be back soon</h1><p>Pipedrive is under maintenance.</p></body></html>"

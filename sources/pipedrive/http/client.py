@@ -1,4 +1,5 @@
-"""The only module that talks HTTP: requests, retries, rate limits, envelopes, metrics."""
+"""Requests to Pipedrive's API: retries, rate limits, envelopes, metrics (the OAuth token
+endpoint is `auth`'s)."""
 
 from __future__ import annotations
 
