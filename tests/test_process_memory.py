@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,3 +62,39 @@ def test_arrow_allocates_from_jemalloc_after_the_setting() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
     )
     assert done.stdout.split() == ["jemalloc", "jemalloc", "3"]
+
+
+RUN_SYNC_PROBE = """
+import sys, dlt, pyarrow as pa
+from pipelines.pipedrive_sync.runner import run_sync
+from pipelines.pipedrive_sync.settings import resolve
+from sources.pipedrive_fake import FakePipedrive
+
+with FakePipedrive(token="probe-token-123", scale={"deals": 60}) as fake:
+    settings = resolve(duckdb_path=sys.argv[1], entities="deals", require_token=False)
+    settings.token, settings.base_url = fake.token, fake.base_url
+    assert run_sync(settings).code == 0
+print(pa.default_memory_pool().backend_name, dlt.config.get("load.truncate_staging_dataset"))
+"""
+
+
+def test_run_sync_leaves_the_callers_process_settings_alone(tmp_path: Path) -> None:
+    """An Airflow worker calling `run_sync` keeps its allocator and its dlt config: only the
+    command line tunes the process (arrow's pool, glibc), and the staging flag is the run's."""
+    env = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "system", "DLT_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_SYNC_PROBE, str(tmp_path / "probe.duckdb")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["system", "None"]
+
+
+def test_merge_staging_tables_are_emptied_after_each_load(syncer: Any, fake: Any) -> None:
+    assert syncer.run(entities="deals").code == 0
+    fake.update("deals", fake.records("deals")[0]["id"], title="merged")
+    assert syncer.run(entities="deals").code == 0
+    assert syncer.query("SELECT count(*) FROM pipedrive_staging.deals") == [(0,)]

@@ -130,7 +130,10 @@ def _sync(args: argparse.Namespace) -> int:
     os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
 
     steps = _time_dlt_steps()
+    from pipelines.pipedrive_sync.process_memory import tune_for_sync
     from pipelines.pipedrive_sync.runner import run_sync
+
+    tune_for_sync()  # what the command line does
     from pipelines.pipedrive_sync.settings import resolve
     from pipelines.pipedrive_sync.summary import summary_rows
 

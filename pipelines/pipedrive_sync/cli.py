@@ -162,8 +162,11 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
     """Run a sync with progress reporting; exits with the run's code on failure."""
     from sources.pipedrive import select_entities
 
+    from .process_memory import tune_for_sync
     from .progress import RunInfo, Watcher, make_reporter
     from .runner import make_context, run_sync
+
+    tune_for_sync()
 
     entities = tuple(e.name for e in select_entities(settings.entities))
     reporter = make_reporter(log_format, quiet, _console())

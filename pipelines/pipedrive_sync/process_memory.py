@@ -1,4 +1,8 @@
-"""Process-wide memory settings of a sync run: glibc's allocator and arrow's."""
+"""Process-wide memory settings for a sync process: glibc's allocator and arrow's.
+
+Applied by the command line (and the benchmark, which measures what it does) before a run,
+never by `run_sync` itself: a program that calls `run_sync` (an Airflow worker) keeps its own
+allocator settings unless it calls `tune_for_sync()` too."""
 
 from __future__ import annotations
 
@@ -51,3 +55,9 @@ def arrow_memory_from_jemalloc() -> str:
         return pa.default_memory_pool().backend_name
     pa.set_memory_pool(pool)
     return pool.backend_name
+
+
+def tune_for_sync() -> None:
+    """Both settings: freed page bodies and arrow buffers go back to the OS (see README)."""
+    map_large_blocks_separately()
+    arrow_memory_from_jemalloc()

@@ -27,6 +27,7 @@ from sources.pipedrive.dlt_adapter import (
     adopt_legacy_state,
     drop_committed_extracts,
     restore_from_warehouse,
+    truncated_staging,
 )
 from sources.pipedrive.entities import ENTITY_BY_NAME, Strategy
 from sources.pipedrive.http import ApiTokenAuth, Auth, FileTokenStore, OAuthAuth, PipedriveClient
@@ -56,7 +57,6 @@ from .connect import (
     release_duckdb_memory,
 )
 from .history import RUNS_TABLE, last_reconciled, record_run, runs_table
-from .process_memory import arrow_memory_from_jemalloc, map_large_blocks_separately
 from .result import RunResult
 from .settings import RunSettings
 from .views import create_views, drop_views
@@ -69,8 +69,6 @@ SOURCE_STATE = "pipedrive"  # the dlt schema, and the key of the source's state
 def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
     """Sync Pipedrive into the configured destination. Raises on failures (see exit_codes)."""
     started = time.monotonic()
-    map_large_blocks_separately()
-    arrow_memory_from_jemalloc()
     entities = select_entities(settings.entities)
     if ctx is None:
         ctx = make_context(settings)
@@ -131,9 +129,6 @@ def make_pipeline(
     if not isinstance(target, Target):
         path = settings.duckdb_path.expanduser().resolve()
         target = Target(target, f"duckdb|{path}#{settings.dataset}", settings.dataset)
-    # staging rows only matter during the merge; emptied after each load they stay out of
-    # DuckDB's checkpoint and out of the file (an env var still wins)
-    dlt.config["load.truncate_staging_dataset"] = True
     return dlt.pipeline(
         pipeline_name=name,
         pipelines_dir=str(settings.pipelines_dir / "pipedrive-sync" / target.local_dir),
@@ -287,7 +282,8 @@ def _run_chunks(
         pipeline.normalize()
         pa.default_memory_pool().release_unused()  # arrow keeps freed pages; DuckDB needs them now
         heal_destination_schema(pipeline)
-        info = pipeline.load()
+        with truncated_staging():
+            info = pipeline.load()
         if target.connection is not None:
             release_duckdb_memory(target.connection)
         result.chunks += 1

@@ -12,6 +12,8 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +180,17 @@ def job_client_for(pipeline: Any, schema: Any) -> Any:
     client = pipeline.destination_client()
     client.schema = schema
     return client
+
+
+@contextmanager
+def truncated_staging() -> Iterator[None]:
+    """dlt empties its merge staging tables after the loads inside (they then stay out of
+    DuckDB's checkpoint and out of the file); dlt's global setting is put back afterwards, so
+    other pipelines of the process keep theirs. An environment variable still wins."""
+    key = "load.truncate_staging_dataset"
+    before: Any = dlt.config.get(key)
+    dlt.config[key] = True
+    try:
+        yield
+    finally:
+        dlt.config[key] = before
