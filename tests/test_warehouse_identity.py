@@ -479,3 +479,29 @@ def test_the_bare_source_stops_before_its_first_row_in_someone_elses_warehouse(
             pipeline.run(source)
         assert said in str(failed.value)
         assert syncer.query("SELECT id, title, update_time FROM deals ORDER BY id") == before
+
+
+def test_a_warehouse_of_the_previous_version_is_adopted_incrementally(
+    syncer: Syncer, fake: FakePipedrive
+) -> None:
+    """Before sync_identity the state lived under a pipeline named after a hash of the local
+    path: the first run after the upgrade takes that state over (no full re-read, same
+    columns) and claims the dataset."""
+    assert syncer.run(entities="deals").code == 0
+    columns = _columns(syncer.db_path, "deals")
+    with open_duckdb(syncer.db_path, read_only=False) as con:
+        con.execute("UPDATE _dlt_pipeline_state SET pipeline_name = 'pipedrive_0a1b2c3d4e'")
+        con.execute("DROP TABLE sync_identity")
+    changed = fake.records("deals")[3]["id"]
+    fake.update("deals", changed, title="after the upgrade")
+    seen = len(fake.requests)
+
+    assert syncer.run(entities="deals").code == 0
+
+    deal_pages = _deal_requests(fake, seen)
+    assert deal_pages and all("updated_since" in r.query for r in deal_pages)
+    assert _columns(syncer.db_path, "deals") == columns
+    assert syncer.query(f"SELECT title FROM deals WHERE id = {changed}") == [("after the upgrade",)]
+    assert syncer.query("SELECT company_id, pipeline_name FROM sync_identity") == [
+        (fake.company["id"], "pipedrive")
+    ]

@@ -109,7 +109,7 @@ def adopt_legacy_state(pipeline: dlt.Pipeline, source: str) -> str | None:
     adopted = (state.get("sources") or {}).get(source)
     if not adopted:
         return None
-    with pipeline.managed_state(extract_state=True) as current:
+    with pipeline.managed_state() as current:  # extracted with the run's first package
         current.setdefault("sources", {})[source] = adopted
     return name
 
