@@ -505,3 +505,27 @@ def test_a_warehouse_of_the_previous_version_is_adopted_incrementally(
     assert syncer.query("SELECT company_id, pipeline_name FROM sync_identity") == [
         (fake.company["id"], "pipedrive")
     ]
+
+
+@pytest.mark.postgres
+def test_another_companys_token_changes_nothing_in_a_postgres_warehouse(
+    postgres: Server,
+    fake: FakePipedrive,
+    other_company: FakePipedrive,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    url = postgres.database("company_a")
+    _pg_run(url, fake, monkeypatch)
+    snapshot_sql = (
+        "SELECT (SELECT count(*) FROM pipedrive._dlt_loads),"
+        " (SELECT count(*) FROM pipedrive._dlt_pipeline_state),"
+        " (SELECT md5(string_agg(id || title || update_time, ',' ORDER BY id)) FROM pipedrive.deals),"
+        " (SELECT count(*) FROM information_schema.tables WHERE table_schema LIKE 'pipedrive%')"
+    )
+    before = _pg(url, snapshot_sql)
+    env = _env(tmp_path / "dlt-data", other_company, DESTINATION__POSTGRES__CREDENTIALS=url)
+    proc = _cli(["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path)
+    assert proc.returncode == 78, proc.stderr
+    assert fake.company["domain"] in proc.stderr and other_company.company["domain"] in proc.stderr
+    assert _pg(url, snapshot_sql) == before
