@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC
@@ -113,6 +114,36 @@ class Syncer:
                 [table],
             ).fetchall()
         return dict(rows)
+
+
+class HeldRequest:
+    """Holds the first request to `path` in a fake until `release()` (at most `timeout`): a run
+    that reached it is mid-fetch, holding its warehouse. Use as a context manager."""
+
+    def __init__(self, fake: FakePipedrive, path: str, timeout: float = 60.0) -> None:
+        self.fake, self.path, self.timeout = fake, path, timeout
+        self.held = threading.Event()
+        self._released = threading.Event()
+
+    def __call__(self, record: Any) -> None:
+        if record.path == self.path and not self.held.is_set():
+            self.held.set()
+            self._released.wait(self.timeout)
+
+    def __enter__(self) -> HeldRequest:
+        self.fake.on_request(self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self.fake.on_request(None)
+
+    def wait(self, timeout: float = 60.0) -> bool:
+        """Until a request is being held."""
+        return self.held.wait(timeout)
+
+    def release(self) -> None:
+        self._released.set()
 
 
 @pytest.fixture

@@ -19,6 +19,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -144,3 +145,16 @@ def postgres() -> Iterator[Server]:
     finally:
         server.pg_ctl("-m", "immediate", "stop")
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def rows(url: str, sql: str) -> list[tuple[Any, ...]]:
+    """The rows `sql` returns in the database at `url`."""
+    import psycopg2
+
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    finally:
+        connection.close()

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CORE_ENTITIES, TOKEN
+from conftest import CORE_ENTITIES, TOKEN, HeldRequest
 
 from pipelines.pipedrive_sync import exit_codes
 from sources.pipedrive_fake import FakePipedrive, FaultRule
@@ -82,25 +82,13 @@ def test_a_second_run_while_one_holds_the_lock_exits_75_at_once(
 ) -> None:
     """A run of the same warehouse holds the DuckDB file: the second run does not wait."""
     env = _env(tmp_path, fake)
-    release = threading.Event()
-    held = threading.Event()
-
-    def hold(record: RequestRecord) -> None:
-        if record.path == "/api/v2/deals" and not held.is_set():
-            held.set()
-            release.wait(60)
-
-    fake.on_request(hold)
-    first = subprocess.Popen([*CLI, "run"], env=env, cwd=tmp_path)
-    try:
-        assert held.wait(60)
+    with HeldRequest(fake, "/api/v2/deals") as hold:
+        first = subprocess.Popen([*CLI, "run"], env=env, cwd=tmp_path)
+        assert hold.wait()
         started = time.monotonic()
         proc = _run(["run"], env, tmp_path)
         assert time.monotonic() - started < 20
-    finally:
-        release.set()
-        first.wait(120)
-        fake.on_request(None)
+    first.wait(120)
     assert proc.returncode == 75
     assert "another pipedrive-sync run is syncing this warehouse" in proc.stderr
     _no_traceback(proc)

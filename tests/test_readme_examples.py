@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from conftest import TOKEN
 from pg_server import Server
+from pg_server import rows as _pg
 
 from sources.pipedrive_fake import FakePipedrive
 
@@ -89,18 +90,6 @@ def _deal_columns(url: str) -> list[str]:
         " AND table_name = 'deals' ORDER BY column_name",
     )
     return [r[0] for r in rows]
-
-
-def _pg(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import psycopg2
-
-    connection = psycopg2.connect(url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-    finally:
-        connection.close()
 
 
 def _incremental(fake: FakePipedrive, since: int) -> bool:

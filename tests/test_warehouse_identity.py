@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_HTTP, SMALL_SCALE, TOKEN, Syncer
+from conftest import FAST_HTTP, SMALL_SCALE, TOKEN, HeldRequest, Syncer
 from pg_server import Server
+from pg_server import rows as _pg
 
 from pipelines.pipedrive_sync.runner import run_sync
 from pipelines.pipedrive_sync.settings import RunSettings, resolve
@@ -178,18 +179,6 @@ def _pg_settings(fake: FakePipedrive, **overrides: Any) -> RunSettings:
     return settings
 
 
-def _pg(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import psycopg2
-
-    connection = psycopg2.connect(url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-    finally:
-        connection.close()
-
-
 def _pg_run(url: str, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch, **kw: Any) -> Any:
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
     result = run_sync(_pg_settings(fake, **kw))
@@ -234,27 +223,15 @@ def test_a_run_from_another_machine_waits_for_nobody_and_exits_75(
     """Two data dirs (two machines) syncing one PostgreSQL dataset: the second exits 75 at once,
     naming what holds the warehouse; the first finishes."""
     url = postgres.database("shared")
-    release = threading.Event()
-    held = threading.Event()
-
-    def hold(record: RequestRecord) -> None:
-        if record.path == "/api/v2/deals" and not held.is_set():
-            held.set()
-            release.wait(60)
-
-    fake.on_request(hold)
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
     outcome: list[Any] = []
-    first = threading.Thread(target=lambda: outcome.append(run_sync(_pg_settings(fake))))
-    first.start()
-    try:
-        assert held.wait(60)
+    with HeldRequest(fake, "/api/v2/deals") as hold:
+        first = threading.Thread(target=lambda: outcome.append(run_sync(_pg_settings(fake))))
+        first.start()
+        assert hold.wait()
         env = _env(tmp_path / "machine-2", fake, DESTINATION__POSTGRES__CREDENTIALS=url)
         proc = _cli(["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path)
-    finally:
-        release.set()
-        first.join(120)
-        fake.on_request(None)
+    first.join(120)
     assert proc.returncode == 75, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "another pipedrive-sync run" in proc.stderr and "pid" in proc.stderr
@@ -309,26 +286,17 @@ def test_two_companies_in_one_duckdb_file_take_turns(
     fake: FakePipedrive, other_company: FakePipedrive, tmp_path: Path
 ) -> None:
     """The second company's run waits for the file (bounded) instead of failing."""
-    release = threading.Event()
-    held = threading.Event()
-
-    def hold(record: RequestRecord) -> None:
-        if record.path == "/api/v2/deals" and not held.is_set():
-            held.set()
-            release.wait(30)
-
     data_dir = tmp_path / "dlt-data"
-    fake.on_request(hold)
-    first = subprocess.Popen(
-        [*CLI, "run", "--dataset", "company_a", "--entities", "deals"],
-        env=_env(data_dir, fake),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert held.wait(60)
+    with HeldRequest(fake, "/api/v2/deals") as hold:
+        first = subprocess.Popen(
+            [*CLI, "run", "--dataset", "company_a", "--entities", "deals"],
+            env=_env(data_dir, fake),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert hold.wait()
         second = subprocess.Popen(
             [*CLI, "run", "--dataset", "company_b", "--entities", "deals"],
             env=_env(data_dir, other_company),
@@ -337,12 +305,9 @@ def test_two_companies_in_one_duckdb_file_take_turns(
             stderr=subprocess.PIPE,
             text=True,
         )
-        threading.Timer(2.0, release.set).start()
+        threading.Timer(2.0, hold.release).start()  # the second run is waiting by then
         _, err_b = second.communicate(timeout=180)
-    finally:
-        release.set()
-        _, err_a = first.communicate(timeout=180)
-        fake.on_request(None)
+    _, err_a = first.communicate(timeout=180)
     assert first.returncode == 0, err_a
     assert second.returncode == 0, err_b
     with open_duckdb(tmp_path / "pipedrive.duckdb", "company_b") as con:
@@ -353,32 +318,20 @@ def test_two_companies_in_one_duckdb_file_take_turns(
 def test_another_companys_run_holding_the_file_is_named_when_the_wait_ends(
     fake: FakePipedrive, other_company: FakePipedrive, tmp_path: Path
 ) -> None:
-    release = threading.Event()
-    held = threading.Event()
-
-    def hold(record: RequestRecord) -> None:
-        if record.path == "/api/v2/deals" and not held.is_set():
-            held.set()
-            release.wait(60)
-
     data_dir = tmp_path / "dlt-data"
-    fake.on_request(hold)
-    first = subprocess.Popen(
-        [*CLI, "run", "--dataset", "company_a", "--entities", "deals"],
-        env=_env(data_dir, fake),
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert held.wait(60)
+    with HeldRequest(fake, "/api/v2/deals") as hold:
+        first = subprocess.Popen(
+            [*CLI, "run", "--dataset", "company_a", "--entities", "deals"],
+            env=_env(data_dir, fake),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert hold.wait()
         env = _env(data_dir, other_company, SOURCES__PIPEDRIVE__LOCK_WAIT_SECONDS="1")
         proc = _cli(["run", "--dataset", "company_b", "--entities", "deals"], env, tmp_path)
-    finally:
-        release.set()
-        first.communicate(timeout=180)
-        fake.on_request(None)
+    first.communicate(timeout=180)
     assert proc.returncode == 75, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "company_a" in proc.stderr and fake.company["domain"] in proc.stderr
