@@ -282,29 +282,27 @@ def test_three_companies_synced_at_once_into_one_database_stay_isolated(
 
 
 # -- DuckDB: companies sharing one file ------------------------------------------------------
+def _started(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """`pipedrive-sync run --entities deals <args>` in the background."""
+    return subprocess.Popen(
+        [*CLI, "run", "--entities", "deals", *args],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def test_two_companies_in_one_duckdb_file_take_turns(
     fake: FakePipedrive, other_company: FakePipedrive, tmp_path: Path
 ) -> None:
     """The second company's run waits for the file (bounded) instead of failing."""
     data_dir = tmp_path / "dlt-data"
     with HeldRequest(fake, "/api/v2/deals") as hold:
-        first = subprocess.Popen(
-            [*CLI, "run", "--dataset", "company_a", "--entities", "deals"],
-            env=_env(data_dir, fake),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        first = _started(["--dataset", "company_a"], _env(data_dir, fake), tmp_path)
         assert hold.wait()
-        second = subprocess.Popen(
-            [*CLI, "run", "--dataset", "company_b", "--entities", "deals"],
-            env=_env(data_dir, other_company),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        second = _started(["--dataset", "company_b"], _env(data_dir, other_company), tmp_path)
         threading.Timer(2.0, hold.release).start()  # the second run is waiting by then
         _, err_b = second.communicate(timeout=180)
     _, err_a = first.communicate(timeout=180)
@@ -320,14 +318,7 @@ def test_another_companys_run_holding_the_file_is_named_when_the_wait_ends(
 ) -> None:
     data_dir = tmp_path / "dlt-data"
     with HeldRequest(fake, "/api/v2/deals") as hold:
-        first = subprocess.Popen(
-            [*CLI, "run", "--dataset", "company_a", "--entities", "deals"],
-            env=_env(data_dir, fake),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        first = _started(["--dataset", "company_a"], _env(data_dir, fake), tmp_path)
         assert hold.wait()
         env = _env(data_dir, other_company, SOURCES__PIPEDRIVE__LOCK_WAIT_SECONDS="1")
         proc = _cli(["run", "--dataset", "company_b", "--entities", "deals"], env, tmp_path)
