@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -42,9 +43,12 @@ DEMO_SQL = (
 
 
 def _quiet_libraries() -> None:
-    # dlt logs progress and hints at WARNING; our summary says what matters
-    os.environ.setdefault("RUNTIME__LOG_LEVEL", "ERROR")
-    logging.getLogger("dlt").setLevel(logging.ERROR)
+    # dlt logs progress and hints at WARNING, and at ERROR what the one-line failure already
+    # says (a failed job's traceback, a thread pool that did not join after Ctrl-C)
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", "CRITICAL")
+    logging.getLogger("dlt").setLevel(logging.CRITICAL)
+    # dlt's SQLAlchemy merge triggers a SQLAlchemy warning on every run; not ours to act on
+    warnings.filterwarnings("ignore", module=r"dlt(\.|$)")
 
 
 class _OneLineHandler(logging.Handler):
@@ -170,10 +174,11 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
 
     entities = tuple(e.name for e in select_entities(settings.entities))
     reporter = make_reporter(log_format, quiet, _console())
+    scope = exit_codes.Scope.of(settings)
     try:
         ctx = make_context(settings)
     except Exception as exc:  # noqa: BLE001 - e.g. an unreadable OAuth token store
-        _fail(exit_codes.classify(exc))
+        _fail(exit_codes.classify(exc, scope))
     watcher = Watcher(ctx, entities, reporter)
     reporter.run_started(RunInfo.from_settings(settings, entities))
     try:
@@ -181,7 +186,7 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
             result = run_sync(settings, ctx)
     except Exception as exc:
         reporter.close()
-        failure = exit_codes.classify(exc)
+        failure = exit_codes.classify(exc, scope)
         reporter.run_failed(failure, watcher.snapshot())
         if not failure.expected and os.environ.get("PIPEDRIVE_SYNC_DEBUG"):
             raise

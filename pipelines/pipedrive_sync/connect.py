@@ -37,6 +37,7 @@ from filelock import FileLock, Timeout
 from sources.pipedrive.dlt_adapter import destination_location
 from sources.pipedrive.identity import Company
 
+from .destinations import check_destination
 from .exit_codes import RunInProgress
 from .settings import RunSettings
 
@@ -143,8 +144,11 @@ def release_duckdb_memory(connection: duckdb.DuckDBPyConnection) -> None:
 
 
 @contextmanager
-def open_target(settings: RunSettings, company: Company | None) -> Iterator[Target]:
-    """The run's warehouse, held for the run (see the module docstring)."""
+def open_target(
+    settings: RunSettings, company: Company | None, destination: Any = None
+) -> Iterator[Target]:
+    """The run's warehouse, held for the run (see the module docstring). `destination` is the
+    checked dlt destination (`destinations.check_destination`) for any but DuckDB."""
     holder = Holder.this_run(settings.dataset, company)
     if settings.destination == "duckdb":
         path = settings.duckdb_path.expanduser().resolve()
@@ -160,9 +164,8 @@ def open_target(settings: RunSettings, company: Company | None) -> Iterator[Targ
                 note.unlink()
             connection.close()
         return
-    from dlt.common.destination import Destination
-
-    destination = Destination.from_reference(settings.destination)
+    if destination is None:
+        destination = check_destination(settings.destination)
     target = Target(
         destination, destination_location(destination, settings.dataset), settings.dataset
     )

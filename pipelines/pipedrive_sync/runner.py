@@ -56,6 +56,7 @@ from .connect import (
     open_target,
     release_duckdb_memory,
 )
+from .destinations import check_destination
 from .history import RUNS_TABLE, last_reconciled, record_run, runs_table
 from .result import RunResult
 from .settings import RunSettings
@@ -70,6 +71,7 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
     """Sync Pipedrive into the configured destination. Raises on failures (see exit_codes)."""
     started = time.monotonic()
     entities = select_entities(settings.entities)
+    destination = check_destination(settings.destination)  # unusable: stop before any call
     if ctx is None:
         ctx = make_context(settings)
     result = RunResult(ctx=ctx, metrics=ctx.client.metrics)
@@ -80,7 +82,7 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
         _decide_outcome(ctx, result)
         return result
     with (
-        open_target(settings, ctx.company) as target,
+        open_target(settings, ctx.company, destination) as target,
         _prepared(target, settings, ctx, entities) as pipeline,
     ):
         result.pipeline_name = pipeline.pipeline_name

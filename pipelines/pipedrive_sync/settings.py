@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import dlt
 
@@ -180,6 +181,8 @@ def resolve(
         decode_threads=_number("decode_threads", HttpSettings.decode_threads, int),
     )
     base_url = _env_or_config("PIPEDRIVE_BASE_URL", "base_url", None)
+    if base_url is not None:
+        validate_base_url(str(base_url))
     return RunSettings(
         token=token or "",
         oauth=oauth,
@@ -198,6 +201,38 @@ def resolve(
         http=http,
         lock_wait=_number("lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS, float),
     )
+
+
+def validate_base_url(value: str) -> None:
+    """An http(s) URL with a host, or a bare host name (https is assumed); raises ConfigError.
+
+    A host with a port but no scheme (`127.0.0.1:8765`) is refused: that is a local or proxy
+    server, whose scheme cannot be guessed.
+    """
+    text = value.strip()
+    if "://" not in text:
+        if ":" in text.split("/", 1)[0]:
+            raise ConfigError(
+                f"PIPEDRIVE_BASE_URL {value!r} has no scheme: write https://{text}, or"
+                f" http://{text} for a plain-HTTP server"
+            )
+        text = "https://" + text
+    parts = urlsplit(text)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ConfigError(
+            f"PIPEDRIVE_BASE_URL {value!r}: the scheme must be https:// (or http://),"
+            f" not {parts.scheme}://"
+        )
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"PIPEDRIVE_BASE_URL {value!r} has an invalid port") from None
+    if not parts.hostname:
+        raise ConfigError(
+            f"PIPEDRIVE_BASE_URL {value!r} has no host: write e.g. https://api.pipedrive.com"
+        )
+    if parts.query or parts.fragment:
+        raise ConfigError(f"PIPEDRIVE_BASE_URL {value!r}: give the API root only, without ? or #")
 
 
 def _refresh_overrides(value: Any) -> dict[str, timedelta]:

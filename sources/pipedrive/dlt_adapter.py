@@ -14,6 +14,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,198 @@ def truncated_staging() -> Iterator[None]:
         yield
     finally:
         dlt.config[key] = before
+
+
+# -- failures: what dlt's exceptions carry (exit_codes classifies with these) ---------------
+# attributes under which dlt keeps the exception it wraps
+_WRAPPED = ("exception", "client_exception", "job_exception")
+
+
+def wrapped_exceptions(exc: BaseException) -> list[BaseException]:
+    """The exceptions `exc` carries besides Python's own cause: dlt's wrappers keep them in
+    attributes (PipelineStepFailed.exception, a failed job's client_exception…), SQLAlchemy
+    in `orig`."""
+    inner = [getattr(exc, name, None) for name in (*_WRAPPED, "orig")]
+    return [item for item in inner if isinstance(item, BaseException)]
+
+
+def is_dlt(exc: BaseException, *class_names: str) -> bool:
+    """Whether `exc` is an instance of one of dlt's classes (matched by name: no import)."""
+    return any(
+        cls.__module__.startswith("dlt.") and cls.__name__ in class_names
+        for cls in type(exc).__mro__
+    )
+
+
+def failed_step(exc: BaseException) -> str | None:
+    """The pipeline step (extract, normalize, load, sync…) a PipelineStepFailed names."""
+    if is_dlt(exc, "PipelineStepFailed"):
+        return str(getattr(exc, "step", "") or "") or None
+    return None
+
+
+@dataclass(frozen=True)
+class FailedJob:
+    table: str
+    job_id: str
+    message: str
+
+
+def failed_job(exc: BaseException) -> FailedJob | None:
+    """The table and message of a load job that failed, from dlt's job exceptions."""
+    if not is_dlt(exc, "LoadClientJobFailed", "LoadClientJobTerminalRetry"):
+        return None
+    job_id = str(getattr(exc, "job_id", "") or "")
+    return FailedJob(table=job_id.split(".", 1)[0] or "?", job_id=job_id, message=_job_error(exc))
+
+
+def _job_error(exc: BaseException) -> str:
+    """What the warehouse said: the innermost cause of the job's exception (dlt's
+    `failed_message` is a whole formatted traceback)."""
+    inner = getattr(exc, "client_exception", None)
+    if isinstance(inner, BaseException):
+        while inner.__cause__ is not None:
+            inner = inner.__cause__
+        if str(inner).strip():
+            return str(inner)
+    lines = str(getattr(exc, "failed_message", "") or exc).strip().splitlines()
+    return lines[-1] if lines else type(exc).__name__
+
+
+def missing_settings(exc: BaseException) -> list[str]:
+    """`section.key (ENV_VAR)` for each setting a ConfigFieldMissingException lacks."""
+    if not is_dlt(exc, "ConfigFieldMissingException"):
+        return []
+    found = []
+    for field_name, traces in (getattr(exc, "traces", None) or {}).items():
+        found.append(_setting(field_name, traces))
+    return found
+
+
+def _setting(field_name: str, traces: Any) -> str:
+    """The most specific place dlt looked for a missing field, as `a.b.c (A__B__C)`."""
+    candidates: list[list[str]] = []
+    for trace in traces or []:
+        if hasattr(trace, "traces"):  # a nested configuration (e.g. credentials)
+            inner = [t for sub in trace.traces.values() for t in sub]
+            candidates.extend(list(t.sections) for t in inner if getattr(t, "sections", None))
+        elif getattr(trace, "sections", None) is not None:
+            candidates.append([*trace.sections, field_name])
+    if not candidates:
+        return field_name
+    path = max(candidates, key=len)
+    if path[-1] != field_name and field_name in path:
+        path = path[: path.index(field_name) + 1]
+    return f"{'.'.join(path)} ({'__'.join(p.upper() for p in path)})"
+
+
+def missing_dependency(exc: BaseException) -> str | None:
+    """The pip command a MissingDependencyException asks for."""
+    if not is_dlt(exc, "MissingDependencyException"):
+        return None
+    packages = [str(d) for d in getattr(exc, "dependencies", None) or []]
+    return "pip install " + " ".join(f'"{p}"' for p in packages) if packages else "pip install"
+
+
+def unknown_destination(exc: BaseException) -> str | None:
+    """The destination name dlt could not resolve."""
+    if is_dlt(exc, "UnknownDestinationModule", "InvalidDestinationReference"):
+        return str(getattr(exc, "ref", "") or getattr(exc, "destination", "") or "") or "?"
+    return None
+
+
+# -- destinations --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DestinationTraits:
+    """What pipedrive-sync needs to know about a destination before it syncs into it."""
+
+    factory: Any  # dlt's destination factory, to pass to dlt.pipeline
+    destination_type: str  # e.g. "postgres" for a named destination "warehouse"
+    sql_client: bool  # rows can be updated and deleted in place with SQL
+    merge_strategies: tuple[str, ...]
+
+
+class DestinationUnknown(LookupError):
+    pass
+
+
+class DestinationExtraMissing(ImportError):
+    def __init__(self, destination_type: str, detail: str) -> None:
+        super().__init__(detail)
+        self.destination_type = destination_type
+
+
+def destination_traits(name: str) -> DestinationTraits:
+    """Resolve `name` like dlt.pipeline(destination=name) would, and load its client code.
+
+    Raises DestinationUnknown for a name dlt cannot resolve and DestinationExtraMissing when
+    the destination's packages are not installed.
+    """
+    from dlt.common.destination.exceptions import (
+        InvalidDestinationReference,
+        UnknownDestinationModule,
+    )
+    from dlt.common.destination.reference import Destination
+    from dlt.destinations.job_client_impl import SqlJobClientBase
+
+    try:
+        factory: Any = Destination.from_reference(name)
+    except (UnknownDestinationModule, InvalidDestinationReference):
+        raise DestinationUnknown(name) from None
+    destination_type = factory.destination_type.rsplit(".", 1)[-1]
+    if destination_type == "sqlalchemy":
+        factory = Destination.from_reference(name, type_mapper=_json_text_type_mapper())
+    try:
+        client_class = factory.client_class
+    except ImportError as exc:
+        raise DestinationExtraMissing(destination_type, _one_line(exc)) from None
+    capabilities = factory.capabilities()
+    return DestinationTraits(
+        factory=factory,
+        destination_type=destination_type,
+        sql_client=issubclass(client_class, SqlJobClientBase),
+        merge_strategies=tuple(capabilities.supported_merge_strategies or ()),
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _json_text_type_mapper() -> Any:
+    """dlt's SQLAlchemy type mapper with JSON columns that take JSON text as it is.
+
+    Pages arrive as arrow tables whose JSON columns hold JSON text; SQLAlchemy's JSON type
+    serializes every value it binds, so that text was stored as a JSON string of itself
+    (double-encoded). Text that parses is bound as the value it encodes.
+    """
+    import orjson
+    import sqlalchemy as sa
+    from dlt.destinations.impl.sqlalchemy.type_mapper import SqlalchemyTypeMapper
+
+    class JsonText(sa.types.TypeDecorator):
+        impl = sa.JSON
+        cache_ok = True
+
+        def process_bind_param(self, value: Any, dialect: Any) -> Any:
+            if isinstance(value, str):
+                try:
+                    return orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    return value
+            return value
+
+    class JsonTextTypeMapper(SqlalchemyTypeMapper):
+        def db_type_from_json_type(self, column: Any, table: Any) -> Any:
+            return JsonText(none_as_null=True)
+
+    return JsonTextTypeMapper
+
+
+def cursor_columns(cursor: Any) -> list[str]:
+    """The column names of a query's result through dlt's sql_client cursor (dlt's SQLAlchemy
+    cursor has no DB-API `description`, only `columns_schema`)."""
+    columns = getattr(cursor, "columns_schema", None)
+    if columns:
+        return [str(name) for name in columns]
+    return [str(d[0]) for d in cursor.description or []]

@@ -5,6 +5,7 @@ from .client import HttpSettings, Page, PipedriveClient, RequestMetrics, RunStop
 from .errors import (
     AuthError,
     BadResponse,
+    BaseUrlError,
     BudgetExhausted,
     EntityUnavailable,
     PipedriveError,
@@ -20,6 +21,7 @@ __all__ = [
     "Auth",
     "AuthError",
     "BadResponse",
+    "BaseUrlError",
     "BudgetExhausted",
     "CursorPaginator",
     "EntityUnavailable",

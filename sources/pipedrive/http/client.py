@@ -6,6 +6,7 @@ from __future__ import annotations
 import email.utils
 import queue
 import random
+import re
 import threading
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from .errors import (
     Action,
     AuthError,
     BadResponse,
+    BaseUrlError,
     BudgetExhausted,
     EntityUnavailable,
     PipedriveError,
@@ -246,6 +248,34 @@ def _read_body(response: requests.Response) -> None:
     response.raw.release_conn()
 
 
+# TLS failures that repeat on every attempt: the URL (or the machine's CA bundle) is wrong
+_TLS_MISMATCH = (
+    "WRONG_VERSION_NUMBER",
+    "RECORD_LAYER_FAILURE",
+    "PACKET_LENGTH_TOO_LONG",
+    "UNKNOWN_PROTOCOL",
+    "HTTP_REQUEST",
+)
+
+
+def _tls_misconfigured(exc: requests.exceptions.SSLError) -> str | None:
+    """What is wrong with the API root when TLS fails for a reason no retry can change."""
+    text = str(exc)
+    reason = re.search(r"\[SSL: ([A-Z_]+)\]", text)
+    code = reason.group(1) if reason else ""
+    if code in _TLS_MISMATCH:
+        return (
+            f"does not answer over TLS ({code}): write http:// for a plain-HTTP server,"
+            " or check the URL"
+        )
+    if code == "CERTIFICATE_VERIFY_FAILED":
+        return (
+            "presents a TLS certificate this machine does not trust: check the URL, or set"
+            " REQUESTS_CA_BUNDLE to your CA bundle"
+        )
+    return None
+
+
 def _parse_http_date(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -342,6 +372,12 @@ class PipedriveClient:
             except requests.Timeout:
                 self.limiter.after_response(None)
                 last_reason = "timed out"
+            except requests.exceptions.SSLError as exc:
+                self.limiter.after_response(None)
+                wrong = _tls_misconfigured(exc)
+                if wrong:
+                    raise BaseUrlError(f"PIPEDRIVE_BASE_URL {self.base_url} {wrong}") from None
+                last_reason = "connection failed (SSLError)"
             except requests.RequestException as exc:
                 self.limiter.after_response(None)
                 last_reason = f"connection failed ({type(exc).__name__})"

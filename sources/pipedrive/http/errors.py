@@ -66,6 +66,20 @@ class AuthError(PipedriveError):
     exit_code = 77
 
 
+class BaseUrlError(PipedriveError):
+    """The API root is wrong: not TLS where https:// was given, or 404 for everything."""
+
+    exit_code = 78
+
+
+def base_url_not_found(base_url: str) -> str:
+    """The message for an API root that answers 404 to every request."""
+    return (
+        f"PIPEDRIVE_BASE_URL {base_url} answers 404 (not found) to every request: check the URL"
+        " (the API root: https://api.pipedrive.com or https://<company>.pipedrive.com)"
+    )
+
+
 class TemporaryError(PipedriveError):
     """Safe to rerun later: retries ran out, Pipedrive is down, or the budget is spent."""
 

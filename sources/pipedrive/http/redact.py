@@ -14,6 +14,9 @@ _SECRET_PARAM = re.compile(
     r"([=:]\s*(?:Bearer\s+|Basic\s+)?)([^&\s,'\"]+)"
 )
 
+# a password in a URL's user info: postgresql://loader:secret@db/analytics
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:/@\s]+:)[^@\s]+@", re.IGNORECASE)
+
 
 def register_secret(value: str | None) -> None:
     """Remember a secret so `redact` masks it anywhere it appears."""
@@ -29,4 +32,5 @@ def redact(text: str) -> str:
     for secret in secrets:
         if secret in text:
             text = text.replace(secret, "***")
+    text = _URL_PASSWORD.sub(r"\1***@", text)
     return _SECRET_PARAM.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
