@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from sources.pipedrive.dlt_adapter import cursor_columns
+
 logger = logging.getLogger(__name__)
 
 DEALS_ENRICHED = "deals_enriched"
@@ -26,6 +28,7 @@ VIEWS = (DEALS_ENRICHED, OPEN_PIPELINE_SUMMARY)
 SOURCE_TABLES = ("deals", "pipelines", "stages", "users", "organizations", "persons")
 # destinations that bind a view's table names in the view's own schema: unqualified names
 # there keep the view valid whatever the file's catalog is called when it is opened later
+# (SQLite, through SQLAlchemy, allows a view to name only tables of its own database file)
 UNQUALIFIED_DESTINATIONS = ("duckdb", "motherduck")
 
 
@@ -130,7 +133,7 @@ def _columns(client: Any, table: str) -> list[str] | None:
     try:
         query = f"SELECT * FROM {client.make_qualified_table_name(table)} WHERE 1 = 0"
         with client.execute_query(query) as cursor:
-            return [str(d[0]).lower() for d in cursor.description or []]
+            return [name.lower() for name in cursor_columns(cursor)]
     except Exception:  # noqa: BLE001 - "no such table" differs by destination
         return None
 
@@ -147,7 +150,8 @@ def view_context(pipeline: Any, client: Any) -> ViewContext:
         found = _columns(client, table)
         if found is not None:
             columns[table] = found
-    if _destination_name(pipeline) in UNQUALIFIED_DESTINATIONS:
+    dialect = str(getattr(client.capabilities, "sqlglot_dialect", "") or "")
+    if _destination_name(pipeline) in UNQUALIFIED_DESTINATIONS or dialect == "sqlite":
         table_ref: Callable[[str], str] = client.escape_column_name
     else:
         table_ref = client.make_qualified_table_name

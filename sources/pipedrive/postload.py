@@ -15,7 +15,7 @@ from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import SupportsPipeline
 from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 
-from .dlt_adapter import job_client_for
+from .dlt_adapter import cursor_columns, job_client_for
 
 ID_BATCH = 1000
 
@@ -290,7 +290,7 @@ def drop_duplicate_ids(
                 continue
             keep = client.make_qualified_table_name(f"_dedupe__{table}")
             with client.execute_query(f"SELECT * FROM {name} WHERE 1 = 0") as cursor:
-                columns = ", ".join(client.escape_column_name(c[0]) for c in cursor.description)
+                columns = ", ".join(client.escape_column_name(c) for c in cursor_columns(cursor))
             order = client.escape_column_name("update_time")
             repeated = f"SELECT {key} FROM {name} GROUP BY {key} HAVING count(*) > 1"
             with client.begin_transaction():
