@@ -544,3 +544,36 @@ def test_every_row_of_the_readme_exit_table_has_a_case() -> None:
         f"README rows without a case: {sorted(set(documented) - tested)};"
         f" cases without a README row: {sorted(tested - set(documented))}"
     )
+
+
+# -- the table on exceptions built like dlt's (fast, in-process) -----------------------------
+def _raised(make: Callable[[], BaseException], cause: BaseException) -> BaseException:
+    """`make()` as if raised `from cause`."""
+    outer = make()
+    outer.__cause__ = cause
+    return outer
+
+
+def test_a_cause_is_found_under_dlt_wrappers_and_named_without_secrets() -> None:
+    import psycopg2
+    from dlt.destinations.exceptions import DatabaseTerminalException
+    from dlt.load.exceptions import LoadClientJobFailed
+
+    from pipelines.pipedrive_sync.exit_codes import CONFIG, FAILURE, Scope, classify
+
+    rejected = psycopg2.OperationalError(
+        'connection to server at "db" failed: FATAL:  password authentication failed for user'
+        ' "loader" (postgresql://loader:s3cr3t-pw@db/analytics)\n'
+    )
+    wrapped = _raised(lambda: RuntimeError("step failed"), DatabaseTerminalException(rejected))
+    failure = classify(wrapped, Scope(destination="warehouse"))
+    assert failure.code == CONFIG
+    assert "DESTINATION__WAREHOUSE__CREDENTIALS" in failure.message
+    assert "s3cr3t-pw" not in failure.message and "\n" not in failure.message
+
+    constraint = RuntimeError("Constraint Error: NOT NULL constraint failed: deals.x")
+    job = LoadClientJobFailed("1700000000.1", "deals.abc123.0.parquet", "Traceback …", constraint)
+    failure = classify(_raised(lambda: RuntimeError("load failed"), job))
+    assert failure.code == FAILURE
+    assert "table deals" in failure.message and "NOT NULL constraint failed" in failure.message
+    assert "Traceback" not in failure.message
