@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 
+from .dlt_adapter import cursor_columns
 from .identity import IDENTITY_TABLE, Identity
 
 MAPPING_TABLE = "custom_fields"
@@ -58,7 +59,7 @@ def _select(client: Any, table: str, columns: tuple[str, ...]) -> list[dict[str,
         with client.execute_query(
             f"SELECT {names} FROM {client.make_qualified_table_name(table)}"
         ) as cursor:
-            described = [d[0] for d in cursor.description]
+            described = cursor_columns(cursor)
             return [dict(zip(described, row, strict=True)) for row in cursor.fetchall()]
     except DestinationUndefinedEntity:
         return None
