@@ -216,6 +216,16 @@ def _postgres_with(url: str) -> Arrange:
     return arrange
 
 
+def _another_company(world: World) -> Iterator[None]:
+    _sync_first(world)
+    other = FakePipedrive(token="other-company-token-0123456789", seed=8).start()
+    world.env.update(PIPEDRIVE_API_TOKEN=other.token, PIPEDRIVE_BASE_URL=other.base_url)
+    try:
+        yield
+    finally:
+        other.stop()
+
+
 def _a_file_where_a_directory_belongs(world: World) -> Iterator[None]:
     # a path under a file cannot be created, even by root (chmod does not stop root)
     (world.work / "afile").write_text("not a directory")
@@ -428,6 +438,12 @@ CASES = [
         arrange=_postgres_with(f"postgresql://postgres:{PASSWORD}@127.0.0.1:{{port}}/no_such_db"),
         variant="unknown database",
         server=True,
+    ),
+    Case(
+        "the warehouse holds another Pipedrive company's data",
+        78,
+        expect=("company", "--dataset"),
+        arrange=_another_company,
     ),
     Case(
         "a path that cannot be written (`--duckdb-path`, `DLT_DATA_DIR`)",

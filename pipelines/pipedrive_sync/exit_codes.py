@@ -6,7 +6,8 @@
     another run in progress, the DuckDB file open elsewhere
 77  the token was rejected (401), or may read none of the selected entities
 78  configuration: a setting missing or invalid, an unknown or unusable destination, warehouse
-    credentials rejected, a path that cannot be written; nothing syncs until a person fixes it
+    credentials rejected, a path that cannot be written, a warehouse of another company;
+    nothing syncs until a person fixes it
 130 interrupted (Ctrl-C); what earlier loads committed stays, the next run goes on from there
 
 dlt wraps whatever fails inside it (PipelineStepFailed around a psycopg2 error, a failed load
@@ -126,11 +127,14 @@ def _described(exc: BaseException) -> str:
 
 
 # -- matchers --------------------------------------------------------------------------------
-def _pipedrive_error(kind: str) -> Callable[[BaseException, Scope], bool]:
-    def matches(exc: BaseException, scope: Scope) -> bool:
-        from sources.pipedrive.http import errors
+def _pipedrive_error(code: int) -> Callable[[BaseException, Scope], bool]:
+    """The source's own errors, by the exit status each declares (AuthError 77, BaseUrlError
+    and WrongCompany 78, TemporaryError 75, the others 1)."""
 
-        return isinstance(exc, getattr(errors, kind))
+    def matches(exc: BaseException, scope: Scope) -> bool:
+        from sources.pipedrive.http import PipedriveError
+
+        return isinstance(exc, PipedriveError) and exc.exit_code == code
 
     return matches
 
@@ -337,18 +341,23 @@ def _interrupted(exc: BaseException, ctx: Context) -> str:
 
 CAUSES: tuple[Cause, ...] = (
     Cause("interrupted", INTERRUPTED, _is(KeyboardInterrupt), _interrupted),
-    Cause("Pipedrive rejected the token", AUTH, _pipedrive_error("AuthError"), _own_message),
-    Cause("PIPEDRIVE_BASE_URL is wrong", CONFIG, _pipedrive_error("BaseUrlError"), _own_message),
+    Cause("Pipedrive rejected the token", AUTH, _pipedrive_error(AUTH), _own_message),
+    Cause(
+        "PIPEDRIVE_BASE_URL is wrong, or the warehouse holds another company",
+        CONFIG,
+        _pipedrive_error(CONFIG),
+        _own_message,
+    ),
     Cause(
         "Pipedrive unavailable or the budget spent",
         TEMPORARY,
-        _pipedrive_error("TemporaryError"),
+        _pipedrive_error(TEMPORARY),
         _own_message,
     ),
     Cause(
         "a Pipedrive response we do not understand",
         FAILURE,
-        _pipedrive_error("PipedriveError"),
+        _pipedrive_error(FAILURE),
         _own_message,
         expected=False,
     ),
