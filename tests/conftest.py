@@ -117,8 +117,9 @@ class Syncer:
 
 
 class HeldRequest:
-    """Holds the first request to `path` in a fake until `release()` (at most `timeout`): a run
-    that reached it is mid-fetch, holding its warehouse. Use as a context manager."""
+    """Holds requests to `path` in a fake until `release()` (each at most `timeout`): a run
+    that reached one is mid-fetch, holding its warehouse, and its retries wait too. Use as a
+    context manager."""
 
     def __init__(self, fake: FakePipedrive, path: str, timeout: float = 60.0) -> None:
         self.fake, self.path, self.timeout = fake, path, timeout
@@ -126,7 +127,7 @@ class HeldRequest:
         self._released = threading.Event()
 
     def __call__(self, record: Any) -> None:
-        if record.path == self.path and not self.held.is_set():
+        if record.path == self.path and not self._released.is_set():
             self.held.set()
             self._released.wait(self.timeout)
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -226,11 +227,14 @@ def test_a_run_from_another_machine_waits_for_nobody_and_exits_75(
     monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
     outcome: list[Any] = []
     with HeldRequest(fake, "/api/v2/deals") as hold:
-        first = threading.Thread(target=lambda: outcome.append(run_sync(_pg_settings(fake))))
+        patient = _pg_settings(fake)
+        patient.http = replace(FAST_HTTP, read_timeout=120)  # held, not timed out
+        first = threading.Thread(target=lambda: outcome.append(run_sync(patient)))
         first.start()
         assert hold.wait()
         env = _env(tmp_path / "machine-2", fake, DESTINATION__POSTGRES__CREDENTIALS=url)
         proc = _cli(["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path)
+        assert first.is_alive()  # the second run ended while the first held the warehouse
     first.join(120)
     assert proc.returncode == 75, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
