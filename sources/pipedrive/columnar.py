@@ -23,11 +23,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .custom_fields import ARROW_TYPES, VARIANT_SUFFIX, ColumnPlan, FieldPlan
+from .convert import ARROW_TYPES, VARIANT_SUFFIX, as_text, cast_strings, string_array, typed_column
+from .custom_fields import ColumnPlan, FieldPlan
 from .custom_fields import normalize_page as normalize_custom_fields
 from .entities import Api
 from .http.client import LazyItems
-from .pages import as_text, typed_column
 
 # the JSON type each kind of value is read as (strings are converted by us, never by arrow)
 _READ_TYPES: Mapping[str, pa.DataType] = {
@@ -223,9 +223,9 @@ class _Builder:
             if pa.types.is_string(array.type):
                 self.add(name, array)
             elif _lossless(array.type):
-                self.add(name, pa.array([as_text(v) for v in array.to_pylist()], pa.string()))
+                self.add(name, string_array([as_text(v) for v in array.to_pylist()]))
             else:
-                self.add(name, pa.array([as_text(v) for v in self.from_rows(name)], pa.string()))
+                self.add(name, string_array([as_text(v) for v in self.from_rows(name)]))
         if self.plan is not None:
             self.custom_columns(self.plan)
         for name, value in self.constants.items():
@@ -242,11 +242,9 @@ class _Builder:
             return array, None
         if pa.types.is_null(array.type):
             return pa.nulls(self.n, target), None
-        if dtype in ("timestamp", "date") and pa.types.is_string(array.type):
-            try:
-                return array.cast(target), None
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-                pass
+        cast = cast_strings(array, dtype)
+        if cast is not None:
+            return cast, None
         values = array.to_pylist() if _lossless(array.type) else self.from_rows(name)
         return typed_column(values, dtype)
 
@@ -314,13 +312,8 @@ def _convert(kind: str, values: pa.Array, fp: FieldPlan) -> pa.Array | None:
         return values
     if not (values.null_count < len(values)):
         return None  # all null: the exact converter gives the typed nulls cheaply
-    if kind == "date" and pa.types.is_string(values.type):
-        try:
-            return values.cast(pa.date32())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
-    if kind == "time" and pa.types.is_string(values.type):
-        return _times(values)
+    if kind in ("date", "time"):
+        return cast_strings(values, kind)
     if kind == "enum" and pa.types.is_int64(values.type):
         keys, labels = _option_arrays(fp, lambda label: label)
         found = labels.take(pc.index_in(values, value_set=keys))
@@ -358,15 +351,3 @@ def _label_lists(values: pa.Array, fp: FieldPlan) -> pa.Array | None:
     joined = pc.binary_join(pa.ListArray.from_arrays(offsets, items), ",")
     text = pc.binary_join_element_wise("[", joined, "]", "")
     return pc.if_else(pc.greater(lengths, 0), text, pa.nulls(len(values), pa.string()))
-
-
-_TIME_OF_DAY = r"^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d)?$"
-
-
-def _times(values: pa.Array) -> pa.Array | None:
-    """`HH:MM` / `HH:MM:SS` strings → time64[us]; anything else goes to the exact parser."""
-    if pc.all(pc.match_substring_regex(values, _TIME_OF_DAY)).as_py() is not True:
-        return None
-    # arrow casts strings to timestamps, not to times: parse on a fixed day, keep the time
-    stamps = pc.binary_join_element_wise("1970-01-01 ", values, "").cast(pa.timestamp("us"))
-    return stamps.cast(pa.time64("us"))
