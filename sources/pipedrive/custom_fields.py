@@ -90,6 +90,7 @@ __all__ = [
     "is_custom_key",
     "known_labels",
     "normalize_page",
+    "option_ids",
     "option_label_changes",
     "parse_definitions",
 ]
@@ -479,6 +480,19 @@ def option_label_changes(
             kind: Literal["enum", "set"] = "enum" if ft == "enum" else "set"
             changes.append(LabelChange(fp.column, kind, old_label, new_label))
     return changes
+
+
+def option_ids(value: Any) -> list[str]:
+    """Option ids held by an enum or set value in either API shape ("12", 12, "12,13", [12])."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        value = value.get("id", value.get("value"))
+    if isinstance(value, list):
+        return [str(v.get("id") if isinstance(v, dict) else v) for v in value if v is not None]
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(value)]
 
 
 # --------------------------------------------------------------------------- conversion

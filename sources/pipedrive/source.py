@@ -27,7 +27,7 @@ from dlt.extract.resource import DltResource
 
 from .account import fetch_company
 from .catalog import FieldCatalog
-from .columnar import ColumnarPage, build_columnar, decode_page, parse_schema
+from .columnar import ColumnarPage, PageSchema, build_columnar, decode_page, parse_schema
 from .context import EntityReport, RunContext, SyncOptions
 from .custom_fields import ColumnPlan, custom_field_key
 from .entities import ENTITY_BY_NAME, Api, Entity, Strategy, Stream, select_entities
@@ -73,7 +73,7 @@ class EntityExtractor:
         self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
         self.readers: list[StreamReader] = []
         self._hinted = False
-        self._schemas: dict[int, pa.Schema] = {}
+        self._schemas: dict[int, PageSchema] = {}
         self._made_catalog: FieldCatalog | None = None
         self._prior_ids: pa.Array | None = ctx.appended_ids.get(entity.name)
         appendable = (
