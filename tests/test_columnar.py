@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pytest
-from conftest import Syncer
+from conftest import FAST_HTTP, TOKEN, Syncer
 from test_custom_fields import FIELD_TYPES
 from test_pages import STANDARD as PAGE_STANDARD
 
@@ -529,3 +530,36 @@ def test_chunked_syncs_of_joined_pages_load_what_the_exact_path_loads(
     for table in ("deals", "persons", "organizations"):
         sql = f"SELECT * FROM {table} ORDER BY id"
         assert fast.query(sql) == exact.query(sql), table
+
+
+def test_a_messy_account_loads_the_same_tables_either_way_and_the_fast_path_takes_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Numbers as strings, strings as numbers, v1-style objects, bare values for objects, odd
+    spellings and records with every field null (`FakePipedrive(messy=True)`): the fast path
+    takes every page it is offered, and loads what the exact path loads."""
+    built: list[pa.Table | None] = []
+    narrowed: list[bool] = []
+    real_build = columnar.build_columnar
+
+    def spy(page: columnar.ColumnarPage, *args: Any, **kwargs: Any) -> pa.Table | None:
+        table = real_build(page, *args, **kwargs)
+        built.append(table)
+        narrowed.append(page.fill_from_rows)
+        return table
+
+    monkeypatch.setattr(source_module, "build_columnar", spy)
+    scale = {"deals": 400, "persons": 120, "organizations": 60, "activities": 100}
+    with FakePipedrive(token=TOKEN, seed=3, scale=scale, messy=True) as fake:
+        fast = Syncer(fake, tmp_path / "fast.duckdb", monkeypatch)
+        exact = Syncer(fake, tmp_path / "exact.duckdb", monkeypatch)
+        http = replace(FAST_HTTP, page_limit=25)
+        assert fast.run(pipeline_name="fast", http=http).code == 0
+        assert exact.run(pipeline_name="exact", http=http, options={"columnar": False}).code == 0
+    for table in ("deals", "persons", "organizations", "activities", "products"):
+        assert fast.columns(table) == exact.columns(table)
+        sql = f"SELECT * FROM {table} ORDER BY id"
+        assert fast.query(sql) == exact.query(sql), table
+    assert any(c.endswith("__v_text") for c in fast.columns("deals"))  # messy values landed
+    assert len(built) >= 8 and all(t is not None for t in built)
+    assert sum(narrowed) >= 4  # pages whose messy columns alone came from the records

@@ -26,9 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
 from .convert import ARROW_TYPES, VARIANT_SUFFIX, as_text, cast_strings, string_array, typed_column
-from .custom_fields import ColumnPlan, FieldPlan, option_ids
-from .custom_fields import normalize_page as normalize_custom_fields
-from .entities import Api
+from .custom_fields import ColumnPlan, FieldPlan, normalize_v2_field, option_ids, v2_holders
 from .http.client import LazyItems, peek_envelope
 
 # the JSON type each kind of value is read as (strings are converted by us, never by arrow)
@@ -346,6 +344,7 @@ class _Builder:
         self.columns = _struct_children(page.records)
         self.names: list[str] = []
         self.arrays: list[pa.Array] = []
+        self._holders: list[Mapping[str, Any]] | None = None
 
     def add(self, name: str, array: pa.Array, variant: Any = None) -> None:
         self.names.append(name)
@@ -405,7 +404,7 @@ class _Builder:
         fields = _struct_children(holder) if holder is not None else {}
         present = set(fields)
         if self.page.fill_from_rows:  # the reading ignored keys it does not declare
-            present = {key for cf in self.custom_holders() for key in cf}
+            present = set().union(*self.custom_holders())
         planned = {fp.field.key for fp in plan.fields}
         if present - planned:
             raise Declined("a custom field the definitions do not know")  # refresh them
@@ -417,19 +416,20 @@ class _Builder:
                 self.custom_field(fp, raw)
 
     def custom_holders(self) -> list[Mapping[str, Any]]:
-        """Each record's `custom_fields` object (those that have one)."""
-        return [
-            cf for cf in (row.get("custom_fields") for row in self.page.rows()) if type(cf) is dict
-        ]
+        """Each record's `custom_fields` object (empty where it has none), read once."""
+        if self._holders is None:
+            self._holders = v2_holders(self.page.rows())
+        return self._holders
 
     def custom_field_from_rows(self, fp: FieldPlan) -> None:
         """A field left out of the reading: the exact converters on its values alone."""
+        raw = [cf.get(fp.field.key) for cf in self.custom_holders()]
         if fp.field.field_type in ("enum", "set") and fp.field.is_active:
             known = set(fp.labels) | set(self.deleted.get(fp.field.key, ()))
-            for cf in self.custom_holders():
-                if not set(option_ids(cf.get(fp.field.key))) <= known:
-                    raise Declined("an option the definitions do not know")
-        exact = normalize_custom_fields(self.page.rows(), ColumnPlan((fp,)), Api.V2)
+            present = {option for value in raw if value is not None for option in option_ids(value)}
+            if not present <= known:
+                raise Declined("an option the definitions do not know")
+        exact = normalize_v2_field(fp, raw)
         for out in fp.v2_outputs:
             self.add(out.name, exact[out.name], exact.get(out.name + VARIANT_SUFFIX))
 
@@ -464,7 +464,8 @@ class _Builder:
                 self.add(out.name, *out.convert(values.to_pylist()))
             else:  # only the parsed records hold the exact values
                 if exact is None:
-                    exact = normalize_custom_fields(self.page.rows(), ColumnPlan((fp,)), Api.V2)
+                    raw_values = [cf.get(fp.field.key) for cf in self.custom_holders()]
+                    exact = normalize_v2_field(fp, raw_values)
                 self.add(out.name, exact[out.name], exact.get(out.name + VARIANT_SUFFIX))
 
     def check_options(self, fp: FieldPlan, values: pa.Array) -> None:

@@ -90,9 +90,11 @@ __all__ = [
     "is_custom_key",
     "known_labels",
     "normalize_page",
+    "normalize_v2_field",
     "option_ids",
     "option_label_changes",
     "parse_definitions",
+    "v2_holders",
 ]
 
 ADDRESS_COMPONENTS: Final[tuple[str, ...]] = (
@@ -683,20 +685,36 @@ def normalize_page(
     """
     result: dict[str, pa.Array] = {}
     v2 = shape == Api.V2
-    cfs: list[Mapping[str, Any]] = []
-    if v2:
-        cfs = [
-            cf if type(cf) is dict or isinstance(cf, Mapping) else _EMPTY
-            for cf in (r.get("custom_fields") for r in rows)
-        ]
+    holders = v2_holders(rows) if v2 else []
     for fp in plan.fields:
-        comp = fp._compiled
-        raw = [cf.get(comp.key) for cf in cfs] if v2 else None
-        for part in comp.parts:
-            arr, variants = part.convert(comp.values(part, rows, raw))
-            result[part.name] = arr
-            if variants is not None:
-                result[part.name + VARIANT_SUFFIX] = pa.array(variants, _STRING)
+        raw = [cf.get(fp.field.key) for cf in holders] if v2 else None
+        result.update(_normalize_field(fp, rows, raw))
+    return result
+
+
+def v2_holders(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each v2 record's ``custom_fields`` object (an empty one where it is missing or odd)."""
+    return [
+        cf if type(cf) is dict or isinstance(cf, Mapping) else _EMPTY
+        for cf in (r.get("custom_fields") for r in rows)
+    ]
+
+
+def normalize_v2_field(fp: FieldPlan, raw: list[Any]) -> dict[str, pa.Array]:
+    """`normalize_page` for one field of v2 records, from its values (one per record)."""
+    return _normalize_field(fp, (), raw)
+
+
+def _normalize_field(
+    fp: FieldPlan, rows: Sequence[Mapping[str, Any]], raw: list[Any] | None
+) -> dict[str, pa.Array]:
+    result: dict[str, pa.Array] = {}
+    comp = fp._compiled
+    for part in comp.parts:
+        arr, variants = part.convert(comp.values(part, rows, raw))
+        result[part.name] = arr
+        if variants is not None:
+            result[part.name + VARIANT_SUFFIX] = pa.array(variants, _STRING)
     return result
 
 
