@@ -16,7 +16,7 @@ import orjson
 import pyarrow as pa
 import pytest
 from conftest import FAST_HTTP, Syncer
-from test_postgres import Server, postgres  # noqa: F401 - the throwaway PostgreSQL server
+from pg_server import Server
 
 from sources.pipedrive import source as source_module
 from sources.pipedrive.columnar import build_columnar
@@ -124,21 +124,21 @@ POSTGRES_KINDS = ("lone high surrogate", "lone low surrogate", "NUL")
 
 @pytest.fixture
 def postgres_syncer(
-    syncer: Syncer,
-    postgres: Server,  # noqa: F811 - the fixture imported above
-    monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[tuple[Syncer, Server]]:
-    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", postgres.url)
-    yield syncer, postgres
+    syncer: Syncer, postgres: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[Syncer, str]]:
+    """A syncer into a fresh PostgreSQL database; yields it and the database's URL."""
+    url = postgres.database("strings_" + tmp_path.name.replace("-", "_").lower()[-40:])
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
+    yield syncer, url
 
 
-def _postgres_rows(server: Server, dataset: str, sql: str) -> list[tuple[Any, ...]]:
+def _postgres_rows(url: str, sql: str) -> list[tuple[Any, ...]]:
     import psycopg2
 
-    connection = psycopg2.connect(server.url)
+    connection = psycopg2.connect(url)
     try:
         with connection.cursor() as cursor:
-            cursor.execute(f"SET search_path TO {dataset}")
+            cursor.execute("SET search_path TO pipedrive")
             cursor.execute(sql)
             return cursor.fetchall()
     finally:
@@ -149,27 +149,22 @@ def _postgres_rows(server: Server, dataset: str, sql: str) -> list[tuple[Any, ..
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("kind", POSTGRES_KINDS)
 def test_strings_postgres_rejects_arrive_repaired(
-    postgres_syncer: tuple[Syncer, Server], tmp_path: Path, kind: str, path: str
+    postgres_syncer: tuple[Syncer, str], kind: str, path: str
 ) -> None:
-    syncer, server = postgres_syncer
+    syncer, url = postgres_syncer
     sent, stored = STRINGS[kind]
     deal, varchar, person = _plant(syncer.fake, sent)
-    dataset = "strings_" + tmp_path.name.replace("-", "_").lower()[-40:]
     result = syncer.run(
         entities="deals,persons",
         destination="postgres",
-        dataset=dataset,
         http=SMALL_PAGES,
         options={"columnar": PATHS[path]},
     )
     assert result.code == 0, result.message
-    (column,) = _postgres_rows(
-        server, dataset, f"SELECT column_name FROM custom_fields WHERE field_key = '{varchar}'"
-    )[0]
-    rows = _postgres_rows(server, dataset, f"SELECT title, {column} FROM deals WHERE id = {deal}")
+    mapping = f"SELECT column_name FROM custom_fields WHERE field_key = '{varchar}'"
+    ((column,),) = _postgres_rows(url, mapping)
+    rows = _postgres_rows(url, f"SELECT title, {column} FROM deals WHERE id = {deal}")
     assert rows == [(stored, stored)]
-    ((name, emails),) = _postgres_rows(
-        server, dataset, f"SELECT name, emails FROM persons WHERE id = {person}"
-    )
+    ((name, emails),) = _postgres_rows(url, f"SELECT name, emails FROM persons WHERE id = {person}")
     assert name == stored
     assert (orjson.loads(emails) if isinstance(emails, str) else emails) == _expected_emails(stored)
