@@ -554,8 +554,8 @@ def test_a_messy_account_loads_the_same_tables_either_way_and_the_fast_path_take
         fast = Syncer(fake, tmp_path / "fast.duckdb", monkeypatch)
         exact = Syncer(fake, tmp_path / "exact.duckdb", monkeypatch)
         http = replace(FAST_HTTP, page_limit=25)
-        assert fast.run(pipeline_name="fast", http=http).code == 0
-        assert exact.run(pipeline_name="exact", http=http, options={"columnar": False}).code == 0
+        assert fast.run(http=http).code == 0
+        assert exact.run(http=http, options={"columnar": False}).code == 0
     for table in ("deals", "persons", "organizations", "activities", "products"):
         assert fast.columns(table) == exact.columns(table)
         sql = f"SELECT * FROM {table} ORDER BY id"
