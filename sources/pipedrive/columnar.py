@@ -2,15 +2,17 @@
 
 `pyarrow.json` parses the page straight into typed columns (in C++, without the GIL, in the
 HTTP client's decode thread while the extract thread works on the previous page); standard and
-custom-field columns are then taken from those columns with vectorized casts. Where a vectorized result could differ
-from the exact path by a hair, the exact converter runs on the column's values, which arrow
+custom-field columns are then taken from those columns with vectorized casts. Where a
+vectorized result could differ from the exact path by a hair, the exact converter runs on the column's values, which arrow
 gives back unchanged for strings, integers, booleans and lists of them; only columns whose
 arrow form loses information (objects, where a missing member and a null look alike) are
 converted from the page's parsed records, parsed once with orjson when first needed.
 
-A page the fast path cannot reproduce exactly is declined (`None`) and takes the exact path:
-values of the wrong JSON type, a custom field or option the definitions do not know yet (the
-exact path refreshes them), odd envelopes. Pure: no I/O.
+Values of another JSON type than declared are declined per column (`PageSchema`): the page is
+read again without their keys, and those columns alone are converted from the parsed records.
+A page is declined (`None`) and takes the exact path only for a custom field or option the
+definitions do not know yet (the exact path refreshes them) and for odd envelopes. Every value
+goes through the one conversion layer, `convert`. Pure: no I/O.
 """
 
 from __future__ import annotations
