@@ -14,11 +14,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from .convert import ARROW_TYPES, TIMESTAMP, VARIANT_SUFFIX, as_text, string_array, typed_column
+from .convert import ARROW_TYPES, VARIANT_SUFFIX, as_text, string_array, typed_column
 from .custom_fields import ColumnPlan, is_custom_key, normalize_page
 from .entities import Api
 
-__all__ = ["TIMESTAMP", "TableBatcher", "as_text", "build_table", "typed_column"]
+__all__ = ["TableBatcher", "build_table"]
 
 
 def build_table(
