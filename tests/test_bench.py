@@ -47,6 +47,28 @@ def test_bench_reports_rows_rates_memory_and_tokens(
     assert incremental["tokens"] == incremental["fake_tokens"] > 0
 
 
+def test_bench_on_messy_data_with_and_without_the_columnar_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = {}
+    for columnar in ("on", "off"):
+        out = tmp_path / f"bench-{columnar}.json"
+        bench.main(
+            [
+                *("--deals", "300", "--persons", "10", "--organizations", "5"),
+                *("--activities", "5", "--products", "5", "--runs", "1"),
+                *("--entities", "deals", "--no-whole-run", "--messy", "--columnar", columnar),
+                *("--json", str(out), "--workdir", str(tmp_path / f"work-{columnar}")),
+            ]
+        )
+        summary = json.loads(out.read_text())["summary"]
+        assert summary["messy"] is True and summary["columnar"] == columnar
+        rows[columnar] = summary["entities"]["deals"]["rows"]
+    assert rows == {"on": 300, "off": 300}
+    printed = capsys.readouterr().out
+    assert "messy custom field values" in printed and "columnar path off" in printed
+
+
 def test_the_duckdb_destination_bounds_its_memory(tmp_path: Path) -> None:
     _, connection = duckdb_destination(tmp_path / "x.duckdb")
     try:

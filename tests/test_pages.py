@@ -6,8 +6,9 @@ from datetime import UTC, date, datetime, time
 
 import pyarrow as pa
 
+from sources.pipedrive.convert import TIMESTAMP, typed_column
 from sources.pipedrive.entities import Api
-from sources.pipedrive.pages import TIMESTAMP, build_table, typed_column
+from sources.pipedrive.pages import build_table
 
 STANDARD = {
     "id": "bigint",

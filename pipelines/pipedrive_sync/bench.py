@@ -3,7 +3,8 @@
     python -m pipelines.pipedrive_sync.bench [--deals 100000] [--custom-fields 40]
         [--persons 20000] [--organizations 10000] [--activities 50000] [--runs 3]
         [--entities deals,persons,organizations,activities] [--no-whole-run] [--json FILE]
-        [--latency-ms 0] [--parallel-entities N] [--sequential-baseline]
+        [--latency-ms 0] [--parallel-entities N] [--sequential-baseline] [--messy]
+        [--columnar on|off]
 
 What it does, each step in a process of its own so that nothing shares a GIL or a heap:
 
@@ -19,6 +20,9 @@ What it does, each step in a process of its own so that nothing shares a GIL or 
      entity, cross-checked with the tokens the fake charged);
    * with `--sequential-baseline`, the same full sync once more with one entity at a time
      (`parallel_entities = 1`), to show what extracting entities in parallel gains.
+
+`--messy` gives the fake's custom fields values as messy as real accounts' (`FakePipedrive`'s
+`messy`); `--columnar off` syncs every page row by row, for comparison.
 
 `--latency-ms` makes the fake answer every request that much later, like a real API round trip
 (the fake on localhost answers in microseconds, which hides what waiting on the network costs).
@@ -61,7 +65,11 @@ def _serve(args: argparse.Namespace) -> int:
         "products": args.products,
     }
     fake = FakePipedrive(
-        token=TOKEN, seed=args.seed, scale=scale, custom_field_count=args.custom_fields
+        token=TOKEN,
+        seed=args.seed,
+        scale=scale,
+        custom_field_count=args.custom_fields,
+        messy=args.messy,
     )
     fake.warm()
     if args.latency_ms:
@@ -140,6 +148,8 @@ def _sync(args: argparse.Namespace) -> int:
     settings = resolve(duckdb_path=args.db, entities=args.entities or None)
     if args.parallel_entities:
         settings.options = replace(settings.options, parallel_entities=args.parallel_entities)
+    if args.columnar == "off":
+        settings.options = replace(settings.options, columnar=False)
     started = time.perf_counter()
     result = run_sync(settings)
     seconds = time.perf_counter() - started
@@ -226,7 +236,7 @@ class Fake:
             "pipelines.pipedrive_sync.bench",
             "--role",
             "serve",
-            *(f"--{k.replace('_', '-')}={getattr(args, k)}" for k in _FAKE_ARGS),
+            *filter(None, (_flag(k, getattr(args, k)) for k in _FAKE_ARGS)),
         ]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
@@ -271,7 +281,15 @@ _FAKE_ARGS = (
     "custom_fields",
     "seed",
     "latency_ms",
+    "messy",
 )
+
+
+def _flag(name: str, value: Any) -> str:
+    flag = "--" + name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else ""
+    return f"{flag}={value}"
 
 
 def _child(role: str, fake: Fake, **options: str) -> dict[str, Any]:
@@ -309,7 +327,8 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     headline = [e for e in args.entities.split(",") if e]
     _say(
-        f"starting the fake: {args.deals:,} deals with {args.custom_fields} custom fields, "
+        f"starting the fake: {args.deals:,} deals with {args.custom_fields}"
+        f" {'messy ' if args.messy else ''}custom fields, "
         f"{args.persons:,} persons, {args.organizations:,} organizations, "
         f"{args.activities:,} activities, {args.products:,} products"
     )
@@ -317,6 +336,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     _say(f"fake ready at {fake.url} after {fake.startup_seconds:.0f}s (pages pre-rendered)")
     runs: list[dict[str, Any]] = []
     parallel = {"parallel-entities": str(args.parallel_entities)} if args.parallel_entities else {}
+    parallel["columnar"] = args.columnar
     try:
         for n in range(1, args.runs + 1):
             run: dict[str, Any] = {}
@@ -341,7 +361,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
                     db = _fresh(work / f"run{n}-sequential") / "bench.duckdb"
                     _say(f"run {n}/{args.runs}: full sync of the default set, one at a time")
                     run["sequential"] = _child(
-                        "sync", fake, db=str(db), entities="", **{"parallel-entities": "1"}
+                        "sync",
+                        fake,
+                        db=str(db),
+                        entities="",
+                        **{"parallel-entities": "1", "columnar": args.columnar},
                     )
             runs.append(run)
             if not args.keep:
@@ -370,6 +394,8 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
     print(
         f"pipedrive-sync benchmark — {os.cpu_count()} CPUs, fake in its own process; "
         f"median of {len(runs)} run(s)"
+        + ("; messy custom field values" if args.messy else "")
+        + ("; columnar path off" if args.columnar == "off" else "")
     )
     print(
         f"{'entity':<14}{'rows':>10}{'raw s':>9}{'raw rows/s':>12}{'sync s':>9}"
@@ -473,6 +499,8 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
             + ", ".join(f"{name} {e['tokens']}" for name, e in costly if e["tokens"])
         )
     summary["fake_startup_seconds"] = fake.startup_seconds
+    summary["messy"] = args.messy
+    summary["columnar"] = args.columnar
     return summary
 
 
@@ -519,6 +547,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--sequential-baseline",
         action="store_true",
         help="also time the whole run with one entity at a time",
+    )
+    parser.add_argument(
+        "--messy",
+        action="store_true",
+        help="custom field values as messy as real accounts' (odd spellings, numbers as"
+        " strings and strings as numbers, partial objects, records with every field null)",
+    )
+    parser.add_argument(
+        "--columnar",
+        choices=("on", "off"),
+        default="on",
+        help="the columnar fast path of the syncs (off: every page row by row)",
     )
     parser.add_argument("--json", help="also write every measurement to this file")
     parser.add_argument("--workdir", help="where the DuckDB files go (default: a temp dir)")

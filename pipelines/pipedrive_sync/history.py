@@ -56,7 +56,9 @@ def last_reconciled(pipeline: dlt.Pipeline) -> dict[str, datetime] | None:
 
 def _aware(value: Any) -> datetime:
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        from sources.pipedrive.convert import iso_datetime  # the one ISO time parser
+
+        return iso_datetime(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -306,10 +306,10 @@ def _optional_int(value: Any, name: str) -> int | None:
 
 
 def _check_timestamp(value: str) -> None:
-    from datetime import datetime
+    from sources.pipedrive.convert import iso_datetime  # how the sync reads it
 
     try:
-        datetime.fromisoformat(value.replace("Z", "+00:00"))
+        iso_datetime(value)
     except ValueError:
         raise ConfigError(
             f"start date {value!r} is not an ISO date or RFC 3339 time (e.g. 2024-01-01T00:00:00Z)"

@@ -87,7 +87,9 @@ def _aware(value: Any) -> datetime | None:
     if value is None:
         return None
     if isinstance(value, str):
-        value = datetime.fromisoformat(value)
+        from sources.pipedrive.convert import iso_datetime  # the one ISO time parser
+
+        return iso_datetime(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -27,6 +27,7 @@ from .custom_fields import (
     option_label_changes,
     parse_definitions,
 )
+from .custom_fields import option_ids as _option_ids
 from .entities import Entity
 from .http import CursorPaginator, OffsetPaginator, Paginator
 from .schema import standard_types
@@ -226,16 +227,3 @@ def recover_from_mapping(entry: dict[str, Any], rows: Iterable[Mapping[str, Any]
             ).to_dict()
         if field_type in ("enum", "set") and key not in entry["labels"]:
             entry["labels"][key] = {str(o["id"]): str(o.get("label") or "") for o in options}
-
-
-def _option_ids(value: Any) -> list[str]:
-    """Option ids held by an enum or set value in either API shape ("12", 12, "12,13", [12])."""
-    if value is None or value == "":
-        return []
-    if isinstance(value, dict):
-        value = value.get("id", value.get("value"))
-    if isinstance(value, list):
-        return [str(v.get("id") if isinstance(v, dict) else v) for v in value if v is not None]
-    if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
-    return [str(value)]

@@ -40,35 +40,37 @@ types: ``{"value", "currency"}``, ``{"value", "until"}``, ``{"value", "timezone_
 ``<hash>_until``, ``<hash>_timezone_name``, ``<hash>_<component>``. enum/set values may be ids
 (int or numeric string), ``"12,13"`` strings (v1 sets), lists, or ``{"id", "label"}`` objects.
 
-Bad values never fail a run:
-
-* text outputs accept anything: strings pass through untouched, other values are stored as
-  their JSON text (``12`` -> ``"12"``, ``True`` -> ``"true"``, objects -> JSON). Lone surrogates
-  (not encodable as UTF-8) are replaced by U+FFFD.
-* typed outputs (double, bigint, bool, date, time): ``""`` (or whitespace) is null. A value that
-  cannot be converted becomes null and its raw text (strings as-is, anything else as JSON) goes
-  to the variant column ``<output>__v_text`` (text; `VARIANT_SUFFIX`), which appears in the
-  result only when the page actually has such a value - like dlt's own variant columns.
-  Accepted: double - int/float or a decimal numeric string; bigint - an int (or integral float
-  or numeric string) within int64; bool - true/false, 0/1 and "true"/"false"/"1"/"0"/"yes"/"no";
-  date - "YYYY-MM-DD"; time - "HH:MM[:SS[.ffffff]]".
+Bad values never fail a run: every output is converted by `convert`, the one conversion layer
+(its docstring has the rules). Text outputs take anything (non-strings as their JSON text);
+in typed outputs a blank string is null, and a value that does not fit becomes null with its
+raw text in the variant column ``<output>__v_text`` (`VARIANT_SUFFIX`), which appears in the
+result only when the page actually has such a value - like dlt's own variant columns. Id
+references (user, org, people, ...) also take an object's ``value``, else its ``id``.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, replace
-from datetime import date
 from functools import cached_property, partial
 from typing import Any, Final, Literal
 
 import orjson
 import pyarrow as pa
 
+from sources.pipedrive.convert import (
+    ARROW_TYPES,
+    BAD,
+    VARIANT_SUFFIX,
+    Variants,
+    convert,
+    json_text,
+    parse_bigint,
+    string_array,
+)
 from sources.pipedrive.entities import Api
 from sources.pipedrive.naming import assign_column_names, readable_name
 
@@ -84,26 +86,16 @@ __all__ = [
     "OutputColumn",
     "V2Output",
     "build_plan",
+    "custom_field_key",
     "is_custom_key",
     "known_labels",
     "normalize_page",
+    "normalize_v2_field",
+    "option_ids",
     "option_label_changes",
     "parse_definitions",
+    "v2_holders",
 ]
-
-ARROW_TYPES: Final[Mapping[str, pa.DataType]] = {
-    "text": pa.string(),
-    "double": pa.float64(),
-    "bigint": pa.int64(),
-    "bool": pa.bool_(),
-    "date": pa.date32(),
-    "time": pa.time64("us"),
-    "timestamp": pa.timestamp("us", tz="UTC"),
-    "json": pa.string(),
-}
-
-VARIANT_SUFFIX: Final = "__v_text"
-"""Appended to an output column's name for the text variant of unconvertible values."""
 
 ADDRESS_COMPONENTS: Final[tuple[str, ...]] = (
     "street_number",
@@ -149,6 +141,11 @@ _HASH_PREFIX_RE = re.compile(r"[0-9a-fA-F]{40}(?:_|$)")
 def is_custom_key(key: str) -> bool:
     """True if `key` is a custom field hash or one of its v1 suffix keys (``<hash>_currency``)."""
     return _HASH_PREFIX_RE.match(key) is not None
+
+
+def custom_field_key(key: str) -> str | None:
+    """The field hash of a custom key (`is_custom_key`): ``<hash>_currency`` -> ``<hash>``."""
+    return key[:40] if _HASH_PREFIX_RE.match(key) is not None else None
 
 
 # --------------------------------------------------------------------------- definitions
@@ -487,223 +484,39 @@ def option_label_changes(
     return changes
 
 
+def option_ids(value: Any) -> list[str]:
+    """Option ids held by an enum or set value in either API shape ("12", 12, "12,13", [12])."""
+    if value is None or value == "":
+        return []
+    if isinstance(value, dict):
+        value = value.get("id", value.get("value"))
+    if isinstance(value, list):
+        return [str(v.get("id") if isinstance(v, dict) else v) for v in value if v is not None]
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return [str(value)]
+
+
 # --------------------------------------------------------------------------- conversion
 
 _NONE = type(None)
-_TEXT_OK = frozenset({str, _NONE})
-_DOUBLE_OK = frozenset({int, float, _NONE})
-_INT_OK = frozenset({int, _NONE})
-_BOOL_OK = frozenset({bool, _NONE})
 _KEY_OK = frozenset({int, str, _NONE})
 _EMPTY: Mapping[str, Any] = {}
-_BAD: Any = object()
 _MISS: Any = object()
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-_DECIMAL_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
-_INT_RE = re.compile(r"[+-]?\d+")
-_DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
-_TIME_RE = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2})(?:\.(\d{1,6}))?)?")
-_TRUE = frozenset({"true", "1", "yes"})
-_FALSE = frozenset({"false", "0", "no"})
+_ID_RE = re.compile(r"[+-]?\d+")
 _STRING = pa.string()
 
-Variants = list[str | None] | None
 
-
-def _clean_str(s: str) -> str:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        # pairs surrogates that belong together, one U+FFFD per lone one
-        return s.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-    return s
-
-
-def _json_text(v: Any) -> str:
-    try:
-        return orjson.dumps(v).decode()
-    except (TypeError, orjson.JSONEncodeError):
-        return json.dumps(v, ensure_ascii=True, default=str)
-
-
-def _raw_text(v: Any) -> str:
-    return _clean_str(v) if type(v) is str else _json_text(v)
-
-
-def _string_array(vals: list[Any]) -> pa.Array:
-    """Strings/None -> pa.string(), repairing lone surrogates only when needed."""
-    try:
-        return pa.array(vals, _STRING)
-    except (UnicodeEncodeError, pa.ArrowException):
-        return pa.array([None if v is None else _clean_str(v) for v in vals], _STRING)
-
-
-def _slow(
-    vals: list[Any], parse: Callable[[Any], Any], arrow_type: pa.DataType
-) -> tuple[pa.Array, Variants]:
-    out: list[Any] = []
-    variants: Variants = None
-    memo: dict[str, Any] = {}  # pages repeat values (times, dates): parse each string once
-    for i, v in enumerate(vals):
-        if v is None:
-            out.append(None)
-            continue
-        if type(v) is str:
-            r = memo.get(v, _MISS)
-            if r is _MISS:
-                r = memo[v] = parse(v)
-        else:
-            r = parse(v)
-        if r is _BAD:
-            r = None
-            if variants is None:
-                variants = [None] * len(vals)
-            variants[i] = _raw_text(v)
-        out.append(r)
-    return pa.array(out, arrow_type), variants
-
-
-def _parse_double(v: Any) -> Any:
-    t = type(v)
-    if t is float:
-        return v
-    if t is int:
-        try:
-            return float(v)
-        except OverflowError:
-            return _BAD
-    if t is str:
-        s = v.strip()
-        if not s:
-            return None
-        if _DECIMAL_RE.fullmatch(s):
-            f = float(s)
-            return f if f - f == 0.0 else _BAD  # rejects inf from huge exponents
-        return _BAD
-    return _BAD
-
-
-def _parse_int(v: Any, _nested: bool = False) -> Any:
-    t = type(v)
-    if t is int:
-        return v if _INT64_MIN <= v <= _INT64_MAX else _BAD
-    if t is float:
-        return _parse_int(int(v)) if v.is_integer() else _BAD
-    if t is str:
-        s = v.strip()
-        if not s:
-            return None
-        if _INT_RE.fullmatch(s):
-            return _parse_int(int(s))
-        if _DECIMAL_RE.fullmatch(s):
-            f = float(s)
-            return _parse_int(int(f)) if f.is_integer() else _BAD
-        return _BAD
-    if t is dict and not _nested:
-        inner = v.get("value")
-        if inner is None:
-            inner = v.get("id")
-        if inner is None:
-            return None if ("value" in v or "id" in v) else _BAD
-        return _parse_int(inner, True)
-    return _BAD
-
-
-def _parse_bool(v: Any) -> Any:
-    t = type(v)
-    if t is bool:
-        return v
-    if t is int and v in (0, 1):
-        return bool(v)
-    if t is str:
-        s = v.strip().lower()
-        if not s:
-            return None
-        if s in _TRUE:
-            return True
-        if s in _FALSE:
-            return False
-    return _BAD
-
-
-def _parse_date(v: Any) -> Any:
-    if type(v) is not str:
-        return _BAD
-    s = v.strip()
-    if not s:
-        return None
-    if not _DATE_RE.fullmatch(s):
-        return _BAD
-    try:
-        return date.fromisoformat(s)
-    except ValueError:
-        return _BAD
-
-
-def _parse_time(v: Any) -> Any:
-    if type(v) is not str:
-        return _BAD
-    s = v.strip()
-    if not s:
-        return None
-    m = _TIME_RE.fullmatch(s)
-    if m is None:
-        return _BAD
-    h, mi, sec, frac = m.groups()
-    hh, mm, ss = int(h), int(mi), int(sec or 0)
-    if hh > 23 or mm > 59 or ss > 59:
-        return _BAD
-    micro = int((frac or "0").ljust(6, "0"))
-    return ((hh * 60 + mm) * 60 + ss) * 1_000_000 + micro
-
-
-def _conv_text(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    try:  # arrow rejects anything but str/None (bytes cannot come from JSON)
-        return pa.array(vals, _STRING), None
-    except (UnicodeEncodeError, pa.ArrowException):
-        pass
-    return _string_array([v if v is None or type(v) is str else _json_text(v) for v in vals]), None
-
-
-def _conv_json(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    return pa.array([None if v is None else _json_text(v) for v in vals], _STRING), None
-
-
-def _conv_double(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    if set(map(type, vals)) <= _DOUBLE_OK:
-        try:
-            return pa.array(vals, pa.float64()), None
-        except (OverflowError, pa.ArrowException):
-            pass
-    return _slow(vals, _parse_double, pa.float64())
-
-
-def _conv_bigint(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    if set(map(type, vals)) <= _INT_OK:
-        try:
-            return pa.array(vals, pa.int64()), None
-        except (OverflowError, pa.ArrowException):
-            pass
-    return _slow(vals, _parse_int, pa.int64())
-
-
-def _conv_bool(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    if set(map(type, vals)) <= _BOOL_OK:
-        return pa.array(vals, pa.bool_()), None
-    return _slow(vals, _parse_bool, pa.bool_())
-
-
-def _conv_date(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    if set(map(type, vals)) <= _TEXT_OK:
-        try:
-            return _string_array(vals).cast(pa.date32()), None
-        except pa.ArrowException:
-            pass
-    return _slow(vals, _parse_date, pa.date32())
-
-
-def _conv_time(vals: list[Any]) -> tuple[pa.Array, Variants]:
-    return _slow(vals, _parse_time, pa.time64("us"))
+def _parse_reference(v: Any) -> Any:
+    """An id: an integer as `convert` reads it, or an object's ``value``, else its ``id``."""
+    if type(v) is not dict:
+        return parse_bigint(v)
+    inner = v.get("value")
+    if inner is None:
+        inner = v.get("id")
+    if inner is None:
+        return None if ("value" in v or "id" in v) else BAD
+    return BAD if type(inner) is dict else parse_bigint(inner)
 
 
 class _Labels:
@@ -715,7 +528,7 @@ class _Labels:
         by_id: dict[Any, str] = {}
         for k, label in labels.items():
             by_id[k] = label
-            if _INT_RE.fullmatch(k):
+            if _ID_RE.fullmatch(k):
                 by_id.setdefault(int(k), label)
         self.by_id = by_id
 
@@ -726,7 +539,7 @@ class _Labels:
             found = self.by_id.get(v)
             if found is not None:
                 return found
-            return str(v) if t is int else _clean_str(v)
+            return str(v) if t is int else v
         if t is float and v.is_integer():
             return self.label(int(v))
         if t is dict:
@@ -737,10 +550,10 @@ class _Labels:
                 return self.by_id[oid]
             label = v.get("label")
             if type(label) is str:
-                return _clean_str(label)
+                return label
             if oid is not None:
                 return self.label(oid)
-        return _json_text(v)
+        return json_text(v)
 
 
 def _conv_enum(vals: list[Any], labels: _Labels) -> tuple[pa.Array, Variants]:
@@ -750,9 +563,9 @@ def _conv_enum(vals: list[Any], labels: _Labels) -> tuple[pa.Array, Variants]:
         out = [get(v, v) for v in vals]
         if int in types:
             out = [str(v) if type(v) is int else v for v in out]
-        return _string_array(out), None
+        return string_array(out), None
     lab = labels.label
-    return _string_array([None if v is None else lab(v) for v in vals]), None
+    return string_array([None if v is None else lab(v) for v in vals]), None
 
 
 def _set_text(v: Any, labels: _Labels) -> str | None:
@@ -764,7 +577,7 @@ def _set_text(v: Any, labels: _Labels) -> str | None:
         items = (v,)
     lab = labels.label
     out = [lab(x) for x in items if x is not None and x != ""]
-    return _json_text(out) if out else None
+    return json_text(out) if out else None
 
 
 def _conv_set(vals: list[Any], labels: _Labels) -> tuple[pa.Array, Variants]:
@@ -787,17 +600,17 @@ def _conv_set(vals: list[Any], labels: _Labels) -> tuple[pa.Array, Variants]:
             out.append(text)
         else:
             out.append(_set_text(v, labels))
-    return _string_array(out), None
+    return string_array(out), None
 
 
 _CONVERTERS: Mapping[str, Callable[[list[Any]], tuple[pa.Array, Variants]]] = {
-    "text": _conv_text,
-    "json": _conv_json,
-    "double": _conv_double,
-    "bigint": _conv_bigint,
-    "bool": _conv_bool,
-    "date": _conv_date,
-    "time": _conv_time,
+    "text": partial(convert, data_type="text"),
+    "json": partial(convert, data_type="json"),
+    "double": partial(convert, data_type="double"),
+    "bigint": partial(convert, data_type="bigint", parse=_parse_reference),
+    "bool": partial(convert, data_type="bool"),
+    "date": partial(convert, data_type="date"),
+    "time": partial(convert, data_type="time"),
 }
 
 
@@ -872,20 +685,36 @@ def normalize_page(
     """
     result: dict[str, pa.Array] = {}
     v2 = shape == Api.V2
-    cfs: list[Mapping[str, Any]] = []
-    if v2:
-        cfs = [
-            cf if type(cf) is dict or isinstance(cf, Mapping) else _EMPTY
-            for cf in (r.get("custom_fields") for r in rows)
-        ]
+    holders = v2_holders(rows) if v2 else []
     for fp in plan.fields:
-        comp = fp._compiled
-        raw = [cf.get(comp.key) for cf in cfs] if v2 else None
-        for part in comp.parts:
-            arr, variants = part.convert(comp.values(part, rows, raw))
-            result[part.name] = arr
-            if variants is not None:
-                result[part.name + VARIANT_SUFFIX] = pa.array(variants, _STRING)
+        raw = [cf.get(fp.field.key) for cf in holders] if v2 else None
+        result.update(_normalize_field(fp, rows, raw))
+    return result
+
+
+def v2_holders(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Each v2 record's ``custom_fields`` object (an empty one where it is missing or odd)."""
+    return [
+        cf if type(cf) is dict or isinstance(cf, Mapping) else _EMPTY
+        for cf in (r.get("custom_fields") for r in rows)
+    ]
+
+
+def normalize_v2_field(fp: FieldPlan, raw: list[Any]) -> dict[str, pa.Array]:
+    """`normalize_page` for one field of v2 records, from its values (one per record)."""
+    return _normalize_field(fp, (), raw)
+
+
+def _normalize_field(
+    fp: FieldPlan, rows: Sequence[Mapping[str, Any]], raw: list[Any] | None
+) -> dict[str, pa.Array]:
+    result: dict[str, pa.Array] = {}
+    comp = fp._compiled
+    for part in comp.parts:
+        arr, variants = part.convert(comp.values(part, rows, raw))
+        result[part.name] = arr
+        if variants is not None:
+            result[part.name + VARIANT_SUFFIX] = pa.array(variants, _STRING)
     return result
 
 

@@ -27,9 +27,9 @@ from dlt.extract.resource import DltResource
 
 from .account import fetch_company
 from .catalog import FieldCatalog
-from .columnar import ColumnarPage, build_columnar, decode_page, parse_schema
+from .columnar import ColumnarPage, PageSchema, build_columnar, decode_page, parse_schema
 from .context import EntityReport, RunContext, SyncOptions
-from .custom_fields import ColumnPlan
+from .custom_fields import ColumnPlan, custom_field_key
 from .entities import ENTITY_BY_NAME, Api, Entity, Strategy, Stream, select_entities
 from .http import (
     ApiTokenAuth,
@@ -48,7 +48,8 @@ from .streams import StreamReader
 
 
 def _custom_keys(rows: list[dict[str, Any]], shape: Api) -> set[str]:
-    """Custom-field keys present in a page (v2: inside custom_fields; v1: 40-hex top-level keys)."""
+    """Custom-field keys present in a page (v2: inside custom_fields; v1: the fields of the
+    top-level keys `is_custom_key` recognises)."""
     if shape is Api.V2:
         keys: set[str] = set()
         for row in rows:
@@ -57,7 +58,7 @@ def _custom_keys(rows: list[dict[str, Any]], shape: Api) -> set[str]:
                 keys.update(fields)
         return keys
     present: set[str] = set().union(*rows) if rows else set()
-    return {k for k in present if len(k) == 40 and all(c in "0123456789abcdef" for c in k)}
+    return {field for field in map(custom_field_key, present) if field is not None}
 
 
 class EntityExtractor:
@@ -72,7 +73,7 @@ class EntityExtractor:
         self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
         self.readers: list[StreamReader] = []
         self._hinted = False
-        self._schemas: dict[int, pa.Schema] = {}
+        self._schemas: dict[int, PageSchema] = {}
         self._made_catalog: FieldCatalog | None = None
         self._prior_ids: pa.Array | None = ctx.appended_ids.get(entity.name)
         appendable = (

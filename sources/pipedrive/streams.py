@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .context import RunContext
+from .convert import TIMESTAMP, iso_datetime
 from .entities import Entity, Mode, Pagination, Stream
 from .http import CursorPaginator, OffsetPaginator, Page, Paginator, RequestFailed, SinglePage
 from .http.client import LazyItems
-from .pages import TIMESTAMP
 
 GROUP_ROWS = 5_000  # columnar pages converted together (arrow's cost per call is per group)
 BOUNDARY_LIMIT = 20_000  # beyond this many rows on one timestamp, re-load instead of remembering
@@ -118,10 +118,7 @@ def make_paginator(entity: Entity, limit: int, position: Any = None, overlap: in
 
 
 def _to_datetime(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return iso_datetime(value) if value else None
 
 
 def _rfc3339(value: datetime) -> str:

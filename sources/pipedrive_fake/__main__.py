@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--custom-fields", type=int, default=None, help="custom fields on deals (default ~23)"
     )
+    parser.add_argument(
+        "--messy", action="store_true", help="custom field values as messy as real accounts'"
+    )
     parser.add_argument("--rate-limit", type=int, default=None, help="requests per 2 s window")
     parser.add_argument("--daily-budget", type=int, default=None, help="daily token budget")
     parser.add_argument(
@@ -47,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         custom_field_count=args.custom_fields,
         host=args.host,
         port=args.port,
+        messy=args.messy,
     )
     fake.webhooks.configure(time_scale=args.webhook_time_scale)
     for spec in args.oauth:

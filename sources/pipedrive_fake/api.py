@@ -21,6 +21,7 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import orjson
 
+from . import jsonio
 from .changelog import render as render_change
 from .extras import GOAL_TYPES, PROJECT_STATUSES
 from .fields import (
@@ -510,7 +511,7 @@ class HttpApi:
             rec.fault = fault.kind
             if fault.kind == "stall":
                 self._stop.wait(fault.delay)
-            elif fault.kind != "malformed":
+            elif fault.kind not in ("malformed", "bom"):
                 response = self._fault_response(fault)
                 response.headers = common + response.headers
                 return response
@@ -518,6 +519,8 @@ class HttpApi:
         if fault is not None and fault.kind == "malformed":
             raw = fault_body(fault.body)[0] if fault.body is not None else response.payload
             response = Response(200, raw[: max(1, len(raw) // 2)])
+        elif fault is not None and fault.kind == "bom":
+            response.body = b"\xef\xbb\xbf" + response.payload
         response.headers = common + response.headers
         return response
 
@@ -948,7 +951,7 @@ class HttpApi:
                     d = table.served(r)
                     cf = d["custom_fields"]
                     d["custom_fields"] = {k: cf[k] for k in wanted_cf if k in cf}
-                    chunks.append(orjson.dumps(d))
+                    chunks.append(jsonio.dumps(d))
             next_cursor = None
             if nxt is not None:
                 next_cursor = _b64(
@@ -992,7 +995,7 @@ class HttpApi:
         )
         return Response(
             200,
-            orjson.dumps(
+            jsonio.dumps(
                 {"success": True, "data": page, "additional_data": {"next_cursor": cursor}}
             ),
         )
@@ -1069,7 +1072,7 @@ class HttpApi:
         else:
             start, limit = self._v1_paging(q)
         page = items[start : start + limit]
-        data = orjson.dumps(page) if page else None
+        data = jsonio.dumps(page) if page else None
         return self._v1_envelope(
             data, self._v1_pagination(start, limit, len(items) > start + limit)
         )
@@ -1233,7 +1236,7 @@ class HttpApi:
             )
         return Response(
             200,
-            orjson.dumps(
+            jsonio.dumps(
                 {"success": True, "data": page, "additional_data": {"next_cursor": cursor}}
             ),
         )
@@ -1281,7 +1284,7 @@ class HttpApi:
         cursor = base64.b64encode(f"id:{nxt}".encode()).decode() if nxt is not None else None
         return Response(
             200,
-            orjson.dumps(
+            jsonio.dumps(
                 {"success": True, "data": page, "additional_data": {"next_cursor": cursor}}
             ),
         )

@@ -112,7 +112,8 @@ class FakePipedrive(HttpApi):
     """A fake Pipedrive account served over real HTTP on loopback.
 
     Data is generated deterministically from `seed` at construction; `start()` serves it.
-    Thread-safe: tests may mutate records while a client pages through them.
+    Thread-safe: tests may mutate records while a client pages through them. `messy`: some
+    custom field values the way real accounts hold them (`fields.messy_value`).
     """
 
     def __init__(
@@ -129,6 +130,7 @@ class FakePipedrive(HttpApi):
         now: datetime | None = None,
         compact_threshold: int = 200_000,
         company: Mapping[str, Any] | None = None,
+        messy: bool = False,
     ) -> None:
         unknown = set(scale or {}) - set(DEFAULT_SCALE)
         if unknown:
@@ -181,7 +183,7 @@ class FakePipedrive(HttpApi):
         self._cf_defs: dict[str, list[FieldDef]] = {}
         for ent in CUSTOM_FIELD_ENTITIES:
             self._refresh_fields(ent)
-        self._ctx = gen.Context(seed=seed, now_ms=self._now_ms, registry=self.registry)
+        self._ctx = gen.Context(seed=seed, now_ms=self._now_ms, registry=self.registry, messy=messy)
         self._ctx.company_id = self.company["id"]
         self._ctx.company_domain = self.company["domain"]
         self.tables: dict[str, Table] = self._make_tables(compact_threshold)

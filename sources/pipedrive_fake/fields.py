@@ -853,16 +853,92 @@ def random_value(
     raise ValueError(t)
 
 
+_MESSY_TEXT = [
+    "00123", "1e5", "NULL", "null", "N/A", "", " ", "  padded  ", "emoji 🚀🔥👨‍👩‍👧", "١٢٣",
+    "true", "0", "-", "Ünïcödé\u2028line", "x" * 300,
+]  # fmt: skip
+_MESSY_NUMBERS: list[Any] = [0, -0.0, 7, 12.0, 2**53 + 1, 1e-7, 1e15, -3]
+_NUMBER_TEXTS = ["12.50", "1e5", " 3 ", "00123", "", "NULL", "1,5", "n/a", "€ 12"]
+MESSY_SHARE = 6  # of the POOL values of a field (1 in 11 records), when the account is messy
+
+
+def is_wild(f: FieldDef) -> bool:
+    """One field in five of a messy account also holds values of another JSON type than its
+    type's (an integration wrote numbers into a text field, an import wrote text into a
+    number field); the others are messy within their type."""
+    return int(f.key[:8], 16) % 5 == 0
+
+
+def messy_value(f: FieldDef, rng: random.Random, **ctx: Any) -> Any:
+    """A value the way real accounts hold some (imported, typed by hand, written by old
+    integrations): odd spellings, numbers mixing ints and floats, partial objects, and in
+    `is_wild` fields numbers as strings, strings as numbers, v1-style objects or a bare value
+    where an object belongs."""
+    if is_wild(f) and rng.random() < 0.5:
+        return _wild_value(f, rng, **ctx)
+    t = f.field_type
+    if t in ("varchar", "varchar_auto", "text", "phone"):
+        return rng.choice(_MESSY_TEXT)
+    if t == "double":
+        return rng.choice(_MESSY_NUMBERS)
+    if t == "monetary":
+        return {"value": rng.choice(_MESSY_NUMBERS), "currency": rng.choice(["EUR", "", None])}
+    if t == "date":
+        return rng.choice(["", "2024-01-15 00:00:00", "15.01.2024", "NULL", "2024-02-30"])
+    if t in ("daterange", "timerange"):
+        good = random_value(f, rng, **ctx)
+        return rng.choice([{"value": good["value"], "until": None}, {"value": "", "until": ""}])
+    if t == "time":
+        return {"value": rng.choice(["9:00", "25:00", "09:00:00.5", ""]), "timezone_id": 7}
+    if t == "address":
+        a = address_value(rng.choice(ADDRESSES))
+        return rng.choice([{**a, "value": None}, {"locality": "Berlin"}, {**a, "route": ""}])
+    return random_value(f, rng, **ctx)
+
+
+def _wild_value(f: FieldDef, rng: random.Random, **ctx: Any) -> Any:
+    t = f.field_type
+    if t in ("varchar", "varchar_auto", "text", "phone"):
+        return rng.choice([12345, 1e5, 0, 4930123456])
+    if t == "double":
+        return rng.choice(_NUMBER_TEXTS)
+    if t == "monetary":
+        amount = rng.choice(_NUMBER_TEXTS)
+        return rng.choice([{"value": amount, "currency": "EUR"}, 2500, 12.5])
+    if t == "enum":
+        ids = f.option_ids()
+        return str(rng.choice(ids)) if ids else "1"
+    if t == "set":
+        ids = f.option_ids()[:2] or [1]
+        return rng.choice([[str(i) for i in ids], ",".join(str(i) for i in ids)])
+    if t in ("user", "org", "people"):
+        ref = random_value(f, rng, **ctx) or 1
+        return rng.choice([{"id": ref, "name": "Ann Lee", "value": ref}, str(ref)])
+    if t == "address":
+        a = address_value(rng.choice(ADDRESSES))
+        return rng.choice([a["value"], {**a, "postal_code": 10117, "street_number": 12}])
+    if t == "date":
+        return 20240115
+    return random_value(f, rng, **ctx)
+
+
 def value_pool(
     f: FieldDef,
     rng: random.Random,
     size: int,
+    *,
+    messy: bool = False,
     **ctx: Any,
 ) -> list[Any]:
-    """`size` values for a field, a `null_rate` share of them None."""
+    """`size` values for a field, a `null_rate` share of them None; on a messy account a few
+    of them `messy_value`s."""
     n_null = round(size * f.null_rate)
     pool: list[Any] = [None] * n_null
     pool += [random_value(f, rng, **ctx) for _ in range(size - n_null)]
+    if messy:
+        pool[n_null : n_null + MESSY_SHARE] = [
+            messy_value(f, rng, **ctx) for _ in range(MESSY_SHARE)
+        ]
     rng.shuffle(pool)
     return pool
 
@@ -876,24 +952,26 @@ def flatten_v1(fields: Sequence[FieldDef], values: dict[str, Any], out: dict[str
         k = f.key
         v = values.get(k)
         t = f.field_type
+        obj = v if isinstance(v, dict) else {}  # messy accounts: a bare value for an object
+        main = obj.get("value") if isinstance(v, dict) else v
         if t == "monetary":
-            out[k] = v["value"] if v else None
-            out[f"{k}_currency"] = v["currency"] if v else None
+            out[k] = main
+            out[f"{k}_currency"] = obj.get("currency")
         elif t in ("daterange", "timerange"):
-            out[k] = v["value"] if v else None
-            out[f"{k}_until"] = v["until"] if v else None
+            out[k] = main
+            out[f"{k}_until"] = obj.get("until")
         elif t == "time":
-            out[k] = v["value"] if v else None
-            out[f"{k}_timezone_id"] = v.get("timezone_id") if v else None
-            out[f"{k}_timezone_name"] = v.get("timezone_name") if v else None
+            out[k] = main
+            out[f"{k}_timezone_id"] = obj.get("timezone_id")
+            out[f"{k}_timezone_name"] = obj.get("timezone_name")
         elif t == "address":
-            out[k] = v["value"] if v else None
+            out[k] = main
             for c in ADDRESS_COMPONENTS:
-                out[f"{k}_{c}"] = v.get(c) if v else None
+                out[f"{k}_{c}"] = obj.get(c)
         elif t == "enum":
             out[k] = str(v) if v is not None else None
         elif t == "set":
-            out[k] = ",".join(str(x) for x in v) if v else None
+            out[k] = ",".join(str(x) for x in v) if isinstance(v, list) and v else v or None
         else:
             out[k] = v
 

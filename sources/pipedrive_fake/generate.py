@@ -119,6 +119,7 @@ class Context:
     project_tasks: dict[int, list[int]] = field(default_factory=dict)  # project id → task ids
     company_id: int = 0
     company_domain: str = "example"
+    messy: bool = False  # custom field values the way real accounts hold some (`messy_value`)
 
     def build_pools(self, entity: str, rng: random.Random) -> None:
         fields: Sequence[FieldDef] = self.registry.custom(entity)
@@ -130,7 +131,7 @@ class Context:
         }
         self.pools[entity] = CustomPools(
             keys=[f.key for f in fields],
-            pools=[value_pool(f, rng, POOL_SIZE, **ctx) for f in fields],
+            pools=[value_pool(f, rng, POOL_SIZE, messy=self.messy, **ctx) for f in fields],
         )
 
     def custom_values(self, entity: str, rng: random.Random) -> dict[str, Any]:
@@ -138,6 +139,8 @@ class Context:
         if p is None:
             return {}
         picks = rng.randbytes(len(p.keys))
+        if self.messy and picks[0] < 5:  # 1 in 50 records: every field null
+            return dict.fromkeys(p.keys)
         return {k: pool[b & 63] for k, pool, b in zip(p.keys, p.pools, picks, strict=True)}
 
     def times(self, rng: random.Random) -> tuple[int, int]:

@@ -20,7 +20,7 @@ import orjson
 if TYPE_CHECKING:
     from .fake import FakePipedrive
 
-FAULT_KINDS = ("status", "html", "malformed", "drop", "stall", "rate_limit", "body")
+FAULT_KINDS = ("status", "html", "malformed", "drop", "stall", "rate_limit", "body", "bom")
 
 ERROR_INFO = "Please check developers.pipedrive.com"
 UNAUTHORIZED_BODY = orjson.dumps(
@@ -42,7 +42,7 @@ class FaultRule:
     """Make matching requests misbehave.
 
     path: regex searched in the request path (e.g. r"/api/v2/deals$", r"leads").
-    kind: status | html | malformed | drop | stall | rate_limit | body
+    kind: status | html | malformed | drop | stall | rate_limit | body | bom
       status      answer `status` (default 500) with `body` (default a JSON error; a body that
                   starts with "<" is sent as text/html)
       html        200 with an HTML page instead of JSON
@@ -51,6 +51,7 @@ class FaultRule:
       stall       sleep `delay` seconds, then answer normally (client read timeouts)
       rate_limit  429 with Retry-After = `retry_after`
       body        200 with `body` as given (bytes/str sent raw, dict/list as JSON)
+      bom         the real answer with a UTF-8 byte order mark before the JSON
     after: let the first `after` matching requests through untouched.
     times: how many matching requests to affect after that (None: all of them).
     """

@@ -14,7 +14,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import orjson
+from . import jsonio
 
 Partition = str | None  # "live", "archived", or None (never listed, e.g. a deleted person)
 
@@ -94,21 +94,21 @@ class Table:
         if row.data is not None:
             return row.data
         assert row.blob is not None
-        return orjson.loads(row.blob)  # compact tables: the served v2 shape is the internal one
+        return jsonio.loads(row.blob)  # compact tables: the served v2 shape is the internal one
 
     def blob(self, row: Row) -> bytes:
         if row.blob is None or row.blob_ver != self.render_ver:
             data = self.data(row)
             served = self.render(data) if self.render else data
             # orjson's bytes keep its whole (32 KiB) output buffer: store an exact-size copy
-            row.blob = bytes(memoryview(orjson.dumps(served)))
+            row.blob = bytes(memoryview(jsonio.dumps(served)))
             row.blob_ver = self.render_ver
             if self.compact and self.compactable:
                 row.data = None
         return row.blob
 
     def served(self, row: Row) -> dict[str, Any]:
-        return orjson.loads(self.blob(row))
+        return jsonio.loads(self.blob(row))
 
     def snapshot(self, row: Row) -> dict[str, tuple[Partition, tuple[Any, int] | None]]:
         """Where a row sits in each up-to-date index; take it before changing the row."""

@@ -36,6 +36,7 @@ from .errors import (
     TemporaryError,
     outcome_for,
 )
+from .jsonbody import clean as clean_json
 from .paginators import Paginator
 from .ratelimit import RateLimiter
 from .redact import redact
@@ -390,16 +391,17 @@ class PipedriveClient:
                 outcome = outcome_for(response.status_code)
                 action = outcome.action
                 if action is Action.OK:
+                    content = clean_json(response.content)  # nothing downstream sees bad text
                     body = None
                     if decode is not None:
                         body = self._deferred(
-                            response.content,
+                            content,
                             decode,
                             what,
                             partial(self._refetch, api, path, params, cost, label),
-                        ) or decode(response.content)
+                        ) or decode(content)
                     if body is None:
-                        body = self._parse(response)
+                        body = self._parse(content)
                     if body is not None:
                         self._check_envelope(body, what)
                         return body, response.headers
@@ -481,9 +483,9 @@ class PipedriveClient:
         raise BadResponse(f"{what}: 'data' is not a list")
 
     @staticmethod
-    def _parse(response: requests.Response) -> dict[str, Any] | None:
+    def _parse(content: bytes) -> dict[str, Any] | None:
         try:
-            body = orjson.loads(response.content)
+            body = orjson.loads(content)
         except orjson.JSONDecodeError:
             return None
         return body if isinstance(body, dict) else None
