@@ -19,6 +19,7 @@ from pipelines.pipedrive_sync.progress import (
     LiveReporter,
     LogFormat,
     PlainReporter,
+    QuietReporter,
     Reporter,
     Watcher,
     make_reporter,
@@ -221,7 +222,7 @@ def _info() -> Any:
         (LogFormat.text, False, True, LiveReporter),
         (LogFormat.text, False, False, PlainReporter),
         (LogFormat.json, False, True, JsonReporter),
-        (LogFormat.json, True, False, Reporter),
+        (LogFormat.json, True, False, QuietReporter),
     ],
 )
 def test_reporter_choice(

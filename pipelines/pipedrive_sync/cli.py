@@ -20,6 +20,8 @@ from .output import Format
 from .progress import LogFormat
 
 if TYPE_CHECKING:
+    from sources.pipedrive import RunContext
+
     from .result import RunResult
     from .settings import RunSettings
 
@@ -169,6 +171,7 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
     from .process_memory import tune_for_sync
     from .progress import RunInfo, Watcher, make_reporter
     from .runner import make_context, run_sync
+    from .stopping import stop_on_signals
 
     tune_for_sync()
 
@@ -182,11 +185,11 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
     watcher = Watcher(ctx, entities, reporter)
     reporter.run_started(RunInfo.from_settings(settings, entities))
     try:
-        with watcher:
+        with watcher, stop_on_signals(ctx):
             result = run_sync(settings, ctx)
     except Exception as exc:
         reporter.close()
-        failure = exit_codes.classify(exc, scope)
+        failure = _interrupted(ctx) or exit_codes.classify(exc, scope)
         reporter.run_failed(failure, watcher.snapshot())
         if not failure.expected and os.environ.get("PIPEDRIVE_SYNC_DEBUG"):
             raise
@@ -197,6 +200,15 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
     if result.code != exit_codes.OK:
         _fail(exit_codes.Failure(result.code, result.message, expected=True))
     return result
+
+
+def _interrupted(ctx: RunContext) -> exit_codes.Failure | None:
+    """A run asked to stop by a signal exits 130/143, whatever the stop made fail."""
+    stop = ctx.stop_requested
+    if stop is None:
+        return None
+    message = f"{stop}: what earlier loads committed stays, the next run goes on from there"
+    return exit_codes.Failure(stop.exit_code, message, expected=True)
 
 
 RUN_EPILOG = """Examples:
@@ -630,7 +642,8 @@ def main() -> None:
     try:
         app()
     except (KeyboardInterrupt, SystemExit) as stop:
-        if isinstance(stop, SystemExit) and stop.code != exit_codes.INTERRUPTED:
+        code = stop.code if isinstance(stop, SystemExit) else exit_codes.INTERRUPTED
+        if code not in exit_codes.SIGNALLED:
             raise
         # typer turns a Ctrl-C outside the run's own handling (e.g. while a command imports
         # dlt) into a silent exit 130
@@ -638,11 +651,12 @@ def main() -> None:
             typer.echo(f"pipedrive-sync: {exit_codes.INTERRUPTED_MESSAGE}", err=True)
     else:
         return
-    # interrupted: the run has closed its DuckDB file; skip the interpreter's teardown, which
-    # would wait for dlt's extract threads and print DuckDB's report of objects still alive
+    # stopped by a signal: the run has closed its DuckDB file; skip the interpreter's teardown,
+    # which would wait for threads still blocked in a request and print DuckDB's report of
+    # objects still alive
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(exit_codes.INTERRUPTED)
+    os._exit(int(code))
 
 
 if __name__ == "__main__":

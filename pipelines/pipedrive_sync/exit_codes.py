@@ -9,6 +9,7 @@
     credentials rejected, a path that cannot be written, a warehouse of another company;
     nothing syncs until a person fixes it
 130 interrupted (Ctrl-C); what earlier loads committed stays, the next run goes on from there
+143 stopped by SIGTERM (systemd, docker stop), likewise
 
 dlt wraps whatever fails inside it (PipelineStepFailed around a psycopg2 error, a failed load
 job around a DuckDB error…), so a cause is looked for at any depth of the exception's chain.
@@ -31,6 +32,8 @@ TEMPORARY = 75
 AUTH = 77
 CONFIG = 78
 INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+TERMINATED = 143  # 128 + SIGTERM
+SIGNALLED = (INTERRUPTED, TERMINATED)  # a run stopped as asked: no teardown, no traceback
 INTERRUPTED_MESSAGE = (
     "interrupted: what earlier loads committed stays, the next run goes on from there"
 )

@@ -42,16 +42,23 @@ COLUMNS: list[dict[str, Any]] = [
 
 
 def last_reconciled(pipeline: dlt.Pipeline) -> dict[str, datetime] | None:
-    """entity → when its ids were last fully listed; None when no run was ever recorded."""
+    """entity → when its ids were last fully listed, or, never yet, when its first recorded
+    run started (a first sync reads every id, even one that took several interrupted runs);
+    None when no run was ever recorded."""
     try:
         with pipeline.sql_client() as client:
             table = client.make_qualified_table_name(RUNS_TABLE)
             rows = client.execute_sql(
-                f"SELECT entity, max(finished_at) FROM {table} WHERE reconciled GROUP BY entity"
+                "SELECT entity, max(CASE WHEN reconciled THEN finished_at END), min(started_at)"
+                f" FROM {table} GROUP BY entity"
             )
     except DestinationUndefinedEntity:  # no dataset or no table yet: nothing recorded
         return None
-    return {entity: _aware(when) for entity, when in rows or [] if when is not None}
+    return {
+        entity: _aware(reconciled or first)
+        for entity, reconciled, first in rows or []
+        if (reconciled or first) is not None
+    }
 
 
 def _aware(value: Any) -> datetime:

@@ -110,6 +110,17 @@ class Snapshot:
     rate_limited: int = 0
     elapsed: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    phase: str = "preparing"  # preparing | fetching | loading | finishing
+    problem: str | None = None  # what is failing and being retried right now
+    stopping: str | None = None  # why the run is stopping, once a signal asked it to
+
+
+def stop_acknowledgement(signum: int) -> str:
+    """What a person sees at once after Ctrl-C (or a service manager's SIGTERM)."""
+    from sources.pipedrive.http.errors import SIGNAL_NAMES
+
+    name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+    return f"{name} received: stopping after the current load (send it again to abort at once)"
 
 
 def _now() -> str:
@@ -139,58 +150,144 @@ class Reporter:
     def run_failed(self, failure: Failure, snapshot: Snapshot) -> None:
         """After the run raised; the CLI prints the one-line error itself."""
 
+    def stop_requested(self, message: str) -> None:
+        """From the watcher thread, as soon as a signal asked the run to stop."""
+
+    def retrying(self, problem: str) -> None:
+        """From the watcher thread, when a new failure is being retried."""
+
     def close(self) -> None:
         """Release the terminal (idempotent); called before anything goes to stderr."""
 
 
-QuietReporter = Reporter
+class QuietReporter(Reporter):
+    """Nothing but errors; a stop request is still acknowledged to a person at a terminal."""
+
+    def stop_requested(self, message: str) -> None:
+        if sys.stderr.isatty():
+            sys.stderr.write(f"pipedrive-sync: {message}\n")
+            sys.stderr.flush()
 
 
-def progress_table(snapshot: Snapshot, title: str | None = None) -> Table:
+STATUS_STYLES = {"waiting": "dim", "stopped": "yellow", "skipped": "yellow", "partial": "yellow"}
+ACTIVE = ("starting", "reading", "loading", "stopped", "skipped", "partial")
+
+
+def _shown_status(entity: EntityProgress, phase: str) -> str:
+    """The status as the run's phase makes it: entities read so far are loaded together."""
+    if phase == "loading" and entity.status in ("starting", "reading", "done"):
+        return "loading"
+    return entity.status
+
+
+def progress_table(
+    snapshot: Snapshot, title: str | None = None, max_rows: int | None = None
+) -> tuple[Table, str]:
+    """The entity table, at most `max_rows` entity rows (done and waiting ones are folded into
+    the returned note first), and that note ("" when nothing was folded)."""
     table = Table(title=title, show_edge=False, pad_edge=False, title_justify="left")
-    table.add_column("entity")
-    table.add_column("status")
+    table.add_column("entity", no_wrap=True)
+    table.add_column("status", no_wrap=True)
     for column in ("pages", "rows", "rows/s"):
-        table.add_column(column, justify="right")
-    for entity in snapshot.entities:
-        style = {"waiting": "dim", "stopped": "yellow", "skipped": "yellow", "partial": "yellow"}
+        table.add_column(column, justify="right", no_wrap=True)
+    rows = [(e, _shown_status(e, snapshot.phase)) for e in snapshot.entities]
+    shown, note = _fold(rows, max_rows)
+    for entity, status in shown:
         table.add_row(
             entity.name,
-            Text(entity.status, style=style.get(entity.status, "")),
+            Text(status, style=STATUS_STYLES.get(status, "")),
             _int(entity.pages),
             _int(entity.rows),
             _rate(entity.rate(snapshot.started)),
         )
-    return table
+    return table, note
+
+
+def _fold(
+    rows: list[tuple[EntityProgress, str]], max_rows: int | None
+) -> tuple[list[tuple[EntityProgress, str]], str]:
+    """Keep the table within `max_rows`: fold done entities, then waiting ones, into a note."""
+    if max_rows is None or len(rows) <= max_rows:
+        return rows, ""
+    notes = []
+    for folded in ("done", "waiting"):
+        group = [(e, s) for e, s in rows if s == folded]
+        if not group:
+            continue
+        rows = [(e, s) for e, s in rows if s != folded]
+        extra = f" ({_int(sum(e.rows for e, _ in group))} rows)" if folded == "done" else ""
+        notes.append(f"{len(group)} {folded}{extra}")
+        if len(rows) <= max_rows - 1:  # the note takes a line
+            break
+    return rows[: max(1, max_rows - 1)], "+ " + ", ".join(notes)
+
+
+LIVE_FIXED_LINES = 7  # the title above the view, table header and rule, note, footer, two hints
 
 
 class LiveReporter(Reporter):
-    """A table redrawn in place on a terminal, replaced by the summary at the end."""
+    """A table redrawn in place on a terminal, replaced by the summary at the end.
+
+    It always fits the terminal (an 80x24 one holds it with every default entity): a view
+    taller than the screen cannot be redrawn in place and leaves old frames in the scrollback.
+    """
 
     def __init__(self, console: Console) -> None:
         self.console = console
         self._live: Live | None = None
         self._lock = threading.Lock()
+        self._stopping: str | None = None
 
     def run_started(self, info: RunInfo) -> None:
-        self.console.print(f"Syncing Pipedrive → {info.target}")
+        self.console.print(f"Syncing Pipedrive → {info.target}", markup=False, overflow="ellipsis")
         self._live = Live(
-            console=self.console, auto_refresh=False, transient=True, redirect_stdout=False
+            console=self.console,
+            auto_refresh=False,
+            transient=True,
+            redirect_stdout=False,
+            vertical_overflow="crop",
         )
         self._live.start()
 
     def _render(self, snapshot: Snapshot) -> Group:
-        footer = Text(
-            f"{_int(snapshot.requests)} requests · {_int(snapshot.tokens)} tokens · "
-            f"{snapshot.retries} retries · {snapshot.elapsed:.1f}s",
-            style="dim",
+        max_rows = max(3, self.console.height - LIVE_FIXED_LINES)
+        table, note = progress_table(snapshot, max_rows=max_rows)
+        lines: list[Any] = [table]
+        if note:
+            lines.append(Text(note, style="dim", no_wrap=True, overflow="ellipsis"))
+        lines.append(
+            Text(
+                f"{snapshot.phase} · {_int(snapshot.requests)} requests ·"
+                f" {_int(snapshot.tokens)} tokens · {snapshot.retries} retries ·"
+                f" {snapshot.elapsed:.1f}s",
+                style="dim",
+                no_wrap=True,
+                overflow="ellipsis",
+            )
         )
-        return Group(progress_table(snapshot), footer)
+        if snapshot.problem:
+            lines.append(
+                Text(
+                    f"retrying: {snapshot.problem}",
+                    style="yellow",
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
+            )
+        if snapshot.stopping:
+            lines.append(
+                Text(snapshot.stopping, style="bold yellow", no_wrap=True, overflow="ellipsis")
+            )
+        return Group(*lines)
 
     def progress(self, snapshot: Snapshot) -> None:
         with self._lock:
             if self._live is not None:
                 self._live.update(self._render(snapshot), refresh=True)
+
+    def stop_requested(self, message: str) -> None:
+        # above the live view (it stays on the screen once the view is gone), and in its footer
+        self.console.print(message, style="yellow", markup=False, highlight=False)
 
     def close(self) -> None:
         with self._lock:
@@ -245,6 +342,12 @@ class PlainReporter(Reporter):
 
     def run_failed(self, failure: Failure, snapshot: Snapshot) -> None:
         self._line(f"sync failed: exit {failure.code} after {snapshot.elapsed:.1f}s")
+
+    def stop_requested(self, message: str) -> None:
+        self._line(message)
+
+    def retrying(self, problem: str) -> None:
+        self._line(f"retrying: {problem}")
 
 
 class JsonReporter(Reporter):
@@ -333,6 +436,12 @@ class JsonReporter(Reporter):
             seconds=round(snapshot.elapsed, 3),
         )
 
+    def stop_requested(self, message: str) -> None:
+        self.emit("stop_requested", message=message)
+
+    def retrying(self, problem: str) -> None:
+        self.emit("retrying", problem=problem)
+
 
 def make_reporter(log_format: LogFormat, quiet: bool, console: Console) -> Reporter:
     """--quiet > --log-format json > live on a terminal > plain lines."""
@@ -373,8 +482,17 @@ class Watcher:
         self._thread.join(timeout=5)
 
     def _loop(self) -> None:
+        acknowledged = False
+        problem: str | None = None
         while not self._stop.wait(self.interval):
-            self.reporter.progress(self.snapshot())
+            snapshot = self.snapshot()
+            if snapshot.stopping and not acknowledged:
+                acknowledged = True
+                self.reporter.stop_requested(snapshot.stopping)
+            if snapshot.problem and snapshot.problem != problem:
+                self.reporter.retrying(snapshot.problem)
+            problem = snapshot.problem
+            self.reporter.progress(snapshot)
 
     def snapshot(self) -> Snapshot:
         """The current counters (safe to call from any thread)."""
@@ -393,6 +511,7 @@ class Watcher:
                 entity.status = "reading" if report.pages else "starting"
         metrics: RequestMetrics = self.ctx.client.metrics
         stats = list(metrics.by_label.values())  # one C-level copy: safe while threads add labels
+        stop = self.ctx.stop_requested
         return Snapshot(
             entities=[EntityProgress(**vars(e)) for e in self._entities.values()],
             requests=sum(s.requests for s in stats),
@@ -401,4 +520,7 @@ class Watcher:
             rate_limited=metrics.rate_limited,
             elapsed=now - self.started,
             started=self.started,
+            phase=self.ctx.phase,
+            problem=metrics.problem,
+            stopping=stop_acknowledgement(stop.signum) if stop is not None else None,
         )

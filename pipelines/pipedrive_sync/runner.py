@@ -91,6 +91,7 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
         if settings.full_refresh:
             drop_views(pipeline)  # PostgreSQL will not drop tables that views depend on
         _run_chunks(pipeline, settings, ctx, entities, result, target)
+        ctx.phase = "finishing"
         _post_load(pipeline, settings, ctx, result)
         result.seconds = time.monotonic() - started
         _decide_outcome(ctx, result)
@@ -234,10 +235,11 @@ def _reconcile_due(pipeline: dlt.Pipeline, settings: RunSettings, entities: Any)
     if last is None:  # nothing synced yet: the first run reads everything anyway
         return frozenset()
     now = datetime.now(UTC)
+    # an entity without any recorded run is read in full by its first sync: not due yet
     return frozenset(
         name
         for name in candidates
-        if name not in last or now - last[name] >= settings.reconcile_interval
+        if name in last and now - last[name] >= settings.reconcile_interval
     )
 
 
@@ -261,6 +263,7 @@ def _run_chunks(
     refresh: Any = "drop_sources" if settings.full_refresh else None
     while True:
         ctx.begin_chunk()
+        ctx.phase = "fetching"
         ctx.empty_tables = empty_tables(pipeline, _unsynced_tables(pipeline, entities))
         source = pipedrive_source(
             api_token=settings.token or "unused",
@@ -279,6 +282,7 @@ def _run_chunks(
             workers=settings.options.parallel_entities,  # dlt's pool for parallel entities
         )
         refresh = None
+        ctx.phase = "loading"
         # fields deleted in Pipedrive: keep their loaded values before the load can null them
         backup_retired(pipeline, retired_columns(pipeline.state))
         pipeline.normalize()
@@ -333,7 +337,10 @@ def _decide_outcome(ctx: RunContext, result: RunResult) -> None:
     reports = ctx.ordered_reports()
     if ctx.stopped_by is not None:
         result.code = ctx.stopped_by.exit_code
-        unfinished = [r.name for r in reports if r.status == "stopped" or r.more]
+        for report in reports:
+            if report.more:  # pages left: its data is not current yet (`status` must not say so)
+                report.status = "stopped"
+        unfinished = [r.name for r in reports if r.status == "stopped"]
         waiting = ""
         if isinstance(ctx.stopped_by, BudgetExhausted) and ctx.stopped_by.retry_after:
             hours, rest = divmod(int(ctx.stopped_by.retry_after), 3600)

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from .entities import ENTITIES
-from .http import PipedriveClient, TemporaryError
+from .http import PipedriveClient, StopRequested, TemporaryError
 from .identity import DEFAULT_PIPELINE_NAME, Company, identity_to_write
 from .stored import Stored
 
@@ -73,6 +73,8 @@ class RunContext:
     company: Company | None = None
     pipeline_name: str = DEFAULT_PIPELINE_NAME
     prepared: bool = False
+    # what the run is doing: preparing | fetching | loading | finishing (for progress views)
+    phase: str = "preparing"
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -80,11 +82,20 @@ class RunContext:
             return self.reports.setdefault(name, EntityReport(name))
 
     def stop(self, error: TemporaryError) -> None:
-        """Stop fetching everywhere; what was fetched so far is still loaded and committed."""
+        """Stop fetching everywhere; what was fetched so far is still loaded and committed.
+
+        The first reason is kept, except that a stop asked for by a signal wins (its exit
+        status tells the service manager the run did what it was asked)."""
         with self._lock:
-            if self.stopped_by is None:
+            if self.stopped_by is None or isinstance(error, StopRequested):
                 self.stopped_by = error
         self.client.stop_event.set()
+
+    @property
+    def stop_requested(self) -> StopRequested | None:
+        """The signal that asked this run to stop, if any."""
+        stopped_by = self.stopped_by
+        return stopped_by if isinstance(stopped_by, StopRequested) else None
 
     def record_listing(self, entity: str, ids: set[Any]) -> None:
         """Every id an entity has right now (from a complete read), for flagging vanished rows."""

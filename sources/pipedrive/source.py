@@ -214,7 +214,7 @@ class EntityExtractor:
                 continue
             if isinstance(failure, TemporaryError):
                 report.status = "stopped"
-                report.message = str(failure)
+                report.message = str(self.ctx.stopped_by or failure)  # the cause, not the echo
                 self.ctx.stop(failure)
                 break
             if reader.complete and stream.refresh_every is not None:
@@ -424,7 +424,7 @@ class ChildExtractor:
         except EntityUnavailable as exc:
             report.status, report.message = "skipped", str(exc)
         except TemporaryError as exc:
-            report.status, report.message = "stopped", str(exc)
+            report.status, report.message = "stopped", str(self.ctx.stopped_by or exc)
             self.ctx.stop(exc)
 
     def _own(self, table: pa.Table) -> Any:

@@ -1,7 +1,7 @@
 """HTTP layer: client, auth, paginators, rate limiting, status table, redaction."""
 
 from .auth import ApiTokenAuth, Auth, FileTokenStore, OAuthAuth, OAuthError, TokenStore
-from .client import HttpSettings, Page, PipedriveClient, RequestMetrics, RunStopped
+from .client import HttpSettings, Page, PipedriveClient, RequestMetrics
 from .errors import (
     AuthError,
     BadResponse,
@@ -10,6 +10,8 @@ from .errors import (
     EntityUnavailable,
     PipedriveError,
     RequestFailed,
+    RunStopped,
+    StopRequested,
     TemporaryError,
 )
 from .paginators import CursorPaginator, OffsetPaginator, Paginator, SinglePage
@@ -39,6 +41,7 @@ __all__ = [
     "RequestMetrics",
     "RunStopped",
     "SinglePage",
+    "StopRequested",
     "TemporaryError",
     "TokenStore",
     "redact",

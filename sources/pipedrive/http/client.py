@@ -33,12 +33,13 @@ from .errors import (
     EntityUnavailable,
     PipedriveError,
     RequestFailed,
+    RunStopped,
     TemporaryError,
     outcome_for,
 )
 from .jsonbody import clean as clean_json
 from .paginators import Paginator
-from .ratelimit import RateLimiter
+from .ratelimit import STOP_POLL_SECONDS, RateLimiter
 from .redact import redact
 
 DEFAULT_BASE_URL = "https://api.pipedrive.com"
@@ -192,6 +193,7 @@ class RequestMetrics:
     by_label: dict[str, EndpointStats] = field(default_factory=dict)
     retries: int = 0
     rate_limited: int = 0
+    problems: dict[str, str] = field(default_factory=dict)  # label → what is being retried
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, label: str, tokens: int, rows: int = 0) -> None:
@@ -205,12 +207,27 @@ class RequestMetrics:
         with self._lock:
             self.by_label.setdefault(label, EndpointStats()).rows += rows
 
-    def note_retry(self, rate_limited: bool = False) -> None:
+    def note_retry(self, rate_limited: bool = False, label: str = "", why: str = "") -> None:
+        """Count a retry; `why` (one line, no secrets) is what is failing, for progress views."""
         with self._lock:
             if rate_limited:
                 self.rate_limited += 1
             else:
                 self.retries += 1
+            if why:
+                self.problems[label] = why
+
+    def note_answered(self, label: str) -> None:
+        """A request of `label` succeeded: whatever failed for it before is over."""
+        if label in self.problems:
+            with self._lock:
+                self.problems.pop(label, None)
+
+    @property
+    def problem(self) -> str | None:
+        """The latest failure still being retried, if any (safe to call from any thread)."""
+        problems = list(self.problems.items())
+        return f"{problems[-1][0]}: {problems[-1][1]}" if problems else None
 
     @property
     def requests(self) -> int:
@@ -219,10 +236,6 @@ class RequestMetrics:
     @property
     def tokens(self) -> int:
         return sum(s.tokens for s in self.by_label.values())
-
-
-class RunStopped(TemporaryError):
-    """Another part of the run hit a stop condition (e.g. the budget); no new requests."""
 
 
 def normalize_base_url(url: str | None) -> str:
@@ -301,9 +314,11 @@ class PipedriveClient:
         self.base_url = normalize_base_url(base_url)
         self.auth = auth
         self.settings = settings or HttpSettings()
-        self.limiter = limiter or RateLimiter(reserve=self.settings.ratelimit_reserve)
         self.metrics = metrics or RequestMetrics()
         self.stop_event = stop_event or threading.Event()
+        self.limiter = limiter or RateLimiter(
+            reserve=self.settings.ratelimit_reserve, stop_event=self.stop_event
+        )
         self._local = threading.local()
         self._decoder: ThreadPoolExecutor | None = None
         self._decoder_lock = threading.Lock()
@@ -391,6 +406,7 @@ class PipedriveClient:
                 outcome = outcome_for(response.status_code)
                 action = outcome.action
                 if action is Action.OK:
+                    self.metrics.note_answered(label)
                     content = clean_json(response.content)  # nothing downstream sees bad text
                     body = None
                     if decode is not None:
@@ -421,7 +437,9 @@ class PipedriveClient:
                         raise TemporaryError(
                             f"{what}: still rate limited after {rate_limited} waits"
                         )
-                    self.metrics.note_retry(rate_limited=True)
+                    self.metrics.note_retry(
+                        rate_limited=True, label=label, why=f"rate limited, waiting {wait:.0f}s"
+                    )
                     self.limiter.wait(wait)
                     continue
                 elif action is Action.AUTH:
@@ -444,7 +462,10 @@ class PipedriveClient:
             failures += 1
             if failures >= self.settings.max_attempts:
                 raise TemporaryError(f"{what}: gave up after {failures} attempts ({last_reason})")
-            self.metrics.note_retry()
+            self.metrics.note_retry(
+                label=label,
+                why=f"{last_reason}; retry {failures} of {self.settings.max_attempts - 1}",
+            )
             self._sleep(self._backoff(failures))
 
     def _deferred(
@@ -558,7 +579,7 @@ class PipedriveClient:
         if self.settings.prefetch <= 0:
             yield from pages
             return
-        yield from _prefetched(pages, self.settings.prefetch)
+        yield from _prefetched(pages, self.settings.prefetch, self.stop_event)
 
     def iter_lists(
         self,
@@ -595,11 +616,21 @@ class PipedriveClient:
             for path, params in lists:
                 pending.append(pool.submit(read, path, params))
                 if len(pending) >= width:
-                    yield pending.popleft().result()
+                    yield self._result(pending.popleft())
             while pending:
-                yield pending.popleft().result()
+                yield self._result(pending.popleft())
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            # a stopping run does not wait for answers still under way (daemon-like threads)
+            pool.shutdown(wait=not self.stop_event.is_set(), cancel_futures=True)
+
+    def _result(self, future: Future[list[Page]]) -> list[Page]:
+        """A list's pages, unless the run stops first (its requests may hang until a timeout)."""
+        while True:
+            try:
+                return future.result(timeout=STOP_POLL_SECONDS)
+            except TimeoutError:
+                if self.stop_event.is_set():
+                    raise RunStopped("the run is stopping; not waiting for answers") from None
 
     def _pages(
         self,
@@ -656,8 +687,20 @@ class _Failure:
         self.exc = exc
 
 
-def _prefetched(pages: Iterator[Page], depth: int) -> Iterator[Page]:
-    """Run `pages` in a thread `depth` pages ahead, so HTTP overlaps the consumer's work."""
+def _next_slot(slots: queue.Queue[object], stop: threading.Event) -> object:
+    while True:
+        try:
+            return slots.get(timeout=STOP_POLL_SECONDS)
+        except queue.Empty:
+            if stop.is_set():
+                raise RunStopped("the run is stopping; not waiting for the answer") from None
+
+
+def _prefetched(pages: Iterator[Page], depth: int, stop: threading.Event) -> Iterator[Page]:
+    """Run `pages` in a thread `depth` pages ahead, so HTTP overlaps the consumer's work.
+
+    When the run stops, the pages already here are handed out and the request under way is
+    left behind (its daemon thread ends with its answer or its timeout)."""
     slots: queue.Queue[object] = queue.Queue(maxsize=depth)
     closed = threading.Event()
 
@@ -683,7 +726,7 @@ def _prefetched(pages: Iterator[Page], depth: int) -> Iterator[Page]:
     worker.start()
     try:
         while True:
-            item = slots.get()
+            item = _next_slot(slots, stop)
             if item is _END:
                 return
             if isinstance(item, _Failure):

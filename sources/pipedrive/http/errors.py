@@ -94,6 +94,23 @@ class BudgetExhausted(TemporaryError):
         self.retry_after = retry_after
 
 
+class RunStopped(TemporaryError):
+    """Another part of the run hit a stop condition (e.g. the budget); no new requests."""
+
+
+SIGNAL_NAMES = {2: "SIGINT (Ctrl-C)", 15: "SIGTERM"}
+
+
+class StopRequested(TemporaryError):
+    """A person or a service manager asked the run to stop (SIGINT, SIGTERM): exit 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+        super().__init__(f"interrupted by {name}")
+
+
 class EntityUnavailable(PipedriveError):
     """The plan or the token's permissions do not cover this endpoint (402/403/404)."""
 

@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from .errors import RunStopped
+
 
 def _header_number(headers: Mapping[str, str], name: str) -> float | None:
     raw = headers.get(name)
@@ -24,6 +26,7 @@ def _header_number(headers: Mapping[str, str], name: str) -> float | None:
 
 WINDOW_SECONDS = 2.0  # Pipedrive's burst window
 FIRST_ANSWER_WAIT = 10.0  # seconds the others wait for the first request's answer, at most
+STOP_POLL_SECONDS = 0.2  # how often a wait looks whether the run is stopping
 
 
 class RateLimiter:
@@ -33,11 +36,14 @@ class RateLimiter:
         self,
         reserve: int = 1,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
+        stop_event: threading.Event | None = None,
     ) -> None:
         self.reserve = reserve
         self._clock = clock
-        self._sleep = sleep
+        # waits end at once when the run is stopping (a 429 can ask for up to two minutes)
+        self.stop_event = stop_event or threading.Event()
+        self._sleep = sleep or self._stoppable_sleep
         self._lock = threading.Lock()
         self._answered = threading.Condition(self._lock)
         self._first_answer = False  # until then one request at a time: it tells the window
@@ -54,8 +60,7 @@ class RateLimiter:
             with self._lock:
                 if not self._first_answer and self._in_flight:
                     # parallel entities start together: learn the window before they all go
-                    if not self._answered.wait(timeout=FIRST_ANSWER_WAIT):
-                        self._first_answer = True  # no answer in time: stop holding back
+                    self._wait_first_answer()
                     continue
                 now = self._clock()
                 if self._remaining is not None and now >= self._reset_at:
@@ -73,7 +78,30 @@ class RateLimiter:
                 wait = self._reset_at - now
                 self.throttled += 1
             self.waited_seconds += wait
-            self._sleep(wait)
+            self._pause(wait)
+
+    def _wait_first_answer(self) -> None:
+        """(Holding the lock) wait for the first answer, at most FIRST_ANSWER_WAIT seconds."""
+        deadline = time.monotonic() + FIRST_ANSWER_WAIT
+        while not self._first_answer:
+            self._raise_if_stopping()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._first_answer = True  # no answer in time: stop holding back
+                return
+            self._answered.wait(timeout=min(left, STOP_POLL_SECONDS))
+
+    def _stoppable_sleep(self, seconds: float) -> None:
+        self.stop_event.wait(seconds)
+
+    def _raise_if_stopping(self) -> None:
+        if self.stop_event.is_set():
+            raise RunStopped("the run is stopping; no further requests")
+
+    def _pause(self, seconds: float) -> None:
+        self._raise_if_stopping()
+        self._sleep(seconds)
+        self._raise_if_stopping()
 
     def after_response(self, headers: Mapping[str, str] | None) -> None:
         """Learn the window's state from a response (None: the request got no answer).
@@ -100,4 +128,4 @@ class RateLimiter:
             self._remaining = 0
             self._reset_at = max(self._reset_at, self._clock() + seconds)
         self.waited_seconds += seconds
-        self._sleep(seconds)
+        self._pause(seconds)
