@@ -155,7 +155,7 @@ def test_status_configuration_problems_exit_78(
 
 def test_status_without_any_recorded_run_exits_78(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as con:
-        con.execute("CREATE SCHEMA pipedrive; CREATE TABLE pipedrive.deals (id BIGINT)")
+        con.execute("CREATE SCHEMA pipedrive; CREATE TABLE pipedrive.notes_of_mine (id BIGINT)")
     proc = _cli(["status", "--duckdb-path", "empty.duckdb"], tmp_path)
     assert proc.returncode == 78
     assert "no sync has been recorded" in _one_error_line(proc)

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from .result import RunResult
     from .settings import RunSettings
+    from .warehouse import Reader
 
 app = typer.Typer(
     name="pipedrive-sync",
@@ -95,6 +96,13 @@ def _expected_failures() -> Iterator[None]:
         _fail(exit_codes.Failure(exit_codes.TEMPORARY, str(exc), expected=True))
     except duckdb.Error as exc:
         _fail(exit_codes.Failure(exit_codes.FAILURE, first_line(exc), expected=True))
+    except Exception as exc:
+        from dlt.destinations.exceptions import DatabaseException
+
+        if not isinstance(exc, DatabaseException):
+            raise
+        # the SQL failed on another destination (its message may quote the SQL, not secrets)
+        _fail(exit_codes.Failure(exit_codes.FAILURE, first_line(exc), expected=True))
 
 
 # -- shared options --------------------------------------------------------------------------
@@ -116,6 +124,14 @@ DuckdbOpt = Annotated[
 DatasetOpt = Annotated[
     str | None,
     typer.Option("--dataset", help="Dataset (schema) name [default: pipedrive]."),
+]
+ReadDestinationOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--destination",
+        help="Read another dlt SQL destination (postgres, motherduck, snowflake…) with its"
+        " credentials from dlt config [default: duckdb].",
+    ),
 ]
 DestinationOpt = Annotated[
     str | None,
@@ -149,11 +165,27 @@ FormatOpt = Annotated[
 ]
 
 
-def _read_settings(duckdb_path: str | None, dataset: str | None) -> RunSettings:
+def _read_settings(
+    duckdb_path: str | None, dataset: str | None, destination: str | None = None
+) -> RunSettings:
     """Where the reading commands look: the same resolution as `run`, no token needed."""
     from .settings import resolve
 
-    return resolve(duckdb_path=duckdb_path, dataset=dataset, require_token=False)
+    return resolve(
+        duckdb_path=duckdb_path, dataset=dataset, destination=destination, require_token=False
+    )
+
+
+@contextmanager
+def _reader(
+    duckdb_path: str | None, dataset: str | None, destination: str | None
+) -> Iterator[tuple[RunSettings, Reader]]:
+    """The settings and a reader of the warehouse the reading commands look at."""
+    from .warehouse import open_reader
+
+    settings = _read_settings(duckdb_path, dataset, destination)
+    with open_reader(settings.destination, settings.duckdb_path, settings.dataset) as reader:
+        yield settings, reader
 
 
 def _console() -> Console:
@@ -380,53 +412,87 @@ STATUS_EPILOG = """Examples:
 
   pipedrive-sync status --format json
 
-Exit status: 0 fresh, 1 some entity is older than --max-age (the line on stderr names them),
-75 the file is locked by a running sync, 78 no such warehouse or dataset."""
+  pipedrive-sync status -f openmetrics > /var/lib/node_exporter/textfile/pipedrive.prom.tmp
+
+  pipedrive-sync status --destination postgres
+
+Every entity ever synced into the warehouse is checked; one without a successful sync is
+stale. Exit status: 0 fresh, 1 some entity is stale (the line on stderr names them), 75 the
+file is locked by a running sync (or the destination cannot be reached), 78 no such warehouse
+or dataset, or an unknown entity."""
+
+
+class StatusFormat(StrEnum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    openmetrics = "openmetrics"
 
 
 @app.command(epilog=STATUS_EPILOG)
 def status(
     duckdb_path: DuckdbOpt = None,
     dataset: DatasetOpt = None,
+    destination: ReadDestinationOpt = None,
     max_age: Annotated[
         str | None,
         typer.Option(
             "--max-age",
-            help="Exit 1 when an entity's last successful sync is older than this"
+            help="Also stale: an entity whose last successful sync is older than this"
             " (30m, 2h, 1d, 1h30m).",
         ),
     ] = None,
     entities: Annotated[
         str | None,
         typer.Option(
-            "--entities", "-e", help="Entities to check [default: those of the latest run]."
+            "--entities",
+            "-e",
+            help="Entities to check [default: every entity ever synced into the warehouse].",
         ),
     ] = None,
     fmt: Annotated[
-        Format,
+        StatusFormat,
         typer.Option(
             "--format",
             "-f",
-            help="table, csv, or json (one object per entity and line).",
+            help="table; csv; json (one object per entity and line); openmetrics (for"
+            " Prometheus' textfile collector).",
             case_sensitive=False,
         ),
-    ] = Format.table,
+    ] = StatusFormat.table,
 ) -> None:
-    """Per entity: last successful sync, rows, last run outcome, staleness (for monitoring)."""
+    """Per entity: last successful sync, rows, last run outcome, staleness, cadences."""
     _setup_logging(quiet=False)
-    from .status import parse_duration, print_status, read_status, stale_line
-    from .warehouse import open_warehouse
+    from .status import check_entities, parse_duration, read_status, stale_line, tokens_today
 
     with _expected_failures():
         limit = parse_duration(max_age) if max_age else None
-        wanted = [e.strip() for e in entities.split(",") if e.strip()] if entities else None
-        settings = _read_settings(duckdb_path, dataset)
-        with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
-            rows = read_status(connection, wanted, max_age=limit)
-    print_status(rows, fmt, sys.stdout, _console(), settings.duckdb_path, settings.dataset)
+        wanted = (
+            check_entities([e.strip() for e in entities.split(",") if e.strip()])
+            if entities
+            else None
+        )
+        with _reader(duckdb_path, dataset, destination) as (settings, reader):
+            rows = read_status(reader, wanted, max_age=limit, settings=settings)
+            used = tokens_today(reader) if fmt is StatusFormat.openmetrics else None
+            where = reader.where
+    _print_status(rows, fmt, where, settings, used)
     line = stale_line(rows, limit)
     if line:
         _fail(exit_codes.Failure(exit_codes.FAILURE, line, expected=True))
+
+
+def _print_status(
+    rows: list[Any], fmt: StatusFormat, where: str, settings: RunSettings, used: int | None
+) -> None:
+    from .status import print_status
+
+    if fmt is StatusFormat.openmetrics:
+        from .metrics import write_openmetrics
+
+        write_openmetrics(rows, settings.dataset, sys.stdout, used, settings.daily_token_budget)
+        return
+    print_status(rows, Format(fmt.value), sys.stdout, _console(), where)
 
 
 QUERY_EPILOG = """Examples:
@@ -443,28 +509,32 @@ sync_runs; views: deals_enriched, open_pipeline_summary. Times are UTC."""
 
 @app.command(epilog=QUERY_EPILOG)
 def query(
-    sql: Annotated[str, typer.Argument(help="The SQL to run (DuckDB dialect); `-` reads stdin.")],
+    sql: Annotated[
+        str,
+        typer.Argument(help="The SQL to run (the destination's dialect); `-` reads stdin."),
+    ],
     fmt: FormatOpt = Format.table,
     duckdb_path: DuckdbOpt = None,
     dataset: DatasetOpt = None,
+    destination: ReadDestinationOpt = None,
     max_rows: Annotated[
         int,
         typer.Option("--max-rows", help="Rows shown in table format (0: all); csv/json print all."),
     ] = 1000,
 ) -> None:
-    """Run SQL against the DuckDB warehouse (the dataset is the default schema) and print it."""
+    """Run SQL against the warehouse (the dataset is the default schema) and print it."""
     _setup_logging(quiet=False)
     from .output import print_cursor
-    from .warehouse import open_warehouse
 
     text = sys.stdin.read() if sql == "-" else sql
     if not text.strip():
         _fail(exit_codes.Failure(exit_codes.CONFIG, "no SQL given", expected=True))
-    with _expected_failures():
-        settings = _read_settings(duckdb_path, dataset)
-        with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
-            cursor = connection.execute(text)
-            print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=max_rows)
+    with (
+        _expected_failures(),
+        _reader(duckdb_path, dataset, destination) as (_, reader),
+        reader.cursor(text) as cursor,
+    ):
+        print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=max_rows)
 
 
 class ShellUi(StrEnum):
@@ -549,6 +619,7 @@ def fields(
     fmt: FormatOpt = Format.table,
     duckdb_path: DuckdbOpt = None,
     dataset: DatasetOpt = None,
+    destination: ReadDestinationOpt = None,
     all_fields: Annotated[
         bool, typer.Option("--all", help="Include fields deleted in Pipedrive (is_active false).")
     ] = False,
@@ -556,18 +627,13 @@ def fields(
     """The custom-field mapping: which column holds which Pipedrive field, per entity."""
     _setup_logging(quiet=False)
     from .output import print_cursor
-    from .status import custom_fields_cursor
-    from .warehouse import open_warehouse
+    from .status import custom_fields_sql
 
-    with _expected_failures():
-        settings = _read_settings(duckdb_path, dataset)
-        with open_warehouse(settings.duckdb_path, settings.dataset) as connection:
-            cursor = custom_fields_cursor(
-                connection,
-                entity,
-                include_inactive=all_fields,
-                with_options=fmt is not Format.table,
-            )
+    with _expected_failures(), _reader(duckdb_path, dataset, destination) as (_, reader):
+        sql = custom_fields_sql(
+            reader, entity, include_inactive=all_fields, with_options=fmt is not Format.table
+        )
+        with reader.cursor(sql) as cursor:
             print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=0)
 
 

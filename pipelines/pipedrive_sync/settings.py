@@ -101,6 +101,7 @@ class RunSettings:
     full_refresh: bool = False
     force_reconcile: bool = False
     reconcile_interval: timedelta = timedelta(hours=24)
+    daily_token_budget: int | None = None  # the company's, for `status -f openmetrics`
     options: SyncOptions = field(default_factory=SyncOptions)
     http: HttpSettings = field(default_factory=HttpSettings)
     lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS
@@ -200,6 +201,7 @@ def resolve(
         options=options,
         http=http,
         lock_wait=_number("lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS, float),
+        daily_token_budget=_optional_int(_config("daily_token_budget"), "daily_token_budget"),
     )
 
 

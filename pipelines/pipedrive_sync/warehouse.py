@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -101,3 +104,118 @@ def first_line(exc: BaseException) -> str:
     """The first line of an error's message (DuckDB adds hints and caret lines below)."""
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
+
+
+# -- reading any SQL destination ------------------------------------------------------------
+class Reader:
+    """What `status`, `fields` and `query` read through: SQL on the dataset of a warehouse.
+
+    `DuckDbReader` opens the DuckDB file read-only itself; `DltReader` reads any other SQL
+    destination through dlt's SQL client (credentials from dlt config). Table names in SQL go
+    through `table()`; literal values through `literal()` (only names this tool knows).
+    """
+
+    where: str  # for messages: the file or destination, and the dataset
+
+    def cursor(self, sql: str) -> AbstractContextManager[Any]:
+        """A DB-API cursor of `sql`'s result, open within the context."""
+        raise NotImplementedError
+
+    def rows(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.cursor(sql) as cursor:
+            return [tuple(row) for row in cursor.fetchall()]
+
+    def table(self, name: str) -> str:
+        """`name`, qualified and quoted, as the dataset's table."""
+        raise NotImplementedError
+
+    def columns(self, tables: list[str]) -> dict[str, set[str]]:
+        """table → its columns, for those of `tables` that exist in the dataset."""
+        raise NotImplementedError
+
+    @staticmethod
+    def literal(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+
+class DuckDbReader(Reader):
+    def __init__(self, connection: duckdb.DuckDBPyConnection, path: Path, dataset: str) -> None:
+        self.connection = connection
+        self.where = f"{path} (dataset {dataset})"
+
+    @contextmanager
+    def cursor(self, sql: str) -> Iterator[Any]:
+        yield self.connection.execute(sql)
+
+    def table(self, name: str) -> str:
+        return quote_identifier(name)
+
+    def columns(self, tables: list[str]) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for table, column in self.connection.execute(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_catalog"
+            " = current_database() AND table_schema = current_schema()"
+        ).fetchall():
+            if table in tables:
+                found.setdefault(table, set()).add(column)
+        return found
+
+
+class DltReader(Reader):
+    def __init__(self, job_client: Any, sql_client: Any, destination: str, dataset: str) -> None:
+        self.job_client = job_client
+        self.client = sql_client
+        self.where = f"{destination} (dataset {dataset})"
+
+    @contextmanager
+    def cursor(self, sql: str) -> Iterator[Any]:
+        with self.client.execute_query(sql) as cursor:
+            yield cursor
+
+    def table(self, name: str) -> str:
+        return str(self.client.make_qualified_table_name(name))
+
+    def columns(self, tables: list[str]) -> dict[str, set[str]]:
+        from sources.pipedrive.dlt_adapter import storage_columns
+
+        return storage_columns(self.job_client, tables)
+
+
+@contextmanager
+def open_reader(destination: str, path: Path, dataset: str) -> Iterator[Reader]:
+    """A reader of the warehouse: the DuckDB file read-only, or any dlt SQL destination.
+
+    Raises ConfigError (78) for a missing warehouse or dataset or missing credentials,
+    WarehouseBusy (75) for a DuckDB file a sync holds or a destination that cannot be reached.
+    """
+    if destination == "duckdb":
+        with open_warehouse(path, dataset) as connection:
+            yield DuckDbReader(connection, path, dataset)
+        return
+    from dlt.common.configuration.exceptions import ConfigFieldMissingException
+    from dlt.common.destination.exceptions import DestinationTransientException
+
+    from sources.pipedrive.dlt_adapter import sql_reader_clients
+
+    try:
+        job_client, sql_client = sql_reader_clients(destination, dataset)
+        opened = sql_client.__enter__()
+    except ConfigFieldMissingException as exc:
+        raise ConfigError(
+            f"the {destination} destination is not configured: {first_line(exc)}"
+        ) from None
+    except DestinationTransientException as exc:
+        raise WarehouseBusy(
+            f"cannot reach the {destination} destination: {first_line(exc)}"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - an unknown destination name, a missing driver…
+        raise ConfigError(f"cannot read the {destination} destination: {first_line(exc)}") from None
+    try:
+        if not opened.has_dataset():
+            raise ConfigError(
+                f"the {destination} destination has no dataset {dataset!r}:"
+                " run `pipedrive-sync run` first, or pass --dataset"
+            )
+        yield DltReader(job_client, opened, destination, dataset)
+    finally:
+        sql_client.__exit__(None, None, None)

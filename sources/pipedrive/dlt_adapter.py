@@ -390,3 +390,25 @@ def cursor_columns(cursor: Any) -> list[str]:
     if columns:
         return [str(name) for name in columns]
     return [str(d[0]) for d in cursor.description or []]
+
+
+def sql_reader_clients(destination: str, dataset: str) -> tuple[Any, Any]:
+    """(job client, SQL client) reading `dataset` of a configured dlt destination, with
+    credentials from dlt config; the SQL client is not opened yet (use it as a context)."""
+    readable = dlt.dataset(destination, dataset, schema=dlt.Schema("pipedrive"))
+    job_client = readable.destination_client
+    return job_client, job_client.sql_client  # type: ignore[attr-defined]
+
+
+def storage_columns(job_client: Any, tables: list[str]) -> dict[str, set[str]]:
+    """table → its column names, for those of `tables` that exist (from the destination's
+    information schema, case-folded as the destination does)."""
+    return {
+        name: set(columns) for name, columns in job_client.get_storage_tables(tables) if columns
+    }
+
+
+def decode_state(stored: str) -> dict[str, Any]:
+    """A pipeline state as dlt stores it in `_dlt_pipeline_state.state`."""
+    state: dict[str, Any] = decompress_state(stored)
+    return state
