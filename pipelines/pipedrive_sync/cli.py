@@ -118,19 +118,19 @@ DuckdbOpt = Annotated[
     str | None,
     typer.Option(
         "--duckdb-path",
-        help="DuckDB warehouse file [default: sources.pipedrive.duckdb_path, else ./pipedrive.duckdb].",
+        help="DuckDB warehouse file \\[default: sources.pipedrive.duckdb_path, else ./pipedrive.duckdb].",
     ),
 ]
 DatasetOpt = Annotated[
     str | None,
-    typer.Option("--dataset", help="Dataset (schema) name [default: pipedrive]."),
+    typer.Option("--dataset", help="Dataset (schema) name \\[default: pipedrive]."),
 ]
 ReadDestinationOpt = Annotated[
     str | None,
     typer.Option(
         "--destination",
         help="Read another dlt SQL destination (postgres, motherduck, snowflake…) with its"
-        " credentials from dlt config [default: duckdb].",
+        " credentials from dlt config \\[default: duckdb].",
     ),
 ]
 DestinationOpt = Annotated[
@@ -138,7 +138,7 @@ DestinationOpt = Annotated[
     typer.Option(
         "--destination",
         help="Any dlt destination (duckdb, postgres, motherduck, snowflake, bigquery…);"
-        " credentials come from dlt config [default: duckdb].",
+        " credentials come from dlt config \\[default: duckdb].",
     ),
 ]
 LogFormatOpt = Annotated[
@@ -395,12 +395,39 @@ def demo(
     console.print("\nOpen pipeline in EUR by stage (view open_pipeline_summary):", markup=False)
     with _expected_failures(), open_warehouse(duckdb_path) as connection:
         print_cursor(connection.execute(DEMO_SQL), Format.table, sys.stdout, console)
+    me = _how_to_call_me()
     console.print(
-        f'\nTry it:  pipedrive-sync query{path} "SELECT * FROM deals_enriched LIMIT 5"'
-        f"\n         pipedrive-sync shell{path}",
+        f'\nTry it:  {me} query{path} "SELECT * FROM deals_enriched LIMIT 5"'
+        f"\n         {me} shell{path}",
         markup=False,
         soft_wrap=True,
     )
+
+
+def _how_to_call_me() -> str:
+    """This command as the shell it runs from can call it again: `pipedrive-sync` when that is
+    on the PATH, else the path it was started by (`.venv/bin/pipedrive-sync` after `make`)."""
+    import shlex
+    import shutil
+
+    started = Path(sys.argv[0])
+    if started.name != "pipedrive-sync":  # `python -m pipelines.pipedrive_sync`
+        python = Path(sys.executable)
+        return f"{shlex.quote(_shortest(python))} -m pipelines.pipedrive_sync"
+    found = shutil.which("pipedrive-sync")
+    if found and Path(found).resolve() == started.resolve():
+        return "pipedrive-sync"
+    return shlex.quote(_shortest(started))
+
+
+def _shortest(path: Path) -> str:
+    """`path` relative to the working directory when it is inside it, else absolute."""
+    absolute = path.absolute()
+    try:
+        relative = str(absolute.relative_to(Path.cwd()))
+    except ValueError:
+        return str(absolute)
+    return relative if "/" in relative else f"./{relative}"
 
 
 # -- reading the warehouse -------------------------------------------------------------------
@@ -447,7 +474,7 @@ def status(
         typer.Option(
             "--entities",
             "-e",
-            help="Entities to check [default: every entity ever synced into the warehouse].",
+            help="Entities to check \\[default: every entity ever synced into the warehouse].",
         ),
     ] = None,
     fmt: Annotated[

@@ -219,7 +219,10 @@ def _fold(
         notes.append(f"{len(group)} {folded}{extra}")
         if len(rows) <= max_rows - 1:  # the note takes a line
             break
-    return rows[: max(1, max_rows - 1)], "+ " + ", ".join(notes)
+    keep = max(1, max_rows - 1)
+    if len(rows) > keep:
+        notes.append(f"{len(rows) - keep} more")
+    return rows[:keep], "+ " + ", ".join(notes)
 
 
 LIVE_FIXED_LINES = 7  # the title above the view, table header and rule, note, footer, two hints

@@ -10,6 +10,7 @@ outcome   the exit status and message, and the run's rows in `sync_runs`
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -64,6 +65,7 @@ from .views import create_views, drop_views
 
 __all__ = ["RunResult", "duckdb_destination", "make_context", "make_pipeline", "run_sync"]
 
+logger = logging.getLogger(__name__)
 SOURCE_STATE = "pipedrive"  # the dlt schema, and the key of the source's state
 
 
@@ -86,6 +88,7 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
         _prepared(target, settings, ctx, entities) as pipeline,
     ):
         result.pipeline_name = pipeline.pipeline_name
+        _warn_unused_start_date(pipeline, settings, entities)
         started_at = datetime.now(UTC)
         ctx.options = replace(ctx.options, reconcile=_reconcile_due(pipeline, settings, entities))
         if settings.full_refresh:
@@ -170,6 +173,20 @@ def _prepared(
         ctx.pipeline_name = pipeline.pipeline_name
         ctx.prepared = True
         yield pipeline
+
+
+def _warn_unused_start_date(pipeline: dlt.Pipeline, settings: RunSettings, entities: Any) -> None:
+    """--start-date only shapes a first sync: say so for the entities that already have one."""
+    start = settings.options.start_date
+    if not (settings.start_date_asked and start) or settings.full_refresh:
+        return
+    unsynced = set(_unsynced_tables(pipeline, entities))
+    synced = [name for name in _incremental_tables(entities) if name not in unsynced]
+    if synced:
+        logger.warning(
+            f"--start-date {start} applies only to a first sync: {', '.join(synced)} already"
+            " synced and go on from where they stopped (--full-refresh starts over from it)"
+        )
 
 
 def _is_postgres(pipeline: dlt.Pipeline) -> bool:

@@ -102,6 +102,7 @@ class RunSettings:
     force_reconcile: bool = False
     reconcile_interval: timedelta = timedelta(hours=24)
     daily_token_budget: int | None = None  # the company's, for `status -f openmetrics`
+    start_date_asked: bool = False  # --start-date given: say so when it cannot apply
     options: SyncOptions = field(default_factory=SyncOptions)
     http: HttpSettings = field(default_factory=HttpSettings)
     lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS
@@ -202,6 +203,7 @@ def resolve(
         http=http,
         lock_wait=_number("lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS, float),
         daily_token_budget=_optional_int(_config("daily_token_budget"), "daily_token_budget"),
+        start_date_asked=start_date is not None,
     )
 
 
