@@ -35,6 +35,7 @@ print(json.dumps({
     "users_refresh": (o.refresh_interval("users", None) or 0) and o.refresh_interval("users", None).total_seconds(),
     "stages_refresh": (o.refresh_interval("stages", None) or 0) and o.refresh_interval("stages", None).total_seconds(),
     "reconcile_hours": s.reconcile_interval.total_seconds() / 3600,
+    "daily_token_budget": s.daily_token_budget,
     "hard_deletes": o.hard_deletes,
     "parallel_entities": o.parallel_entities,
     "http": [h.connect_timeout, h.read_timeout, h.max_attempts, h.backoff_base, h.backoff_max,
@@ -92,6 +93,7 @@ def test_every_documented_config_key_is_applied(tmp_path: Path) -> None:
     assert got["fields_refresh"] == 360 * 60
     assert (got["users_refresh"], got["stages_refresh"]) == (3600, 900)
     assert got["reconcile_hours"] == 24
+    assert got["daily_token_budget"] == 30000
     assert got["hard_deletes"] is False
     assert got["parallel_entities"] == 3
     assert got["http"] == [10, 60, 6, 1.0, 30, 120, 500, 4, 2]

@@ -243,6 +243,17 @@ def _interrupted(world: World) -> Iterator[None]:
         yield
 
 
+def _terminated(world: World) -> Iterator[None]:
+    with _held_requests(world, "/api/v2/persons") as reached:
+
+        def terminate(proc: subprocess.Popen[str]) -> None:
+            assert reached.wait(60), "the run never asked for persons"
+            proc.send_signal(signal.SIGTERM)
+
+        world.during = terminate
+        yield
+
+
 def _missing_extra() -> str:
     """A destination whose dlt extra is not installed here."""
     for destination, module in (
@@ -272,7 +283,7 @@ CASES = [
         arrange=_load_job_fails,
     ),
     Case(
-        "`status`: an entity's last sync is older than `--max-age`",
+        "`status`: an entity has no successful sync, or its last is older than `--max-age`",
         1,
         args=("status", "--max-age", "2h"),
         expect=("deals",),
@@ -474,10 +485,23 @@ CASES = [
         expect=("missing.duckdb",),
     ),
     Case(
+        "`status`: an unknown entity in `--entities`",
+        78,
+        args=("status", "--entities", "unicorns,deals"),
+        expect=("unicorns",),
+        arrange=_synced_first,
+    ),
+    Case(
         "interrupted (Ctrl-C), also while the command is still starting",
         130,
         expect=("interrupted",),
         arrange=_interrupted,
+    ),
+    Case(
+        "stopped by SIGTERM (`systemctl stop`, `docker stop`, Kubernetes)",
+        143,
+        expect=("SIGTERM",),
+        arrange=_terminated,
     ),
 ]
 

@@ -255,7 +255,8 @@ RUN_EPILOG = """Examples:
 
 Destination credentials follow dlt: DESTINATION__POSTGRES__CREDENTIALS=postgresql://...
 
-Exit status: 0 ok, 1 bug, 75 temporary (retry later), 77 token rejected, 78 configuration."""
+Exit status: 0 ok, 1 bug, 75 temporary (retry later), 77 token rejected, 78 configuration,
+130/143 stopped by Ctrl-C/SIGTERM (after the load under way; a second one aborts at once)."""
 
 
 @app.command(epilog=RUN_EPILOG)

@@ -282,7 +282,8 @@ def read_cadences(reader: Reader, runs: _Runs, settings: RunSettings) -> dict[st
                 stream.key
             ) or {}
             last = _aware(stream_state.get("read_at"))
-            label = "list" if stream.key == entity.name else f"list {stream.key}"
+            main = stream.key == entity.name or len(entity.streams) == 1
+            label = "list" if main else f"list {stream.key}"
             found.append(Cadence(label, last, last + interval if last else None))
         if entity.strategy is Strategy.UPDATED_SINCE and entity.name in runs.first_run:
             last = runs.last_reconciled.get(entity.name)
