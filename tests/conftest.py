@@ -106,6 +106,11 @@ class Syncer:
         with open_duckdb(self.db_path) as con:
             return con.execute(sql).fetchall()
 
+    def execute(self, sql: str) -> None:
+        """Change the warehouse behind the sync's back (what a DBA or a crash could do)."""
+        with open_duckdb(self.db_path, read_only=False) as con:
+            con.execute(sql)
+
     def columns(self, table: str) -> dict[str, str]:
         with open_duckdb(self.db_path) as con:
             rows = con.execute(

@@ -16,6 +16,8 @@ import dlt
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.destinations.exceptions import DatabaseException
 
+from sources.pipedrive.postload import heal_destination_schema
+
 from .summary import entity_usage
 
 if TYPE_CHECKING:
@@ -130,7 +132,10 @@ def record_run(pipeline: dlt.Pipeline, result: RunResult, started_at: datetime) 
     resource = dlt.resource(  # type: ignore[call-overload]
         rows, name=RUNS_TABLE, write_disposition="append", columns=COLUMNS
     )
-    pipeline.run(resource)
+    pipeline.extract(resource)
+    pipeline.normalize()
+    heal_destination_schema(pipeline)  # the table may be known to dlt, yet missing
+    pipeline.load()
 
 
 def _insert_directly(

@@ -206,9 +206,7 @@ def _finish_pending(pipeline: dlt.Pipeline, entities: Any) -> None:
     backup_retired(pipeline, retired_columns(pipeline.state))
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()  # before healing: normalizing can add columns
-    heal_destination_schema(pipeline)
-    for load_id in pipeline.list_normalized_load_packages():
-        heal_destination_schema(pipeline, pipeline.get_load_package_info(load_id).schema)
+    heal_destination_schema(pipeline)  # each pending package against its own schema
     pipeline.run()  # loads the pending packages (and only them)
     # a re-run append job (first syncs append into empty tables) repeats its rows
     drop_duplicate_ids(pipeline, _incremental_tables(entities))

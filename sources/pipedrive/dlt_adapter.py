@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -412,3 +412,15 @@ def decode_state(stored: str) -> dict[str, Any]:
     """A pipeline state as dlt stores it in `_dlt_pipeline_state.state`."""
     state: dict[str, Any] = decompress_state(stored)
     return state
+
+def create_or_extend_tables(client: Any, tables: Iterable[str]) -> None:
+    """Run the CREATE TABLE / ALTER TABLE ADD COLUMN that `tables` need to match the client's
+    schema, without recording the schema version as migrated.
+
+    dlt's `update_stored_schema` records the whole schema's version hash after migrating only
+    the tables it was given; every later load with that hash then skips migrating and writes
+    into tables that may not exist. Leaving the version unrecorded lets the load run dlt's own
+    migration (for the tables it carries) and record it then.
+    """
+    with client.maybe_ddl_transaction():
+        client._execute_schema_update_sql(list(tables), store_schema=False)

@@ -15,7 +15,7 @@ from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import SupportsPipeline
 from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 
-from .dlt_adapter import cursor_columns, job_client_for
+from .dlt_adapter import create_or_extend_tables, cursor_columns, job_client_for
 
 ID_BATCH = 1000
 
@@ -216,23 +216,47 @@ def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -
 
 
 def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
-    """Add columns the schema (default: the pipeline's) has but existing destination tables
-    lack; returns the tables healed.
+    """Before a load: create the tables a pending package writes into that the destination
+    lacks, and add the columns existing tables lack; returns the tables healed.
 
-    dlt skips migrating a dataset once it has stored the schema's hash, even when that load
-    migrated only the tables it carried. A crash at the wrong moment can leave a table behind
-    its schema, and the next load into it would fail: check every existing table before loads.
-    A pending package is loaded with its own schema, which a crash can leave ahead of the
-    pipeline's: pass it to heal against that one.
+    dlt records a schema version as migrated after creating only the tables that one load
+    carried, and skips migrating whenever it finds that version again. Whatever recorded it
+    (an earlier load of the same schema, a crash, a table first emitted mid-run or in a later
+    chunk), the next load into a table it did not create fails, and so does every retry. So
+    each pending package is checked against its own schema (the one it is loaded with), table
+    by table, in the destination itself. `schema` checks only the existing tables against it.
     """
-    schema = schema if schema is not None else pipeline.default_schema
+    if schema is not None:
+        return _heal_against(pipeline, schema, frozenset())
+    packages = _pending_packages(pipeline)
+    if not packages:
+        return _heal_against(pipeline, pipeline.default_schema, frozenset())
+    healed: set[str] = set()
+    for package_schema, loading in packages:
+        healed.update(_heal_against(pipeline, package_schema, loading))
+    return sorted(healed)
+
+
+def _pending_packages(pipeline: Any) -> list[tuple[Any, frozenset[str]]]:
+    """(schema, tables with jobs to load) of every normalized package not loaded yet."""
+    packages = []
+    for load_id in pipeline.list_normalized_load_packages():
+        info = pipeline.get_load_package_info(load_id)
+        jobs = [*info.jobs.get("new_jobs", ()), *info.jobs.get("started_jobs", ())]
+        packages.append((info.schema, frozenset(job.job_file_info.table_name for job in jobs)))
+    return packages
+
+
+def _heal_against(pipeline: Any, schema: Any, loading: frozenset[str]) -> list[str]:
+    """Tables of `schema` behind it in the destination (missing ones only if in `loading`)."""
     with job_client_for(pipeline, schema) as client:  # the DDL is generated from `schema`
         if not hasattr(client, "get_storage_tables") or not client.is_storage_initialized():
             return []
+        names = set(schema.data_table_names()) | (loading & set(schema.tables))
         lagging: list[str] = []
-        for table, stored in client.get_storage_tables(schema.data_table_names()):
-            if not stored:
-                continue  # not created yet: the load that brings data creates it whole
+        for table, stored in client.get_storage_tables(sorted(names)):
+            if not stored and table not in loading:
+                continue  # not written by a pending load: created when data comes
             known = {name.lower() for name in stored}
             wanted = [
                 name
@@ -242,7 +266,7 @@ def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
             if wanted:
                 lagging.append(table)
         if lagging:
-            client.update_stored_schema(only_tables=lagging, force=True)
+            create_or_extend_tables(client, lagging)
         return lagging
 
 
