@@ -229,6 +229,8 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
     finally:
         reporter.close()
     reporter.run_finished(result, watcher.snapshot())
+    for warning in result.warnings:  # even with --quiet: something needed repairing
+        typer.echo(f"pipedrive-sync: warning: {warning}", err=True)
     if result.code != exit_codes.OK:
         _fail(exit_codes.Failure(result.code, result.message, expected=True))
     return result

@@ -48,6 +48,10 @@ DUCKDB_THREADS = 1
 # rows per DuckDB row group (its default is 122,880): a load writes each full row group to the
 # file while it inserts ("optimistic writes") instead of copying and compressing it at commit
 DUCKDB_ROW_GROUP_SIZE = 32_768
+# dlt runs a merge job's DELETE and INSERT in one transaction only where the destination says it
+# supports transactions, which DuckDB's does not say (PostgreSQL's connection is transactional
+# anyway): a refused INSERT left the rows it would have replaced deleted from the warehouse
+ATOMIC_JOBS: dict[str, Any] = {"supports_transactions": True}
 HOLDER_SUFFIX = ".sync-holder.json"
 LOCK_POLL_SECONDS = 0.25
 
@@ -129,7 +133,7 @@ def duckdb_destination(path: Path) -> tuple[Any, duckdb.DuckDBPyConnection]:
         # at commit, then again at close. Runs after dlt's own setting.
         statements=[f"SET GLOBAL checkpoint_threshold = '{DUCKDB_CHECKPOINT_THRESHOLD}'"],
     )
-    return dlt.destinations.duckdb(credentials), connection
+    return dlt.destinations.duckdb(credentials, **ATOMIC_JOBS), connection
 
 
 def release_duckdb_memory(connection: duckdb.DuckDBPyConnection) -> None:

@@ -47,6 +47,11 @@ class RunInProgress(Exception):
     """Another sync of the same pipeline holds the lock."""
 
 
+class LoadFailed(Exception):
+    """The warehouse refused a load; the message says which table, why, and what happens to
+    the package (see `packages`)."""
+
+
 @dataclass(frozen=True)
 class Failure:
     code: int
@@ -383,6 +388,7 @@ CAUSES: tuple[Cause, ...] = (
     ),
     Cause("the DuckDB file is open elsewhere", TEMPORARY, _duckdb_locked, _duckdb_locked_message),
     Cause("the warehouse unreachable", TEMPORARY, _unreachable, _unreachable_message),
+    Cause("a load the warehouse refused", FAILURE, _is(LoadFailed), _own_message, False),
     Cause(
         "a load job failed",
         FAILURE,

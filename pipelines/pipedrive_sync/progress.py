@@ -426,6 +426,7 @@ class JsonReporter(Reporter):
             rate_limited=metrics.rate_limited,
             loads=result.chunks,
             labels_rewritten=result.labels_rewritten,
+            warnings=result.warnings or None,
             seconds=round(result.seconds, 3),
         )
 

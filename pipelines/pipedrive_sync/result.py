@@ -25,6 +25,7 @@ class RunResult:
     vanished: dict[str, int] = field(default_factory=dict)
     labels_rewritten: int = 0
     load_ids: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # e.g. a load package set aside
     pipeline_name: str = ""
 
     @property

@@ -48,7 +48,7 @@ from sources.pipedrive.postload import (
 from sources.pipedrive.source import LABEL_CHANGES_TABLE
 from sources.pipedrive.stored import Stored, read_stored
 
-from . import exit_codes
+from . import exit_codes, packages
 from .connect import (
     Holder,
     Target,
@@ -85,7 +85,7 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
         return result
     with (
         open_target(settings, ctx.company, destination) as target,
-        _prepared(target, settings, ctx, entities) as pipeline,
+        _prepared(target, settings, ctx, entities, result) as pipeline,
     ):
         result.pipeline_name = pipeline.pipeline_name
         _warn_unused_start_date(pipeline, settings, entities)
@@ -146,7 +146,7 @@ def make_pipeline(
 # -- prepare --------------------------------------------------------------------------------
 @contextmanager
 def _prepared(
-    target: Target, settings: RunSettings, ctx: RunContext, entities: Any
+    target: Target, settings: RunSettings, ctx: RunContext, entities: Any, result: RunResult
 ) -> Iterator[dlt.Pipeline]:
     """The run's pipeline, once the warehouse is held and its identity checked; its state is
     what the warehouse committed (or the pending packages are finished first)."""
@@ -163,9 +163,11 @@ def _prepared(
         name = stored.identity.pipeline_name if stored.identity else DEFAULT_PIPELINE_NAME
         if name != pipeline.pipeline_name:
             pipeline = make_pipeline(settings, target, name)
-        if pipeline.has_pending_data:
-            _finish_pending(pipeline, entities)
-        else:
+        set_aside = _finish_pending(pipeline, entities) if pipeline.has_pending_data else ""
+        if set_aside:  # what it held is read again, the field definitions included
+            result.warnings.append(set_aside)
+            ctx.options = replace(ctx.options, force_fields_refresh=True)
+        if set_aside is not None:  # nothing was pending, or the state went with the package
             pipeline = restore_from_warehouse(pipeline)
             adopt_legacy_state(pipeline, SOURCE_STATE)
         # a full refresh drops every table: nothing recorded survives it but the check above
@@ -199,17 +201,19 @@ def _describe(target: Target, settings: RunSettings) -> str:
     return f"the {settings.destination} dataset {settings.dataset!r}"
 
 
-def _finish_pending(pipeline: dlt.Pipeline, entities: Any) -> None:
-    """An interrupted run left extracted or normalized packages: load them first."""
+def _finish_pending(pipeline: dlt.Pipeline, entities: Any) -> str | None:
+    """An interrupted run left extracted or normalized packages: load them first. Returns
+    the warning when one was set aside (see `packages`)."""
     drop_committed_extracts(pipeline)
     adopt_extracted_schemas(pipeline)
     backup_retired(pipeline, retired_columns(pipeline.state))
     if pipeline.list_extracted_load_packages():
         pipeline.normalize()  # before healing: normalizing can add columns
     heal_destination_schema(pipeline)  # each pending package against its own schema
-    pipeline.run()  # loads the pending packages (and only them)
+    set_aside = packages.load_pending(pipeline)  # the pending packages (and only them)
     # a re-run append job (first syncs append into empty tables) repeats its rows
     drop_duplicate_ids(pipeline, _incremental_tables(entities))
+    return set_aside
 
 
 def _use_oauth_api_domain(ctx: RunContext, settings: RunSettings) -> None:
@@ -304,7 +308,7 @@ def _run_chunks(
         pa.default_memory_pool().release_unused()  # arrow keeps freed pages; DuckDB needs them now
         heal_destination_schema(pipeline)
         with truncated_staging():
-            info = pipeline.load()
+            info = packages.load(pipeline)  # a refusal: one line, retried by the next run
         if target.connection is not None:
             release_duckdb_memory(target.connection)
         result.chunks += 1

@@ -413,6 +413,7 @@ def decode_state(stored: str) -> dict[str, Any]:
     state: dict[str, Any] = decompress_state(stored)
     return state
 
+
 def create_or_extend_tables(client: Any, tables: Iterable[str]) -> None:
     """Run the CREATE TABLE / ALTER TABLE ADD COLUMN that `tables` need to match the client's
     schema, without recording the schema version as migrated.
@@ -424,3 +425,87 @@ def create_or_extend_tables(client: Any, tables: Iterable[str]) -> None:
     """
     with client.maybe_ddl_transaction():
         client._execute_schema_update_sql(list(tables), store_schema=False)
+
+
+# -- load packages the warehouse refused (see pipelines.pipedrive_sync.packages) --------------
+@dataclass(frozen=True)
+class LoadFailure:
+    """What a failed `pipeline.load()` says."""
+
+    load_id: str | None  # the package being loaded
+    table: str | None  # the table whose job (or migration) failed, when dlt tells
+    cause: str  # the first line of what the warehouse said
+    refused: bool  # a job failed terminally or a migration was refused: a retry may fail alike
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and everything behind it: what dlt wraps, then Python's causes."""
+    chain: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if any(current is seen for seen in chain):
+            continue
+        chain.append(current)
+        pending.extend(wrapped_exceptions(current))
+        if current.__cause__ is not None:
+            pending.append(current.__cause__)
+    return chain
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
+def load_failure(exc: BaseException) -> LoadFailure | None:
+    """The package, table and cause of dlt's load step failing in `exc` (None: not that)."""
+    chain = _exception_chain(exc)
+    step = next((e for e in chain if failed_step(e) == "load"), None)
+    if step is None:
+        return None
+    job = next((j for j in map(failed_job, chain) if j is not None), None)
+    migration = next((e for e in chain if is_dlt(e, "SchemaUpdateError")), None)
+    table: str | None
+    if job is not None:
+        table, cause = job.table, _first_line(job.message)
+    else:
+        tables = getattr(migration, "table_names", None) or []
+        table = ", ".join(tables) or None
+        cause = next((_first_line(str(e)) for e in reversed(chain) if str(e).strip()), "")
+    return LoadFailure(
+        load_id=getattr(step, "load_id", None),
+        table=table,
+        cause=cause or type(chain[-1]).__name__,
+        refused=job is not None or migration is not None,
+    )
+
+
+FAILURES_KEY = "pipedrive_sync_failed_loads"  # in the package's own state
+
+
+def _normalized_packages(pipeline: Any) -> Any:
+    return pipeline._get_load_storage().normalized_packages
+
+
+def failed_loads(pipeline: Any, load_id: str) -> int:
+    """How often the warehouse refused this pending package (see `count_failed_load`)."""
+    state = _normalized_packages(pipeline).get_load_package_state(load_id)
+    return int(state.get(FAILURES_KEY, 0))
+
+
+def count_failed_load(pipeline: Any, load_id: str) -> int:
+    """Record one more refusal of a pending package, in its own state; returns the count."""
+    packages = _normalized_packages(pipeline)
+    state = packages.get_load_package_state(load_id)
+    state[FAILURES_KEY] = int(state.get(FAILURES_KEY, 0)) + 1
+    packages.save_load_package_state(load_id, state)
+    return int(state[FAILURES_KEY])
+
+
+def move_package_out(pipeline: Any, load_id: str, target: Path) -> Path:
+    """Take a pending package out of dlt's storage (dlt no longer loads it) into `target`."""
+    source = Path(pipeline.get_load_package_info(load_id).package_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(source, target)
+    return target

@@ -270,6 +270,29 @@ def _heal_against(pipeline: Any, schema: Any, loading: frozenset[str]) -> list[s
         return lagging
 
 
+def delete_rows_of_load(pipeline: SupportsPipeline, tables: Sequence[str], load_id: str) -> int:
+    """Remove what a load that never completed appended to `tables`; returns the rows deleted.
+
+    A package set aside after some of its jobs committed left their rows behind; what it held
+    is read again, so appended rows would otherwise be there twice.
+    """
+    deleted = 0
+    with _sql_client(pipeline) as client:
+        for table in tables:
+            if not _table_exists(client, table):
+                continue
+            qualified = client.make_qualified_table_name(table)
+            column = client.escape_column_name("_dlt_load_id")
+            found = client.execute_sql(
+                f"SELECT count(*) FROM {qualified} WHERE {column} = %s", load_id
+            )
+            count = int(found[0][0]) if found else 0
+            if count:
+                client.execute_sql(f"DELETE FROM {qualified} WHERE {column} = %s", load_id)
+                deleted += count
+    return deleted
+
+
 def empty_tables(pipeline: SupportsPipeline, tables: Sequence[str]) -> frozenset[str]:
     """Those of `tables` that do not exist or hold no row in the destination."""
     if not tables:
