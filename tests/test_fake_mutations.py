@@ -207,6 +207,33 @@ def test_field_definition_mutations(fake: FakePipedrive, client: FakeClient) -> 
         fake.add_field("deals", "Bad", "nonsense")
 
 
+def test_a_field_type_change_converts_stored_values_in_place(
+    fake: FakePipedrive, client: FakeClient
+) -> None:
+    stamps = {d["id"]: d["update_time"] for d in fake.records("deals")}
+    enum_key = fake.field_key_for_type("deals", "enum")
+    double_key = fake.field_key_for_type("deals", "double")
+    text_key = fake.field_key_for_type("deals", "varchar")
+    before = {d["id"]: d["custom_fields"] for d in fake.records("deals")}
+    word = next(v for v in (c[text_key] for c in before.values()) if v)
+    fake.change_field_type("deals", enum_key, "set")
+    fake.change_field_type("deals", double_key, "monetary")
+    fake.change_field_type("deals", text_key, "enum", [word])
+    defs = {f["field_code"]: f for f in client.v2_all("/api/v2/dealFields", limit=500)}
+    assert defs[enum_key]["field_type"] == "set" and defs[double_key]["field_type"] == "monetary"
+    [option] = defs[text_key]["options"]
+    assert option["label"] == word
+    for deal in client.v2_all("/api/v2/deals", limit=500):
+        old, new = before[deal["id"]], deal["custom_fields"]
+        assert new[enum_key] == (None if old[enum_key] is None else [old[enum_key]])
+        money = None if old[double_key] is None else {"value": old[double_key], "currency": "EUR"}
+        assert new[double_key] == money
+        assert new[text_key] == (option["id"] if old[text_key] == word else None)
+        assert deal["update_time"] == stamps[deal["id"]], "no record changes its update_time"
+    lead = client.v1_all("/v1/leads")[0]
+    assert f"{double_key}_currency" in lead, "leads carry the deal fields in the new shape"
+
+
 def test_compact_tables_behave_the_same() -> None:
     """Big tables keep records only as JSON bytes; every feature must still work."""
     plain = FakePipedrive(seed=9, scale=SMALL)

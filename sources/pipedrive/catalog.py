@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +24,7 @@ from .custom_fields import (
     FieldOption,
     LabelChange,
     build_plan,
+    field_outputs,
     known_labels,
     option_label_changes,
     parse_definitions,
@@ -121,24 +123,39 @@ class FieldCatalog:
             entry = self._entry(entity)
             reserved = set(standard_types(entity.name)) | SYSTEM_COLUMNS
             previous = [FieldDef.from_dict(d) for d in entry["known"].values()]
-            plan, pinned = build_plan(definitions, reserved, entry["pinned"], previous=previous)
+            superseded = _supersede_retyped(entry, definitions, previous, reserved)
+            history = frozenset(c for columns in superseded.values() for c in columns)
+            plan, pinned = build_plan(
+                definitions, reserved, entry["pinned"], previous=previous, taken=history
+            )
             entry["pinned"] = pinned
             for field in definitions:
                 if field.is_custom:
                     entry["known"][field.key] = field.to_dict()
             current = {d.key for d in definitions if d.is_custom}
-            # fields deleted in Pipedrive: the runner keeps the values already loaded
+            # fields deleted in Pipedrive, and columns a field left when its type changed: the
+            # runner keeps the values already loaded
             entry["retired"] = {
                 fp.field.key: [o.name for o in fp.outputs]
                 for fp in plan.fields
                 if fp.field.key not in current and fp.outputs
             }
+            entry["retired"].update(
+                {f"{key} before its type changed": c for key, c in superseded.items()}
+            )
             changes = option_label_changes(entry["labels"], plan)
             if changes:
                 self.label_changes.setdefault(entity.singular, []).extend(changes)
-            entry["labels"] = known_labels(plan)
+            plan = _with_removed_labels(entry, plan)
             self._plans[entity.singular] = plan
             return plan
+
+    def take_reread(self, entity: Entity) -> bool:
+        """True once when the entity must be read again from the start (a custom field changed
+        its type: rows already loaded hold values of the old type)."""
+        with self._lock:
+            self.plan(entity)
+            return bool(self._entry(entity).pop("reread", False))
 
     def cached_plan(self, entity: Entity) -> ColumnPlan | None:
         """The plan already made in this run (never fetches definitions)."""
@@ -227,3 +244,72 @@ def recover_from_mapping(entry: dict[str, Any], rows: Iterable[Mapping[str, Any]
             ).to_dict()
         if field_type in ("enum", "set") and key not in entry["labels"]:
             entry["labels"][key] = {str(o["id"]): str(o.get("label") or "") for o in options}
+
+
+def _supersede_retyped(
+    entry: dict[str, Any],
+    definitions: list[FieldDef],
+    previous: list[FieldDef],
+    reserved: set[str],
+) -> dict[str, list[str]]:
+    """Fields whose type changed since the last plan: flag the entity for a full re-read, and
+    unpin those whose columns cannot hold the new type (they get new ones; the old columns
+    keep their history). Returns field key → columns kept as history."""
+    superseded: dict[str, list[str]] = entry.setdefault("superseded", {})
+    known = {d.key: d for d in previous}
+    pinned: dict[str, str] = entry["pinned"]
+    for field in definitions:
+        old = known.get(field.key)
+        if not field.is_custom or old is None or old.field_type == field.field_type:
+            continue
+        entry["reread"] = True
+        column = pinned.get(field.key)
+        if column is None:
+            continue
+        others = {
+            o.name
+            for key, other in pinned.items()
+            if key != field.key
+            for o in (field_outputs(known[key], other) if key in known else ())
+        } | set(pinned.values()) - {column}
+        if _fits(old, field, column, others | reserved):
+            continue
+        history = superseded.setdefault(field.key, [])
+        history.extend(o.name for o in field_outputs(old, column) if o.name not in history)
+        del pinned[field.key]
+    return superseded
+
+
+def _fits(old: FieldDef, new: FieldDef, column: str, taken: set[str]) -> bool:
+    """Can `new` write into the columns `old` wrote as `column`: the same types where names
+    meet, and new names that nothing else uses?"""
+    old_types = {o.name: o.data_type for o in field_outputs(old, column)}
+    for output in field_outputs(new, column):
+        if output.name in old_types:
+            if old_types[output.name] != output.data_type:
+                return False
+        elif output.name in taken:
+            return False
+    return True
+
+
+def _with_removed_labels(entry: dict[str, Any], plan: ColumnPlan) -> ColumnPlan:
+    """Options removed from a definition keep the label last seen: rows loaded before and rows
+    read after the removal hold the same text. Updates the remembered labels in `entry`."""
+    removed: dict[str, dict[str, str]] = entry.setdefault("removed_labels", {})
+    previous: dict[str, dict[str, str]] = entry["labels"]
+    for fp in plan.fields:
+        gone = {k: v for k, v in previous.get(fp.field.key, {}).items() if k not in fp.labels}
+        if gone:
+            removed.setdefault(fp.field.key, {}).update(gone)
+    entry["labels"] = known_labels(plan)
+    if not removed:
+        return plan
+    return ColumnPlan(
+        tuple(
+            replace(fp, labels={**removed[fp.field.key], **fp.labels})
+            if fp.field.key in removed and fp.field.field_type in ("enum", "set")
+            else fp
+            for fp in plan.fields
+        )
+    )

@@ -87,6 +87,7 @@ __all__ = [
     "V2Output",
     "build_plan",
     "custom_field_key",
+    "field_outputs",
     "is_custom_key",
     "known_labels",
     "normalize_page",
@@ -391,12 +392,18 @@ def _plan_field(fd: FieldDef, column: str) -> FieldPlan:
     return FieldPlan(field=fd, column=column, outputs=outputs, labels=labels)
 
 
+def field_outputs(fd: FieldDef, column: str) -> tuple[OutputColumn, ...]:
+    """The output columns (names and dlt data types) `fd` writes as `column`."""
+    return _plan_field(fd, column).outputs
+
+
 def build_plan(
     definitions: Sequence[FieldDef],
     reserved: AbstractSet[str],
     pinned: Mapping[str, str],
     *,
     previous: Iterable[FieldDef] = (),
+    taken: AbstractSet[str] = frozenset(),
 ) -> tuple[ColumnPlan, dict[str, str]]:
     """Plan the columns of the custom fields in `definitions` (non-custom ones are ignored).
 
@@ -407,15 +414,24 @@ def build_plan(
     ``is_active=False``, so its columns stay in `ColumnPlan.columns` and only get nulls. Without a
     previous definition its type is unknown: it is listed with ``field_type=""``,
     ``is_active=False`` and *no* outputs (no type is declared for its existing column).
+    New fields never take a name in `taken` (e.g. columns keeping a retyped field's history) nor
+    any output name of a deleted field.
     """
     custom: dict[str, FieldDef] = {}
     for d in definitions:
         if d.is_custom:
             custom.setdefault(d.key, d)
-    names = assign_column_names(list(custom.values()), reserved, pinned)
+    prev = {d.key: d for d in previous}
+    # every output column of a deleted field keeps its history: no new field may take one
+    retired = {
+        o.name
+        for key, column in pinned.items()
+        if key not in custom and key in prev
+        for o in field_outputs(prev[key], column)
+    }
+    names = assign_column_names(list(custom.values()), reserved, pinned, taken | retired)
 
     plans = [_plan_field(d, names[d.key]) for d in custom.values()]
-    prev = {d.key: d for d in previous}
     for key, column in pinned.items():
         if key in custom:
             continue

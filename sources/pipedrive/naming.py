@@ -139,9 +139,12 @@ def assign_column_names(
     fields: Sequence[NamedField],
     reserved: Collection[str],
     pinned: Mapping[str, str],
+    taken: Collection[str] = (),
 ) -> dict[str, str]:
     """Map every field key in `fields` and `pinned` to its column name (see module docstring).
 
+    `taken`: further names no new field may take (without the ``_custom`` rule), e.g. columns
+    that keep the history of a field that got other columns.
     Deterministic: the same inputs always give the same result. The result contains all pinned
     entries unchanged, plus one entry per new field (first definition wins for duplicate keys).
     """
@@ -150,7 +153,7 @@ def assign_column_names(
     for f in fields:
         by_key.setdefault(f.key, f)
 
-    taken = set(reserved_set)
+    taken = set(reserved_set) | set(taken)
     result: dict[str, str] = dict(pinned)
     for key, column in pinned.items():
         pinned_field = by_key.get(key)

@@ -23,6 +23,7 @@ import dlt
 import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.destination.exceptions import SqlClientNotAvailable
+from dlt.common.schema.utils import has_table_seen_data
 from dlt.extract.resource import DltResource
 
 from .account import fetch_company
@@ -186,6 +187,9 @@ class EntityExtractor:
     def _rows(self) -> Iterator[Any]:
         report = self.ctx.report(self.entity.name)
         streams_state = dlt.current.resource_state().setdefault("streams", {})
+        catalog = self.catalog
+        if catalog is not None and catalog.take_reread(self.entity):
+            streams_state.clear()  # a field changed its type: every row again, in the new one
         batcher = TableBatcher(BATCH_ROWS)
         skipped: list[str] = []
         for stream in self.entity.streams:
@@ -233,7 +237,24 @@ class EntityExtractor:
         )
         if not skipped:
             self._reconcile(report)
+        yield from self._new_columns()
         yield from self._metadata()
+
+    def _new_columns(self) -> Iterator[Any]:
+        """When no row carried the hints, still add the columns of fields new to a loaded
+        table: the mapping table names them from now on."""
+        if self._hinted or self.catalog is None:
+            return
+        table = dlt.current.source_schema().tables.get(self.entity.name)
+        if table is None or not has_table_seen_data(table):
+            return
+        hints = self._column_hints()
+        if set(hints) <= set(table.get("columns", {})):
+            return
+        self._hinted = True
+        yield dlt.mark.with_hints(
+            dlt.mark.materialize_table_schema(), dlt.mark.make_hints(columns=hints)
+        )
 
     def _emit(self, table: pa.Table | None) -> Iterator[Any]:
         """Yield a batch; the first one carries the column hints (custom columns included).

@@ -398,6 +398,43 @@ class FakePipedrive(HttpApi):
             f.deleted = True
             self._fields_changed(table_name(entity))
 
+    def change_field_type(
+        self, entity: str, key: str, field_type: str, options: list[str] | None = None
+    ) -> None:
+        """Give a custom field another type under the same key.
+
+        Pipedrive's own UI offers no type change; this is the plausible worst if it happens
+        (an admin tool, an API Pipedrive adds): the values stored in records are converted in
+        place where they can be (text → the option of that label, an option → a one-option
+        set, a number → that amount in EUR) and dropped where not, and no record's update_time
+        changes. Enum → set keeps the options; `options` gives a new enum/set its labels.
+        """
+        with self._lock:
+            f = self.registry.get(entity, key)
+            if not f.custom:
+                raise ValueError(f"{key} is a standard field")
+            convert = self.registry.retype(f, field_type, options)
+            f.update_time = self._now_ms
+            t = table_name(entity)
+            for holder in ("deals", "leads") if t == "deals" else (t,):
+                self._convert_values(holder, key, convert)
+            self._fields_changed(t)
+
+    def _convert_values(self, t: str, key: str, convert: Callable[[Any], Any]) -> None:
+        """Rewrite one custom field's stored value in every record of `t` (times unchanged)."""
+        table = self.tables.get(t)
+        if table is None:
+            return
+        for row in list(table.by_seq):
+            data = table.data(row)
+            values = data.get("custom_fields") or {}
+            if values.get(key) is None:
+                continue
+            before = table.snapshot(row)
+            table.replace(
+                row, {**data, "custom_fields": {**values, key: convert(values[key])}}, before
+            )
+
     def _option_field(self, entity: str, key: str) -> FieldDef:
         f = self.registry.get(entity, key)
         if f.options is None:

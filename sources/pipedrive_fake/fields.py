@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -686,6 +686,30 @@ class FieldRegistry:
             raise ValueError(f"options only apply to enum and set fields, not {field_type}")
         self.fields[ent].append(f)
         return f
+
+    def retype(
+        self, f: FieldDef, field_type: str, labels: Sequence[str] | None = None
+    ) -> Callable[[Any], Any]:
+        """Change `f`'s type in place; returns how a stored value of the old type converts
+        (None where it cannot)."""
+        if field_type not in CUSTOM_FIELD_TYPES:
+            raise ValueError(f"unsupported custom field type {field_type!r}")
+        old, old_options = f.field_type, list(f.options or [])
+        f.field_type = field_type
+        if field_type in ("enum", "set"):
+            f.options = self._new_options(labels) if labels is not None else old_options
+        else:
+            f.options = None
+            f.deleted_options = []
+        by_label = {o.label: o.id for o in f.options or []}
+        pair = (old, field_type)
+        if pair in (("varchar", "enum"), ("text", "enum")):
+            return lambda v: by_label.get(v)
+        if pair == ("enum", "set"):
+            return lambda v: [v]
+        if pair == ("double", "monetary"):
+            return lambda v: {"value": v, "currency": "EUR"}
+        return lambda v: None
 
     def add_option(self, f: FieldDef, label: str) -> Option:
         opt = self._new_options([label])[0]
