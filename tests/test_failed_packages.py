@@ -207,3 +207,44 @@ def test_postgres_a_check_constraint_refusing_a_merge_keeps_the_old_rows_and_nev
     titles = dict(sql("SELECT id, title FROM refusals.deals"))
     assert titles == {d["id"]: d["title"] for d in all_deals(fake)}
     assert syncer.run(**where).warnings == []
+
+
+def _step_failed(step: str, inner: BaseException) -> BaseException:
+    from types import SimpleNamespace
+
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    pipeline = SimpleNamespace(pipeline_name="p", has_pending_data=True)
+    try:
+        raise PipelineStepFailed(pipeline, step, "1700000000.1", inner)  # type: ignore[arg-type]
+    except PipelineStepFailed as exc:
+        return exc
+
+
+def _caused(outer: BaseException, cause: BaseException) -> BaseException:
+    outer.__cause__ = cause
+    return outer
+
+
+def test_failures_inside_dlt_steps_are_one_line_naming_step_table_and_cause() -> None:
+    """What reached users before: `PipelineStepFailed: Pipeline execution failed at
+    step=load … with exception:`, the cause cut off."""
+    from dlt.destinations.exceptions import DatabaseUndefinedRelation
+    from dlt.load.exceptions import LoadClientJobTerminalRetry
+
+    missing = _caused(
+        DatabaseUndefinedRelation(Exception("Catalog Error: Table with name x does not exist!")),
+        Exception('Catalog Error: Table with name x does not exist!\nDid you mean "y"?'),
+    )
+    job = LoadClientJobTerminalRetry(
+        "1700000000.1", "custom_field_label_changes.a5f8.insert_values.gz", "Traceback…", missing
+    )
+    failure = exit_codes.classify(_step_failed("load", job))
+    assert failure.message == (
+        "load step failed for table custom_field_label_changes:"
+        " Catalog Error: Table with name x does not exist!"
+    )
+    broken = _caused(ValueError("cannot coerce"), TypeError("int is not str\nsecond line"))
+    assert exit_codes.classify(_step_failed("normalize", broken)).message == (
+        "normalize step failed: int is not str"
+    )
