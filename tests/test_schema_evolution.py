@@ -130,19 +130,26 @@ def finish(syncer: Syncer, pinned: dict[str, str], removed: Removed | None = Non
     assert_pinned(syncer, pinned)
 
 
-def test_option_rename_and_a_new_field_in_one_run(syncer: Syncer) -> None:
+@pytest.mark.parametrize("chunked", [False, True], ids=["one-load", "in-a-later-chunk"])
+def test_option_rename_and_a_new_field_in_one_run(syncer: Syncer, chunked: bool) -> None:
+    """The run that wedged every later one: the new field first appears mid-run (in a later
+    chunk, too), the definitions are re-read then, and the label change is emitted last."""
     fake = syncer.fake
-    assert syncer.run().code == 0
+    options = {"chunk_pages": 1} if chunked else {}
+    assert syncer.run(options=options).code == 0
     pinned = columns_of(syncer)
     enum_key = fake.field_key_for_type("deals", "enum")
     option = fake.field("deals", enum_key).options[0]
     old_label = option.label
     fake.rename_option("deals", enum_key, option.id, "Renamed option")
     key = fake.add_field("deals", "Customer Type", "enum", options=["Enterprise", "SMB"])
-    deal_id = fake.records("deals")[0]["id"]
-    fake.update("deals", deal_id, custom_fields={key: fake.field("deals", key).options[0].id})
-    result = syncer.run()  # the unknown key makes the run re-read the definitions mid-run
+    ids = _deal_ids(fake, 80) if chunked else _deal_ids(fake, 1)
+    for deal_id in ids[:-1]:  # pages the run reads before it meets the new field
+        fake.update("deals", deal_id, title=f"changed before {deal_id}")
+    fake.update("deals", ids[-1], custom_fields={key: fake.field("deals", key).options[0].id})
+    result = syncer.run(options=options)  # the unknown key: definitions re-read mid-run
     assert result.code == 0, result.message
+    assert result.chunks == (2 if chunked else 1)
     assert result.labels_rewritten == 1
     assert columns_of(syncer)[key] == "customer_type"
     column = pinned[enum_key]
