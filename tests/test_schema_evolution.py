@@ -392,3 +392,38 @@ def test_a_new_field_no_record_uses_yet(syncer: Syncer) -> None:
     assert columns_of(syncer)[key] == "next_step"
     assert syncer.columns("deals")["next_step"] == "VARCHAR"
     finish(syncer, pinned)
+
+
+def test_a_field_added_while_the_run_reads_is_typed_after_the_first_batch(
+    syncer: Syncer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Column types travel with the first batch of a load; a field added in Pipedrive while
+    the run reads (met after that batch: here a set, whose JSON column arrow alone would make
+    text) needs its types sent again."""
+    import sources.pipedrive.source as source_module
+
+    monkeypatch.setattr(source_module, "BATCH_ROWS", 50)  # a batch per page
+    fake = syncer.fake
+    options = {"columnar": False}  # the fast path groups pages: one page, one table here
+    assert syncer.run(options=options).code == 0
+    pinned = columns_of(syncer)
+    ids = _deal_ids(fake, 120)
+    for deal_id in ids:  # three pages to read
+        fake.update("deals", deal_id, title=f"changed {deal_id}")
+    requests: list[Any] = []
+    added: list[str] = []
+
+    def add_before_the_third_page(record: Any) -> None:
+        if record.path == "/api/v2/deals":
+            requests.append(record)
+        if len(requests) == 3 and not added:
+            fake.on_request(None)
+            added.append(fake.add_field("deals", "Tags", "set", options=["hot", "cold"]))
+            tags = [o.id for o in fake.field("deals", added[0]).options]
+            fake.update("deals", ids[10], custom_fields={added[0]: tags})
+
+    fake.on_request(add_before_the_third_page)
+    assert syncer.run(options=options).code == 0
+    assert added and columns_of(syncer)[added[0]] == "tags"
+    assert syncer.columns("deals")["tags"] == "JSON"
+    finish(syncer, pinned)

@@ -74,6 +74,7 @@ class EntityExtractor:
         self.standard = {name: col["data_type"] for name, col in table_columns(entity.name).items()}
         self.readers: list[StreamReader] = []
         self._hinted = False
+        self._hinted_plan: ColumnPlan | None = None  # the plan the last column hints came from
         self._schemas: dict[int, PageSchema] = {}
         self._made_catalog: FieldCatalog | None = None
         self._prior_ids: pa.Array | None = ctx.appended_ids.get(entity.name)
@@ -280,8 +281,12 @@ class EntityExtractor:
             else:
                 self._append_ids |= distinct
                 disposition = None if self._hinted else "append"
-        if not self._hinted:
+        plan = self._current_plan()
+        if not self._hinted or plan is not self._hinted_plan:
+            # the first batch, or the first after the definitions were re-read: the column
+            # types travel with it (arrow alone would make a JSON column text)
             self._hinted = True
+            self._hinted_plan = plan
             hints = dlt.mark.make_hints(columns=self._column_hints())
             if disposition is not None:
                 hints = dlt.mark.make_hints(
@@ -292,6 +297,11 @@ class EntityExtractor:
             yield dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="merge"))
         else:
             yield table
+
+    def _current_plan(self) -> ColumnPlan | None:
+        """The plan the batches are built with now (None: no custom fields)."""
+        catalog = self._made_catalog
+        return catalog.cached_plan(self.entity) if catalog is not None else None
 
     def _seen_in_earlier_chunks(self, ids: pa.ChunkedArray) -> bool:
         if self._prior_ids is None or not len(self._prior_ids):
