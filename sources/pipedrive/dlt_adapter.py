@@ -1,9 +1,12 @@
 """Every use of dlt beyond its documented API, in one place (recheck here on a dlt upgrade).
 
-The sync relies on a few of dlt's internals: its on-disk package storages (crash repair), the
+The sync relies on a few of dlt's internals: its on-disk package storages (crash repair,
+counting a package's failed loads in its own state, moving a refused package out), the
 compressed state rows in `_dlt_pipeline_state` (adopting the state of an older pipeline name),
-a job client pointed at another schema (healing tables), and a destination's resolved
-credentials (where a warehouse is). Each use is a small function here with its own test.
+a job client pointed at another schema and its DDL without recording the schema version
+(healing tables), the attributes of dlt's step and job exceptions (one-line failures), and a
+destination's resolved credentials (where a warehouse is). Each use is a small function here
+with its own test.
 """
 
 from __future__ import annotations
