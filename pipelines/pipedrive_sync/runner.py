@@ -36,6 +36,7 @@ from sources.pipedrive.http.client import normalize_base_url
 from sources.pipedrive.http.errors import BudgetExhausted
 from sources.pipedrive.identity import DEFAULT_PIPELINE_NAME, check_company
 from sources.pipedrive.postload import (
+    add_planned_columns,
     apply_label_changes,
     backup_retired,
     drop_duplicate_ids,
@@ -347,6 +348,7 @@ def _post_load(
         result.vanished[entity_name] = mark_vanished(
             pipeline, entity_name, entity.id_column, ids, hard=settings.options.hard_deletes
         )
+    add_planned_columns(pipeline, ctx.planned_columns)  # fields no row has a value of yet
     result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
     restore_retired(pipeline, retired_columns(pipeline.state))
     create_views(pipeline)  # analytics views, recreated so new custom columns appear

@@ -75,6 +75,9 @@ class RunContext:
     prepared: bool = False
     # what the run is doing: preparing | fetching | loading | finishing (for progress views)
     phase: str = "preparing"
+    # entity table → column hints of custom fields new to it that no row carried in this run
+    # (the runner adds them to the warehouse table after the load)
+    planned_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -101,6 +104,11 @@ class RunContext:
         """Every id an entity has right now (from a complete read), for flagging vanished rows."""
         with self._lock:
             self.complete_listings[entity] = set(ids)
+
+    def plan_columns(self, table: str, columns: Mapping[str, Any]) -> None:
+        """Columns a loaded table lacks for fields no row has a value of yet."""
+        with self._lock:
+            self.planned_columns.setdefault(table, {}).update(columns)
 
     @property
     def stopping(self) -> bool:

@@ -7,12 +7,14 @@ Plain SQL through dlt's sql_client, so they work on any SQL destination dlt supp
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import SupportsPipeline
+from dlt.common.schema.utils import new_table
 from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 
 from .dlt_adapter import create_or_extend_tables, cursor_columns, job_client_for
@@ -235,6 +237,18 @@ def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
     for package_schema, loading in packages:
         healed.update(_heal_against(pipeline, package_schema, loading))
     return sorted(healed)
+
+
+def add_planned_columns(pipeline: Any, planned: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Add to existing tables the columns of fields no row holds a value of yet; returns the
+    tables extended. dlt's schema learns them with their first value (and finds them there)."""
+    if not planned or not pipeline.default_schema_name:
+        return []
+    schema = pipeline.default_schema.clone()
+    for table, columns in planned.items():
+        if table in schema.tables:
+            schema.update_table(new_table(table, columns=list(columns.values())))
+    return _heal_against(pipeline, schema, frozenset())
 
 
 def _pending_packages(pipeline: Any) -> list[tuple[Any, frozenset[str]]]:

@@ -188,8 +188,7 @@ class EntityExtractor:
     def _rows(self) -> Iterator[Any]:
         report = self.ctx.report(self.entity.name)
         streams_state = dlt.current.resource_state().setdefault("streams", {})
-        catalog = self.catalog
-        if catalog is not None and catalog.take_reread(self.entity):
+        if self._reread_due():
             streams_state.clear()  # a field changed its type: every row again, in the new one
         batcher = TableBatcher(BATCH_ROWS)
         skipped: list[str] = []
@@ -238,24 +237,31 @@ class EntityExtractor:
         )
         if not skipped:
             self._reconcile(report)
-        yield from self._new_columns()
+        self._note_new_columns()
         yield from self._metadata()
 
-    def _new_columns(self) -> Iterator[Any]:
-        """When no row carried the hints, still add the columns of fields new to a loaded
-        table: the mapping table names them from now on."""
+    def _reread_due(self) -> bool:
+        """Must the entity be read from the start (see `FieldCatalog.take_reread`)?"""
+        catalog = self.catalog
+        if catalog is None or self.ctx.stopping:
+            return False
+        try:
+            return catalog.take_reread(self.entity)
+        except (EntityUnavailable, TemporaryError):
+            return False  # the definitions cannot be read now: the first page says so, in place
+
+    def _note_new_columns(self) -> None:
+        """When no row carried the column hints, the columns of fields new to a loaded table
+        are added after the load (the mapping table names them from now on)."""
         if self._hinted or self.catalog is None:
             return
         table = dlt.current.source_schema().tables.get(self.entity.name)
         if table is None or not has_table_seen_data(table):
             return
-        hints = self._column_hints()
-        if set(hints) <= set(table.get("columns", {})):
-            return
-        self._hinted = True
-        yield dlt.mark.with_hints(
-            dlt.mark.materialize_table_schema(), dlt.mark.make_hints(columns=hints)
-        )
+        known = table.get("columns", {})
+        missing = {name: c for name, c in self._column_hints().items() if name not in known}
+        if missing:
+            self.ctx.plan_columns(self.entity.name, missing)
 
     def _emit(self, table: pa.Table | None) -> Iterator[Any]:
         """Yield a batch; the first one carries the column hints (custom columns included).
