@@ -375,7 +375,7 @@ class PipedriveClient:
             if self.stop_event.is_set():
                 raise RunStopped(f"{what}: not sent, the run is stopping")
             headers = self.auth.headers()
-            self.limiter.before_request()
+            window = self.limiter.before_request()
             try:
                 response = self._session().get(
                     url,
@@ -386,22 +386,22 @@ class PipedriveClient:
                 )
                 _read_body(response)
             except requests.Timeout:
-                self.limiter.after_response(None)
+                self.limiter.after_response(None, window)
                 last_reason = "timed out"
             except requests.exceptions.SSLError as exc:
-                self.limiter.after_response(None)
+                self.limiter.after_response(None, window)
                 wrong = _tls_misconfigured(exc)
                 if wrong:
                     raise BaseUrlError(f"PIPEDRIVE_BASE_URL {self.base_url} {wrong}") from None
                 last_reason = "connection failed (SSLError)"
             except requests.RequestException as exc:
-                self.limiter.after_response(None)
+                self.limiter.after_response(None, window)
                 last_reason = f"connection failed ({type(exc).__name__})"
             except BaseException:
-                self.limiter.after_response(None)  # never counted in flight for ever
+                self.limiter.after_response(None, window)  # never counted in flight for ever
                 raise
             else:
-                self.limiter.after_response(response.headers)
+                self.limiter.after_response(response.headers, window)
                 self.metrics.record(label, cost)
                 outcome = outcome_for(response.status_code)
                 action = outcome.action
