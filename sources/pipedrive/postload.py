@@ -77,6 +77,41 @@ def mark_vanished(
         return len(vanished)
 
 
+def mark_deleted(
+    pipeline: SupportsPipeline,
+    table: str,
+    primary_key: str,
+    ids: set[Any],
+    *,
+    hard: bool = False,
+) -> int:
+    """Flag (or delete) the rows of these ids, deleted in Pipedrive; returns how many changed."""
+    if not ids:
+        return 0
+    with _sql_client(pipeline) as client:
+        if not _table_exists(client, table):
+            return 0
+        qualified = client.make_qualified_table_name(table)
+        pk = client.escape_column_name(primary_key)
+        deleted = client.escape_column_name("is_deleted")
+        changed = 0
+        for batch in _batches(sorted(ids, key=str)):
+            listed = ", ".join(_literal(i) for i in batch)
+            found = client.execute_sql(
+                f"SELECT count(*) FROM {qualified} WHERE {pk} IN ({listed})"
+                + ("" if hard else f" AND {deleted} IS NOT TRUE")
+            )
+            changed += int(found[0][0]) if found else 0
+            if hard:
+                client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({listed})")
+            else:
+                client.execute_sql(
+                    f"UPDATE {qualified} SET {deleted} = TRUE"
+                    f" WHERE {pk} IN ({listed}) AND {deleted} IS NOT TRUE"
+                )
+        return changed
+
+
 def apply_label_changes(pipeline: SupportsPipeline, changes_table: str) -> int:
     """Rewrite renamed option labels in already-loaded rows; returns the number applied.
 
