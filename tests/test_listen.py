@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 import pytest
 import requests
+from conftest import FAST_HTTP as FAST_HTTP_SETTINGS
 from conftest import TOKEN, Syncer, table_rows
 from rich.console import Console
 
@@ -659,3 +660,76 @@ def test_the_webhook_password_never_appears_in_logs(syncer: Syncer, tmp_path: Pa
         assert running.lines("webhooks_registered")
         log = running.log.getvalue()
     assert HOOK_PASSWORD not in log and TOKEN not in log
+
+
+# -- registering the webhooks -------------------------------------------------------------------
+def _client(fake: FakePipedrive) -> Any:
+    from sources.pipedrive.http import ApiTokenAuth, PipedriveClient
+
+    return PipedriveClient(fake.base_url, ApiTokenAuth(TOKEN), FAST_HTTP_SETTINGS)
+
+
+def _wanted(
+    url: str, objects: tuple[str, ...] = ("deal", "person"), password: str = HOOK_PASSWORD
+) -> Any:
+    from sources.pipedrive.webhooks import Wanted
+
+    return Wanted(
+        url=url, objects=objects, user=HOOK_USER, password=password, name="pipedrive-sync test"
+    )
+
+
+def test_registration_reuses_its_own_removes_its_stale_ones_and_never_touches_others(
+    fake: FakePipedrive,
+) -> None:
+    from sources.pipedrive.webhooks import register_webhooks
+
+    url = "https://sync.example.com/pipedrive"
+    others = [
+        fake.webhooks.register("https://elsewhere.example.com/a", "*", "deal"),
+        fake.webhooks.register("https://elsewhere.example.com/b", "create", "person"),
+    ]
+    stale_object = fake.webhooks.register(
+        url, "*", "lead", http_auth_user=HOOK_USER, http_auth_password=HOOK_PASSWORD
+    )
+    client = _client(fake)
+    first = register_webhooks(client, _wanted(url))
+    assert sorted(first.objects) == ["deal", "person"] and len(first.created) == 2
+    assert first.removed == [stale_object.id] and first.kept == []
+    again = register_webhooks(client, _wanted(url))  # a restart: nothing changes
+    assert (
+        again.created == [] and again.removed == [] and sorted(again.kept) == sorted(first.created)
+    )
+    mine = [w for w in fake.webhooks.registrations() if w.subscription_url == url]
+    assert {
+        (w.event_object, w.event_action, w.version, w.http_auth_user, w.http_auth_password)
+        for w in mine
+    } == {
+        ("deal", "*", "2.0", HOOK_USER, HOOK_PASSWORD),
+        ("person", "*", "2.0", HOOK_USER, HOOK_PASSWORD),
+    }
+    duplicate = fake.webhooks.register(
+        url, "*", "deal", http_auth_user=HOOK_USER, http_auth_password=HOOK_PASSWORD
+    )
+    changed = register_webhooks(client, _wanted(url, password="a-new-password"))  # rotated
+    assert set(changed.removed) == {*first.created, duplicate.id} and len(changed.created) == 2
+    assert {w.id for w in fake.webhooks.registrations() if w.subscription_url != url} == {
+        w.id for w in others
+    }
+
+
+def test_registration_respects_the_40_webhooks_per_user_limit(fake: FakePipedrive) -> None:
+    from sources.pipedrive.webhooks import WebhookSetupError, register_webhooks
+
+    url = "https://sync.example.com/pipedrive"
+    for n in range(37):
+        fake.webhooks.register(f"https://elsewhere.example.com/{n}", "*", "deal")
+    client = _client(fake)
+    squeezed = register_webhooks(client, _wanted(url, ("deal", "person", "lead", "note")))
+    assert squeezed.objects == ["*"] and len(squeezed.created) == 1  # 37 + 4 > 40: one for all
+    assert len(fake.webhooks.registrations()) == 38
+    for n in range(2):
+        fake.webhooks.register(f"https://more.example.com/{n}", "*", "deal")
+    with pytest.raises(WebhookSetupError, match="40 webhooks per user"):
+        register_webhooks(client, _wanted("https://another.example.com/", ("deal",)))
+    assert len(fake.webhooks.registrations()) == 40
