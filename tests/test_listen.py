@@ -733,3 +733,47 @@ def test_registration_respects_the_40_webhooks_per_user_limit(fake: FakePipedriv
     with pytest.raises(WebhookSetupError, match="40 webhooks per user"):
         register_webhooks(client, _wanted("https://another.example.com/", ("deal",)))
     assert len(fake.webhooks.registrations()) == 40
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+def _pg(url: str, sql: str) -> list[tuple[Any, ...]]:
+    import psycopg2
+
+    connection = psycopg2.connect(url)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+            return list(cursor.fetchall())
+    finally:
+        connection.close()
+
+
+@pytest.mark.postgres
+def test_listen_keeps_a_postgresql_warehouse_current_and_holds_it(
+    postgres: Any, syncer: Syncer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = postgres.database("listen")
+    monkeypatch.setenv("DESTINATION__POSTGRES__CREDENTIALS", url)
+    fake = syncer.fake
+    deal = fake.records("deals", archived=False)[0]["id"]
+    persons = [p["id"] for p in fake.records("persons")[:3]]
+    with listening(syncer, entities="deals,persons", destination="postgres") as running:
+        fake.update("deals", deal, title="Postgres sees it")
+        fake.delete("persons", persons[0])
+        fake.merge("persons", persons[1], into=persons[2], name="Survivor")
+        running.applied(fake)
+        while_listening = _cli(
+            ["run", "--destination", "postgres", "--entities", "deals"],
+            _env(tmp_path, fake, DESTINATION__POSTGRES__CREDENTIALS=url),
+            tmp_path,
+        )
+    assert while_listening.returncode == 75, while_listening.stderr
+    assert "pipedrive-sync listen pid" in while_listening.stderr
+    assert _pg(url, f"SELECT title FROM pipedrive.deals WHERE id = {deal}") == [
+        ("Postgres sees it",)
+    ]
+    flags = dict(_pg(url, "SELECT id, coalesce(is_deleted, false) FROM pipedrive.persons"))
+    assert (flags[persons[0]], flags[persons[1]], flags[persons[2]]) == (True, True, False)
+    assert _pg(url, f"SELECT name FROM pipedrive.persons WHERE id = {persons[2]}") == [
+        ("Survivor",)
+    ]

@@ -14,7 +14,19 @@ from sources.pipedrive.events import InvalidEvent, WebhookEvent, parse_event, pl
 from sources.pipedrive_fake import FakePipedrive
 
 SYNCED = frozenset(
-    ["deals", "persons", "organizations", "activities", "products", "pipelines", "stages", "leads", "notes", "deal_products", "deal_followers"]
+    [
+        "deals",
+        "persons",
+        "organizations",
+        "activities",
+        "products",
+        "pipelines",
+        "stages",
+        "leads",
+        "notes",
+        "deal_products",
+        "deal_followers",
+    ]
 )
 
 
