@@ -15,7 +15,7 @@ from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import SupportsPipeline
 from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 
-from .dlt_adapter import cursor_columns, job_client_for
+from .dlt_adapter import add_missing_columns, cursor_columns, job_client_for
 
 ID_BATCH = 1000
 
@@ -213,6 +213,8 @@ def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) ->
 
     Idempotent: a column already backed up is left alone. Returns how many were backed up.
     """
+    if not any(retired.values()):
+        return 0
     created = 0
     with _sql_client(pipeline) as client:
         for table, columns in retired.items():
@@ -232,6 +234,8 @@ def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) ->
 
 def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -> int:
     """Put back values of deleted fields that a reload of their rows overwrote with nulls."""
+    if not any(retired.values()):
+        return 0
     restored = 0
     with _sql_client(pipeline) as client:
         for table, columns in retired.items():
@@ -277,7 +281,7 @@ def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
             if wanted:
                 lagging.append(table)
         if lagging:
-            client.update_stored_schema(only_tables=lagging, force=True)
+            add_missing_columns(client, lagging)
         return lagging
 
 
