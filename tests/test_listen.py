@@ -96,7 +96,7 @@ def listening(
     entities: str = ENTITIES,
     public_url: str | None = None,
     port: int = 0,
-    batch_seconds: float = 0.05,
+    latency_seconds: float = 0.05,
     poll_interval: timedelta = timedelta(hours=1),
     subscribe: bool = True,
     ready: bool = True,
@@ -114,7 +114,7 @@ def listening(
         port=port,
         public_url=public_url,
         poll_interval=poll_interval,
-        batch_seconds=batch_seconds,
+        latency_seconds=latency_seconds,
     )
     log = io.StringIO()
     listener = Listener(settings, listen, ListenLog(LogFormat.json, False, Console(), out=log))
@@ -244,13 +244,41 @@ def test_updates_additions_deletes_merges_and_archives_are_exact(
     assert table_rows(syncer, "leads")[leads[1]]["is_archived"] is True
 
 
+def test_custom_fields_take_the_same_path_as_a_run(syncer: Syncer) -> None:
+    """A new field becomes a column (in the views too), a new option gets its label, and a
+    renamed option is rewritten in the rows already loaded — all from one event."""
+    fake = syncer.fake
+    with listening(syncer, entities="deals,pipelines,stages") as running:
+        enum_key = fake.field_key_for_type("deals", "enum")
+        renamed = fake.field("deals", enum_key).options[0]
+        holders = [
+            d["id"]
+            for d in fake.records("deals", deleted=None, archived=None)
+            if (d["custom_fields"] or {}).get(enum_key) == renamed.id
+        ]
+        assert holders
+        fake.rename_option("deals", enum_key, renamed.id, "Renamed option")
+        fresh = fake.add_option("deals", enum_key, "Fresh option")
+        added = fake.add_field("deals", "Webhook Score", "double")
+        deal = fake.records("deals", archived=False)[0]["id"]
+        fake.update("deals", deal, custom_fields={enum_key: fresh, added: 7.5})
+        running.applied(fake)
+    enum_column = syncer.query(
+        f"SELECT column_name FROM custom_fields WHERE field_key = '{enum_key}'"
+    )[0][0]
+    rows = table_rows(syncer, "deals")
+    assert rows[deal]["webhook_score"] == 7.5 and rows[deal][enum_column] == "Fresh option"
+    assert {rows[h][enum_column] for h in holders if h != deal} == {"Renamed option"}
+    assert syncer.query(f"SELECT webhook_score FROM deals_enriched WHERE id = {deal}") == [(7.5,)]
+
+
 def test_batches_read_changed_records_by_id_without_moving_the_cursors(
     syncer: Syncer,
 ) -> None:
     """100 changed deals cost one `ids` request (10 tokens), and the next poll still reads
     from where the last poll stopped."""
     fake = syncer.fake
-    with listening(syncer, entities="deals,persons", batch_seconds=3600) as running:
+    with listening(syncer, entities="deals,persons", latency_seconds=3600) as running:
         state_before = _streams_state(syncer)
         fake.reset_requests()
         for deal in fake.records("deals", archived=False)[:100]:
@@ -464,10 +492,10 @@ class Process:
     """`pipedrive-sync listen` in a process of its own (JSON log on stdout)."""
 
     def __init__(
-        self, tmp_path: Path, fake: FakePipedrive, port: int, batch_seconds: float, *args: str
+        self, tmp_path: Path, fake: FakePipedrive, port: int, latency_seconds: float, *args: str
     ) -> None:
         self.port = port
-        env = _env(tmp_path, fake, SOURCES__PIPEDRIVE__WEBHOOK_BATCH_SECONDS=str(batch_seconds))
+        env = _env(tmp_path, fake, SOURCES__PIPEDRIVE__WEBHOOK_LATENCY_SECONDS=str(latency_seconds))
         self.out = open(tmp_path / f"listen-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [*CLI, "listen", "--port", str(port), "--log-format", "json", *args],

@@ -60,7 +60,7 @@ DUCKDB_ROW_GROUP_SIZE = 32_768
 HOLDER_SUFFIX = ".sync-holder.json"
 LOCK_SUFFIX = ".sync.lock"  # next to a DuckDB file, per dataset: one writer (run or listen)
 NOTE_SUFFIX = ".sync.json"  # who holds that lock
-LOCK_POLL_SECONDS = 0.25
+LOCK_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)

@@ -87,13 +87,15 @@ def apply_batch(
         if pipeline.has_pending_data:  # a batch or poll a kill interrupted: load it first
             _finish_pending(pipeline, entities)
         version = _schema_version(pipeline)
+        run = RunResult(ctx=ctx)
         if entities:
-            _run_chunks(pipeline, settings, ctx, entities, RunResult(ctx=ctx), target)
+            _run_chunks(pipeline, settings, ctx, entities, run, target)
         if ctx.stopped_by is not None:
             result.stopped = str(ctx.stopped_by)
         else:
             result.flagged = _flag_deleted(pipeline, settings, ctx, plan)
-        apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
+        if LABEL_CHANGES_TABLE in _loaded_tables(pipeline, run.load_ids):
+            apply_label_changes(pipeline, LABEL_CHANGES_TABLE)  # else the next poll's check
         restore_retired(pipeline, retired_columns(pipeline.state))
         if _schema_version(pipeline) != version:
             create_views(pipeline)  # new custom-field columns appear in the views
@@ -102,6 +104,16 @@ def apply_batch(
     result.tokens = ctx.client.metrics.tokens
     result.seconds = time.monotonic() - started
     return result
+
+
+def _loaded_tables(pipeline: dlt.Pipeline, load_ids: list[str]) -> set[str]:
+    """The tables these loads wrote rows into."""
+    tables: set[str] = set()
+    for load_id in load_ids:
+        info = pipeline.get_load_package_info(load_id)
+        for jobs in info.jobs.values():
+            tables.update(job.job_file_info.table_name for job in jobs)
+    return tables
 
 
 def _schema_version(pipeline: dlt.Pipeline) -> int | None:

@@ -8,9 +8,11 @@ Lifecycle (one worker thread; the main thread only waits for SIGTERM / Ctrl-C):
 2. the journal replayed (`journal`), the receiver started (`receiver`, `/healthz` 503);
 3. with `--public-url`: the webhooks registered (`sources.pipedrive.webhooks`);
 4. a catch-up incremental run, then ready (`/healthz` 200);
-5. events applied in batches (`event_batch`): a batch starts once its oldest event has waited
-   `webhook_batch_seconds` (fewer requests: 100 ids per 10 tokens) or 100 events wait; the
-   normal incremental run every `--poll-minutes` (reconciling ids on its daily cadence);
+5. events applied in batches (`event_batch`). Events are gathered for as long as the latency
+   target allows (`webhook_latency_seconds` minus what recent batches took): the more records
+   a batch reads, the fewer API tokens per record (100 ids per 10-token request); 100 waiting
+   events start a batch at once. The normal incremental run every `--poll-minutes`
+   (reconciling ids on its daily cadence);
 6. on SIGTERM / Ctrl-C: the receiver closes, what is journaled is applied, exit 0 — within
    10 s (what could not be applied by then stays journaled for the next start).
 """
@@ -55,7 +57,8 @@ from .runner import make_context, make_pipeline, run_sync
 from .settings import SECTION, RunSettings, _config, _env_or_config
 
 USER_ENV, PASSWORD_ENV = "PIPEDRIVE_WEBHOOK_USER", "PIPEDRIVE_WEBHOOK_PASSWORD"
-DEFAULT_BATCH_SECONDS = 2.0
+DEFAULT_LATENCY_SECONDS = 4.0  # event → visible, what batching aims for
+FIRST_BATCH_GUESS = 1.0  # seconds a batch takes, until one was measured
 FULL_BATCH = 100  # events that start a batch at once (one `ids` request holds 100 records)
 MAX_BATCH = 5_000  # events in one batch at most
 ATTACH_WAIT = 1.0  # seconds a batch waits for a reader to let go of the DuckDB file, per try
@@ -74,7 +77,7 @@ class ListenSettings:
     port: int = 8787
     public_url: str | None = None
     poll_interval: timedelta = timedelta(minutes=60)
-    batch_seconds: float = DEFAULT_BATCH_SECONDS
+    latency_seconds: float = DEFAULT_LATENCY_SECONDS
 
     @property
     def path(self) -> str:
@@ -109,12 +112,12 @@ def resolve_listen(
         raise exit_codes.ConfigError(f"--port {port} is not a TCP port")
     if poll_minutes <= 0:
         raise exit_codes.ConfigError(f"--poll-minutes must be positive, got {poll_minutes:g}")
-    batch = _config("webhook_batch_seconds", DEFAULT_BATCH_SECONDS)
+    latency = _config("webhook_latency_seconds", DEFAULT_LATENCY_SECONDS)
     try:
-        batch_seconds = float(batch)
+        latency_seconds = float(latency)
     except (TypeError, ValueError):
         raise exit_codes.ConfigError(
-            f"webhook_batch_seconds must be a number, got {batch!r}"
+            f"webhook_latency_seconds must be a number of seconds, got {latency!r}"
         ) from None
     register_secret(str(password))
     return ListenSettings(
@@ -124,7 +127,7 @@ def resolve_listen(
         port=port,
         public_url=public_url,
         poll_interval=timedelta(minutes=poll_minutes),
-        batch_seconds=max(0.0, batch_seconds),
+        latency_seconds=max(0.0, latency_seconds),
     )
 
 
@@ -207,6 +210,7 @@ class Listener:
         self._retry_at = 0.0
         self._failures = 0
         self._busy_since: float | None = None
+        self._batch_estimate = FIRST_BATCH_GUESS  # seconds, a moving average
         self._registered = listen.public_url is None
         self._caught_up = False
 
@@ -334,8 +338,10 @@ class Listener:
         self._journal.wait(max(0.01, min(wake) - now))
 
     def _due_at(self, oldest: Entry) -> float:
-        """When (monotonic) the batch that `oldest` opens is due."""
-        return time.monotonic() + oldest.received + self.listen.batch_seconds - time.time()
+        """When (monotonic) the batch that `oldest` opens is due: as late as the latency
+        target allows, given how long batches take (more events per batch, fewer tokens)."""
+        gather = max(0.0, self.listen.latency_seconds - self._batch_estimate)
+        return time.monotonic() + oldest.received + gather - time.time()
 
     # -- receiving ----------------------------------------------------------------------------
     def accept(self, body: bytes) -> Answer:
@@ -496,6 +502,7 @@ class Listener:
         if times:
             self.status.last_event_time = max([*times, self.status.last_event_time or 0.0])
         self.status.applied += len(entries)
+        self._batch_estimate = 0.7 * self._batch_estimate + 0.3 * result.seconds
         self.status.last_batch = datetime.now(UTC)
         self._failures, self._busy_since = 0, None
         objects: dict[str, int] = {}
