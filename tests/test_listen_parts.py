@@ -185,3 +185,18 @@ def test_concurrent_appends_are_all_durable_and_in_order(tmp_path: Path) -> None
     assert [e.seq for e in journal.pending()] == list(range(1, 81))
     journal.close()
     assert Journal(tmp_path / "journal.jsonl").replayed == 80
+
+
+def test_every_change_is_its_own_event_and_every_retry_the_same() -> None:
+    """User events carry the user's id as `meta.id` (as Pipedrive's examples do): two changes
+    of one user are two events; a retry (only `meta.attempt` differs) is the same event."""
+
+    def body(name: str, attempt: int) -> bytes:
+        meta = {"action": "change", "entity": "user", "entity_id": "5", "id": "5",
+                "timestamp": 1717243200, "attempt": attempt}  # fmt: skip
+        return orjson.dumps({"meta": meta, "data": {"id": "5", "name": name}, "previous": None})
+
+    first, retry = parse_event(body("Ann", 1)), parse_event(body("Ann", 2))
+    second = parse_event(body("Anna", 1))
+    assert first.event_id == retry.event_id
+    assert second.event_id != first.event_id

@@ -53,7 +53,7 @@ from .event_batch import BatchResult, apply_batch
 from .journal import Entry, Journal
 from .progress import JsonReporter, LogFormat, PlainReporter, Reporter, RunInfo, Watcher
 from .receiver import Answer, Receiver
-from .runner import make_context, make_pipeline, run_sync
+from .runner import _use_oauth_api_domain, make_context, make_pipeline, run_sync
 from .settings import SECTION, RunSettings, _config, _env_or_config
 
 USER_ENV, PASSWORD_ENV = "PIPEDRIVE_WEBHOOK_USER", "PIPEDRIVE_WEBHOOK_PASSWORD"
@@ -250,6 +250,7 @@ class Listener:
         base = make_context(self.settings)
         self._client = base.client
         self._interruptible = True
+        _use_oauth_api_domain(base, self.settings)
         self._company = fetch_company(base.client)
         self._holder = Holder.this_run(self.settings.dataset, self._company, "listen")
         with self._held():

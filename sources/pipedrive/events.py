@@ -17,6 +17,7 @@ at once, and the parents whose children (deal products, followers, changelogs) t
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -55,7 +56,7 @@ class InvalidEvent(ValueError):
 class WebhookEvent:
     """One delivered event, as much of it as applying needs (what the journal keeps)."""
 
-    event_id: str  # meta.id: the same on every retry of the event
+    event_id: str  # the same on every delivery (retry, duplicate) of the event, else unique
     object: str  # meta.entity ("deal", "person", …)
     action: str  # meta.action: create | change | delete (anything else is ignored)
     record_id: int | str  # meta.entity_id
@@ -94,9 +95,8 @@ def parse_event(body: bytes) -> WebhookEvent:
         raise InvalidEvent("not a webhooks v2 body: `meta.entity` and `meta.action` are required")
     data = _object(parsed.get("data"))
     previous = _object(parsed.get("previous"))
-    event_id = meta.get("id") or meta.get("correlation_id")
     return WebhookEvent(
-        event_id=str(event_id) if event_id is not None else "",
+        event_id=_delivery_key(parsed),
         object=obj,
         action=action,
         record_id=_record_id(meta.get("entity_id"), OBJECT_ENTITIES.get(obj)),
@@ -104,6 +104,14 @@ def parse_event(body: bytes) -> WebhookEvent:
         archived=data.get("is_archived") is True or "is_archived" in previous,
         parent_id=_parent_id(obj, data, previous),
     )
+
+
+def _delivery_key(body: dict[str, Any]) -> str:
+    """What every delivery of one event shares: the body without `meta.attempt`. (`meta.id`
+    alone is not enough: user events carry the user's id there, the same for every change.)"""
+    meta = {k: v for k, v in body["meta"].items() if k != "attempt"}
+    content = orjson.dumps({**body, "meta": meta}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 def _object(value: Any) -> dict[str, Any]:
