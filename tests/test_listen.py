@@ -292,6 +292,34 @@ def test_batches_read_changed_records_by_id_without_moving_the_cursors(
     assert sum(1 for r in rows.values() if str(r["title"]).startswith("bulk ")) == 100
 
 
+def test_leads_and_notes_take_their_cheapest_path(syncer: Syncer) -> None:
+    """A few changes: 2 tokens a record by id (an archived lead included); many: the list,
+    read as a poll reads it."""
+    fake = syncer.fake
+    with listening(syncer, entities="leads,notes", latency_seconds=3600) as running:
+        leads = [lead["id"] for lead in fake.records("leads", archived=False)]
+        fake.reset_requests()
+        fake.update("leads", leads[0], title="by id")
+        fake.archive("leads", leads[1])
+        for note in fake.records("notes")[:2]:
+            fake.update("notes", note["id"], content="by id")
+        fake.wait_webhooks(WAIT)
+        assert running.stop() == 0  # applies the 4 journaled events at once
+        few = [r.path for r in fake.requests if r.method == "GET"]
+    assert sorted(p.rsplit("/", 1)[0] for p in few) == ["/v1/leads"] * 2 + ["/v1/notes"] * 2
+    assert table_rows(syncer, "leads")[leads[1]]["is_archived"] is True
+    with listening(syncer, entities="leads,notes", latency_seconds=3600) as running:
+        fake.reset_requests()
+        for note in fake.records("notes")[:12]:
+            fake.update("notes", note["id"], content="through the list")
+        fake.wait_webhooks(WAIT)
+        assert running.stop() == 0
+        many = [r.path for r in fake.requests if r.method == "GET"]
+    assert many == ["/v1/notes"]
+    notes = table_rows(syncer, "notes")
+    assert all(notes[n["id"]]["content"] == "through the list" for n in fake.records("notes")[:12])
+
+
 def _streams_state(syncer: Syncer) -> Any:
     state = syncer.pipeline().state["sources"]["pipedrive"]["resources"]
     return {name: state[name]["streams"] for name in ("deals", "persons")}

@@ -111,9 +111,9 @@ def test_a_batch_plan_reads_by_id_lists_or_flags_as_each_entity_allows() -> None
         ],
         SYNCED,
     )
-    assert plan.by_ids == {"deals": {1, 2, 4}, "persons": {7, 8}}
-    assert plan.lists == {"leads", "notes", "stages"}
-    assert plan.due_now == {"leads", "stages"}  # archived leads are read too
+    # few v1 records: 2 tokens each by id (a lead's detail says whether it is archived)
+    assert plan.by_ids == {"deals": {1, 2, 4}, "persons": {7, 8}, "leads": {"l-1"}, "notes": {5}}
+    assert plan.lists == {"stages"} and plan.due_now == {"stages"}
     assert plan.deleted == {"leads": {"l-2"}, "notes": {6}}
     assert plan.parents == {"deal_products": {2, 4}, "deal_followers": {1, 2, 4}}
     assert plan.ignored == 3
@@ -126,6 +126,18 @@ def test_a_batch_plan_reads_by_id_lists_or_flags_as_each_entity_allows() -> None
         "persons",
         "stages",
     ]
+
+
+def test_many_changed_v1_records_are_read_through_their_lists() -> None:
+    """Ten notes by id cost as much as a page of /v1/notes (20 tokens); an archived lead adds
+    the archived list (40) to the alternative."""
+    notes = plan_events([_event("note", "change", n) for n in range(10)], SYNCED)
+    assert notes.lists == {"notes"} and "notes" not in notes.by_ids
+    leads = [_event("lead", "change", f"l-{n}", archived=n == 0) for n in range(29)]
+    assert plan_events(leads, SYNCED).by_ids["leads"] == {f"l-{n}" for n in range(29)}
+    leads.append(_event("lead", "change", "l-29"))
+    many = plan_events(leads, SYNCED)
+    assert many.lists == {"leads"} and many.due_now == {"leads"}
 
 
 # -- the journal ---------------------------------------------------------------------------------

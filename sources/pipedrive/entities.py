@@ -71,6 +71,8 @@ class Stream:
     data_key: str | None = None  # items live in data[data_key] instead of data
     page_limit: int | None = None  # the endpoint's own maximum page size, when below 500
     takes_ids: bool = False  # the list takes `ids` (up to 100 records by id: event batches)
+    detail_path: str | None = None  # one record by id (`{id}`), for event batches
+    detail_cost: int = 2
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class Entity:
     def reads_by_ids(self) -> bool:
         """Every list of the entity takes `ids`: changed records can be read by id."""
         return self.strategy is Strategy.UPDATED_SINCE and all(s.takes_ids for s in self.streams)
+
+    @property
+    def detail_stream(self) -> Stream | None:
+        """The stream whose endpoint also serves one record by id (v1 leads, notes)."""
+        return next((s for s in self.streams if s.detail_path), None)
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -267,6 +274,7 @@ ENTITIES: tuple[Entity, ...] = (
                 path="leads",
                 params={"sort": "update_time ASC"},
                 token_cost=20,
+                detail_path="leads/{id}",  # archived leads too
             ),
             Stream(
                 key="leads/archived",
@@ -287,7 +295,13 @@ ENTITIES: tuple[Entity, ...] = (
         api=Api.V1,
         pagination=Pagination.OFFSET,
         streams=(
-            Stream(key="notes", path="notes", params={"sort": "update_time ASC"}, token_cost=20),
+            Stream(
+                key="notes",
+                path="notes",
+                params={"sort": "update_time ASC"},
+                token_cost=20,
+                detail_path="notes/{id}",
+            ),
         ),
         fields_path="noteFields",
         singular="note",

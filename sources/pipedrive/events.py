@@ -10,9 +10,11 @@ converges whatever the order, and only deletions of records no list can return a
 
 `plan_events` turns a batch into an `EventPlan`: per entity, the ids to read through the
 lists' `ids` parameter (v2 deals, persons, organizations, activities, products: 10 tokens per
-100 records), the entities whose lists are read as a poll would (v1 leads and notes, and the
-small lists read in full: pipelines, stages, users, projects, tasks), the rows to flag deleted
-at once, and the parents whose children (deal products, followers, changelogs) to read.
+100 records) or one by one (v1 leads and notes: 2 tokens each, while that is cheaper than
+their lists), the entities whose lists are read as a poll would (v1 leads and notes with many
+changes, and the small lists read in full: pipelines, stages, users, projects, tasks), the
+rows to flag deleted at once, and the parents whose children (deal products, followers,
+changelogs) to read.
 """
 
 from __future__ import annotations
@@ -176,13 +178,16 @@ def plan_events(events: Iterable[WebhookEvent], synced: Collection[str]) -> Even
     """The reads and deletions that bring the warehouse to the current state of every record
     the events name (`synced`: the entity names this warehouse syncs)."""
     plan = EventPlan()
+    changed: dict[str, set[Any]] = {}  # v1 records created or changed
     for event in events:
         entity = event.entity
         if not event.applicable or entity not in synced:
             plan.ignored += 1
             continue
         assert entity is not None
-        _plan_one(plan, event, entity, synced)
+        _plan_one(plan, event, entity, synced, changed)
+    for name, ids in changed.items():
+        _read_cheapest(plan, name, ids)
     for name in synced:  # followers and changelogs: of every parent record the batch reads
         child = ENTITY_BY_NAME[name]
         if child.parent and name != "deal_products" and child.parent in plan.by_ids:
@@ -190,7 +195,26 @@ def plan_events(events: Iterable[WebhookEvent], synced: Collection[str]) -> Even
     return plan
 
 
-def _plan_one(plan: EventPlan, event: WebhookEvent, entity: str, synced: Collection[str]) -> None:
+def _read_cheapest(plan: EventPlan, name: str, ids: set[Any]) -> None:
+    """v1 records: one detail request each (2 tokens), or the list(s) read as a poll reads
+    them when that costs less (20 tokens a page; archived leads' list 40)."""
+    entity = ENTITY_BY_NAME[name]
+    detail = entity.detail_stream
+    lists = [s for s in entity.streams if s.refresh_every is None or name in plan.due_now]
+    if detail is not None and len(ids) * detail.detail_cost < sum(s.token_cost for s in lists):
+        plan.by_ids.setdefault(name, set()).update(ids)
+        plan.due_now.discard(name)  # a lead's detail says whether it is archived
+    else:
+        plan.lists.add(name)
+
+
+def _plan_one(
+    plan: EventPlan,
+    event: WebhookEvent,
+    entity: str,
+    synced: Collection[str],
+    changed: dict[str, set[Any]],
+) -> None:
     definition = ENTITY_BY_NAME[entity]
     if entity == "deal_products":
         if event.parent_id is not None:
@@ -206,7 +230,7 @@ def _plan_one(plan: EventPlan, event: WebhookEvent, entity: str, synced: Collect
         if event.action == "delete":
             plan.deleted.setdefault(entity, set()).add(event.record_id)
             return
-        plan.lists.add(entity)
+        changed.setdefault(entity, set()).add(event.record_id)
         if event.archived:
             plan.due_now.add(entity)  # archived leads leave /leads: read /leads/archived too
         return

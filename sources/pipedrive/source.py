@@ -242,19 +242,22 @@ class EntityExtractor:
 
     def _rows_by_id(self, ids: frozenset[Any]) -> Iterator[Any]:
         """An event batch: the current rows of these ids, asked of each list in turn (a deal
-        is in /deals or in /deals/archived), through the same conversion as a poll. Ids no
-        list returned are recorded as missing. Cursors are not touched: polls go on from
-        where they left off."""
+        is in /deals or in /deals/archived), or one by one where the entity has a detail
+        endpoint (v1 leads, notes), through the same conversion as a poll. Ids not returned
+        are recorded as missing. Cursors are not touched: polls go on where they left off."""
         report = self.ctx.report(self.entity.name)
         batcher = TableBatcher(BATCH_ROWS)
         wanted = set(ids)
-        for stream in self.entity.streams:
+        detail = self.entity.detail_stream
+        streams = self.entity.streams if detail is None else (detail,)
+        for stream in streams:
             if not wanted:
                 break
             reader = self._reader(stream, {})
+            read = reader.read_ids if detail is None else reader.read_each
             pages_before = report.pages
             try:
-                for table in reader.read_ids(sorted(wanted, key=str)):
+                for table in read(sorted(wanted, key=str)):
                     report.rows += table.num_rows
                     report.pages = pages_before + reader.pages
                     yield from self._emit(batcher.add(table))
