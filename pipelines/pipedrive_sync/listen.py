@@ -659,6 +659,8 @@ def run_listener(settings: RunSettings, listen: ListenSettings, log: ListenLog) 
             signal.signal(signum, handler)
     result = outcome[0] if outcome else exit_codes.OK
     if isinstance(result, BaseException):
+        if listener.stopping and exit_codes.classify(result).code == exit_codes.TEMPORARY:
+            return exit_codes.OK  # stopped while starting (a request cut short): nothing lost
         raise result
     return result
 
