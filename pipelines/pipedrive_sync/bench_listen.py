@@ -8,8 +8,9 @@
    registers its webhooks and catches up (the default entity set, DuckDB).
 2. Idle: the listener's CPU share and RSS over `--idle-seconds` without events.
 3. Per rate (changes per second): for `--seconds`, each change renames another deal
-   (`bench <n>`); a reader opens the warehouse read-only every 0.2 s, like any DuckDB client,
-   and notes when each title first shows. Event → visible = that moment minus the moment of
+   (`bench <n>`); a reader opens the warehouse read-only every 0.2 s (every 50 ms while a
+   batch holds the file, as `pipedrive-sync query` does) and notes when each title first
+   shows. Event → visible = that moment minus the moment of
    the change (so the figures include delivery, journaling, batching, the API reads, the
    load, and the reader's own 0.2 s resolution). Also: the API tokens the fake charged per
    100 changed records, the listener's batches and its peak RSS.
@@ -137,17 +138,20 @@ class Reader:
     def _run(self) -> None:
         import duckdb
 
-        from .warehouse import open_duckdb
+        from .warehouse import READ_RETRY_SECONDS, open_duckdb
 
-        while not self._stop.wait(PROBE_SECONDS):
+        wait = PROBE_SECONDS
+        while not self._stop.wait(wait):
             try:
                 with open_duckdb(self.path) as connection:
                     rows = connection.execute(
                         "SELECT title FROM deals WHERE title LIKE 'bench %'"
                     ).fetchall()
-            except duckdb.IOException:
+            except duckdb.IOException:  # a batch is writing: try again soon, as `query` does
                 self.busy += 1
+                wait = READ_RETRY_SECONDS
                 continue
+            wait = PROBE_SECONDS
             now = time.time()
             for (title,) in rows:
                 self.seen.setdefault(title, now)

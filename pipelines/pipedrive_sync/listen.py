@@ -63,6 +63,9 @@ FULL_BATCH = 100  # events that start a batch at once (one `ids` request holds 1
 MAX_BATCH = 5_000  # events in one batch at most
 ATTACH_WAIT = 1.0  # seconds a batch waits for a reader to let go of the DuckDB file, per try
 BUSY_RETRY = 0.5  # then it tries again this much later
+# after writing, the DuckDB file is left alone this long, so that readers waiting for it
+# (they retry every 50 ms) get in even when batches follow each other
+READER_GAP = 0.25
 STOP_SECONDS = 9.5  # from SIGTERM to exit, whatever is still under way
 MAX_BACKOFF = 60.0
 
@@ -211,6 +214,7 @@ class Listener:
         self._failures = 0
         self._busy_since: float | None = None
         self._batch_estimate = FIRST_BATCH_GUESS  # seconds, a moving average
+        self._readers_turn = 0.0  # no batch before this (monotonic): readers' turn
         self._registered = listen.public_url is None
         self._caught_up = False
 
@@ -333,7 +337,7 @@ class Listener:
         wake = [self._next_poll, now + 30.0]
         pending = self._journal.pending(1)
         if pending and self._caught_up:
-            wake.append(max(self._due_at(pending[0]), self._retry_at))
+            wake.append(max(self._due_at(pending[0]), self._retry_at, self._readers_turn))
         if not self._registered:
             wake.append(self._retry_at)
         self._journal.wait(max(0.01, min(wake) - now))
@@ -464,7 +468,7 @@ class Listener:
     def _apply_due(self, now: float) -> bool:
         """Apply a batch when one is due; False when there is nothing to do yet."""
         assert self._journal is not None
-        if not self._caught_up or now < self._retry_at:
+        if not self._caught_up or now < max(self._retry_at, self._readers_turn):
             return False
         pending = self._journal.pending(MAX_BATCH)
         if not pending:
@@ -572,6 +576,8 @@ class Listener:
             return work()
         finally:
             self._interruptible = False
+            if self.settings.destination == "duckdb":
+                self._readers_turn = time.monotonic() + READER_GAP
 
     def _backoff(self) -> float:
         self._failures += 1
