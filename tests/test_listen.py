@@ -520,13 +520,19 @@ class Process:
     """`pipedrive-sync listen` in a process of its own (JSON log on stdout)."""
 
     def __init__(
-        self, tmp_path: Path, fake: FakePipedrive, port: int, latency_seconds: float, *args: str
+        self,
+        tmp_path: Path,
+        fake: FakePipedrive,
+        port: int,
+        latency_seconds: float,
+        *args: str,
+        log_format: str = "json",
     ) -> None:
         self.port = port
         env = _env(tmp_path, fake, SOURCES__PIPEDRIVE__WEBHOOK_LATENCY_SECONDS=str(latency_seconds))
         self.out = open(tmp_path / f"listen-{time.monotonic_ns()}.log", "w+")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*CLI, "listen", "--port", str(port), "--log-format", "json", *args],
+            [*CLI, "listen", "--port", str(port), "--log-format", log_format, *args],
             env=env,
             cwd=tmp_path,
             stdout=self.out,
@@ -664,15 +670,21 @@ def test_kill_9_in_the_middle_of_a_batch_converges_after_a_restart(
     _assert_hidden_changes(syncer, changes)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize(
+    ("signum", "log_format", "drained"),
+    [
+        (signal.SIGTERM, "json", '"event": "journal_drained", "applied": 4, "left": 0'),
+        (signal.SIGINT, "text", "stopping: applied 4 journaled events\n"),
+    ],
+)
 def test_sigterm_and_ctrl_c_apply_what_is_journaled_and_exit_0(
-    syncer: Syncer, tmp_path: Path, signum: int
+    syncer: Syncer, tmp_path: Path, signum: int, log_format: str, drained: str
 ) -> None:
     fake = syncer.fake
     _fast_webhooks(fake)
     _reconciled(syncer)
     port = _free_port()
-    listener = Process(tmp_path, fake, port, 3600, "--entities", ENTITIES)
+    listener = Process(tmp_path, fake, port, 3600, "--entities", ENTITIES, log_format=log_format)
     try:
         listener.wait_health(lambda h: h["status"] == "ready")
         fake.webhooks.register(
@@ -690,7 +702,9 @@ def test_sigterm_and_ctrl_c_apply_what_is_journaled_and_exit_0(
         assert listener.proc.stderr is not None
         assert listener.proc.stderr.read() == ""
         log = listener.log()
-        assert '"event": "journal_drained"' in log and '"left": 0' in log
+        assert drained in log
+        if log_format == "text":
+            assert "batch applied: 4 events (deal 1, lead 1, note 1, person 1)" in log
     finally:
         listener.close()
     _assert_hidden_changes(syncer, changes)
