@@ -388,6 +388,7 @@ def listen(
     """Keep the warehouse current within seconds: apply Pipedrive's webhooks v2 as they come."""
     _setup_logging(quiet)
     from .listen import ListenLog, resolve_listen, run_listener
+    from .process_memory import tune_for_sync
     from .settings import resolve
 
     try:
@@ -397,11 +398,13 @@ def listen(
         listen_settings = resolve_listen(host, port, public_url, poll_minutes)
     except Exception as exc:  # noqa: BLE001 - classified: one line and the right exit code
         _fail(exit_codes.classify(exc))
+    tune_for_sync()
+    scope = exit_codes.Scope.of(settings)
     log = ListenLog(log_format, quiet, _console())
     try:
         code = run_listener(settings, listen_settings, log)
     except Exception as exc:
-        failure = exit_codes.classify(exc)
+        failure = exit_codes.classify(exc, scope)
         log.emit(
             "listen_stopped",
             f"listener stopped: exit {failure.code}",

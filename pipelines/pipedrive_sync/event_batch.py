@@ -82,7 +82,7 @@ def apply_batch(
     ctx.prepared = True
     entities = select_entities(plan.entities) if plan.entities else ()
     result = BatchResult()
-    with open_target(settings, ctx.company, holder) as target:
+    with open_target(settings, ctx.company, holder=holder) as target:
         pipeline = make_pipeline(settings, target, ctx.pipeline_name)
         if pipeline.has_pending_data:  # a batch or poll a kill interrupted: load it first
             _finish_pending(pipeline, entities)

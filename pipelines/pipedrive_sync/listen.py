@@ -191,6 +191,7 @@ class Listener:
 
     def __init__(self, settings: RunSettings, listen: ListenSettings, log: ListenLog) -> None:
         self.settings = replace(settings, lock_wait=min(settings.lock_wait, ATTACH_WAIT))
+        self.scope = exit_codes.Scope.of(settings)
         self.listen = listen
         self.log = log
         self.entities = tuple(e.name for e in select_entities(settings.entities))
@@ -438,7 +439,7 @@ class Listener:
             with watcher:
                 result = self._work(lambda: run_sync(self.settings, ctx), interruptible=True)
         except Exception as exc:  # noqa: BLE001 - classified: temporary ones are retried
-            reporter.run_failed(exit_codes.classify(exc), watcher.snapshot())
+            reporter.run_failed(exit_codes.classify(exc, self.scope), watcher.snapshot())
             self._temporary_or_raise(exc, reason)
             self._next_poll = self._retry_at
             return
@@ -585,7 +586,7 @@ class Listener:
 
     def _temporary_or_raise(self, exc: Exception, what: str) -> None:
         """A temporary failure: log it and retry later; anything else ends the listener."""
-        failure = exit_codes.classify(exc)
+        failure = exit_codes.classify(exc, self.scope)
         if failure.code != exit_codes.TEMPORARY:
             raise exc
         now = time.monotonic()
@@ -617,7 +618,7 @@ def _busy(exc: BaseException) -> bool:
 def _held_elsewhere(settings: RunSettings, holder: Holder) -> Iterator[None]:
     """Another destination: its lock held for the listener's life (PostgreSQL: the advisory
     lock on a connection of its own)."""
-    with open_target(settings, None, holder) as target:
+    with open_target(settings, None, holder=holder) as target:
         if str(getattr(target.destination, "destination_type", "")).endswith(".postgres"):
             with hold_postgres(make_pipeline(settings, target), holder):
                 yield
