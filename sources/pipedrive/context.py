@@ -75,6 +75,14 @@ class RunContext:
     prepared: bool = False
     # what the run is doing: preparing | fetching | loading | finishing (for progress views)
     phase: str = "preparing"
+    # an event batch (`pipedrive-sync listen`): entity → the ids to read through the lists'
+    # `ids` parameter instead of reading the lists (their cursors stay where polls left them)
+    event_ids: Mapping[str, frozenset[Any]] = field(default_factory=dict)
+    # an event batch: per-parent entity → the parent ids whose children to read (None: a poll,
+    # children of every parent row read)
+    event_parents: Mapping[str, frozenset[Any]] | None = None
+    # entity → ids of `event_ids` that no list returned: deleted (or no longer visible)
+    missing_ids: dict[str, set[Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -101,6 +109,11 @@ class RunContext:
         """Every id an entity has right now (from a complete read), for flagging vanished rows."""
         with self._lock:
             self.complete_listings[entity] = set(ids)
+
+    def record_missing(self, entity: str, ids: set[Any]) -> None:
+        """Ids an event batch asked for that no list returned."""
+        with self._lock:
+            self.missing_ids.setdefault(entity, set()).update(ids)
 
     @property
     def stopping(self) -> bool:

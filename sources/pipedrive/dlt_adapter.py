@@ -412,3 +412,12 @@ def decode_state(stored: str) -> dict[str, Any]:
     """A pipeline state as dlt stores it in `_dlt_pipeline_state.state`."""
     state: dict[str, Any] = decompress_state(stored)
     return state
+
+
+def add_missing_columns(client: Any, tables: list[str]) -> None:
+    """Run the DDL that brings `tables` up to the client's schema without recording the
+    schema's version in the destination. Recording it (`update_stored_schema`) would tell the
+    next load that every table is migrated, and the load would skip creating the tables its
+    package brings for the first time (a new table failed with "does not exist")."""
+    with client.maybe_ddl_transaction():
+        client._execute_schema_update_sql(tables, store_schema=False)

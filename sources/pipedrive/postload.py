@@ -15,7 +15,7 @@ from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.pipeline import SupportsPipeline
 from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRelation
 
-from .dlt_adapter import cursor_columns, job_client_for
+from .dlt_adapter import add_missing_columns, cursor_columns, job_client_for
 
 ID_BATCH = 1000
 
@@ -75,6 +75,41 @@ def mark_vanished(
             else:
                 client.execute_sql(f"UPDATE {qualified} SET {deleted} = TRUE WHERE {pk} IN ({ids})")
         return len(vanished)
+
+
+def mark_deleted(
+    pipeline: SupportsPipeline,
+    table: str,
+    primary_key: str,
+    ids: set[Any],
+    *,
+    hard: bool = False,
+) -> int:
+    """Flag (or delete) the rows of these ids, deleted in Pipedrive; returns how many changed."""
+    if not ids:
+        return 0
+    with _sql_client(pipeline) as client:
+        if not _table_exists(client, table):
+            return 0
+        qualified = client.make_qualified_table_name(table)
+        pk = client.escape_column_name(primary_key)
+        deleted = client.escape_column_name("is_deleted")
+        changed = 0
+        for batch in _batches(sorted(ids, key=str)):
+            listed = ", ".join(_literal(i) for i in batch)
+            found = client.execute_sql(
+                f"SELECT count(*) FROM {qualified} WHERE {pk} IN ({listed})"
+                + ("" if hard else f" AND {deleted} IS NOT TRUE")
+            )
+            changed += int(found[0][0]) if found else 0
+            if hard:
+                client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({listed})")
+            else:
+                client.execute_sql(
+                    f"UPDATE {qualified} SET {deleted} = TRUE"
+                    f" WHERE {pk} IN ({listed}) AND {deleted} IS NOT TRUE"
+                )
+        return changed
 
 
 def apply_label_changes(pipeline: SupportsPipeline, changes_table: str) -> int:
@@ -178,6 +213,8 @@ def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) ->
 
     Idempotent: a column already backed up is left alone. Returns how many were backed up.
     """
+    if not any(retired.values()):
+        return 0
     created = 0
     with _sql_client(pipeline) as client:
         for table, columns in retired.items():
@@ -197,6 +234,8 @@ def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) ->
 
 def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -> int:
     """Put back values of deleted fields that a reload of their rows overwrote with nulls."""
+    if not any(retired.values()):
+        return 0
     restored = 0
     with _sql_client(pipeline) as client:
         for table, columns in retired.items():
@@ -242,7 +281,7 @@ def heal_destination_schema(pipeline: Any, schema: Any = None) -> list[str]:
             if wanted:
                 lagging.append(table)
         if lagging:
-            client.update_stored_schema(only_tables=lagging, force=True)
+            add_missing_columns(client, lagging)
         return lagging
 
 
