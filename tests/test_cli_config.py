@@ -124,3 +124,32 @@ def test_a_changed_value_is_honoured_and_a_bad_one_named(tmp_path: Path) -> None
     assert _resolved(tmp_path, one, "")["parallel_entities"] == 1
     bad = _resolved(tmp_path, config.replace("parallel_entities = 3", "parallel_entities = 0"), "")
     assert bad["error"] == "parallel_entities must be positive, got 0"
+
+
+LISTEN_PROBE = """
+import json
+from pipelines.pipedrive_sync.listen import resolve_listen
+s = resolve_listen()
+print(json.dumps({"user": s.user, "password": s.password, "latency": s.latency_seconds}))
+"""
+
+
+def test_the_listen_examples_are_read(tmp_path: Path) -> None:
+    dlt_dir = tmp_path / ".dlt"
+    dlt_dir.mkdir()
+    (dlt_dir / "config.toml").write_text(_uncommented((CONFIG / "config.toml").read_text()))
+    (dlt_dir / "secrets.toml").write_text(
+        _uncommented((CONFIG / "secrets.toml.example").read_text())
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
+    proc = subprocess.run(
+        [sys.executable, "-c", LISTEN_PROBE],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert got == {"user": "pipedrive", "password": "a-long-random-string", "latency": 4.0}

@@ -58,9 +58,12 @@ def warehouse(synced: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _cli(args: list[str], cwd: Path, stdin: str | None = None) -> subprocess.CompletedProcess:
+def _cli(
+    args: list[str], cwd: Path, stdin: str | None = None, **extra_env: str
+) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
     env["DLT_DATA_DIR"] = str(cwd / "dlt-data")
+    env.update(extra_env)
     return subprocess.run(
         CLI + args, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=120
     )
@@ -163,9 +166,63 @@ def test_status_without_any_recorded_run_exits_78(tmp_path: Path) -> None:
 
 def test_reading_while_a_sync_holds_the_file_exits_75(warehouse: Path) -> None:
     with duckdb.connect(str(warehouse)):  # a writer, like a running sync
-        proc = _cli(["status", "--duckdb-path", str(warehouse)], warehouse.parent)
+        proc = _cli(
+            ["status", "--duckdb-path", str(warehouse)],
+            warehouse.parent,
+            PIPEDRIVE_SYNC_READ_WAIT_SECONDS="0.2",
+        )
     assert proc.returncode == 75
     assert "in use by another process" in _one_error_line(proc)
+    assert "waited 0.2 s" in proc.stderr
+
+
+def test_a_reader_waits_for_a_writer_to_let_go(
+    warehouse: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `listen` batch holds the file for a moment: reading commands wait instead of failing."""
+    from pipelines.pipedrive_sync import warehouse as wh
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLD_FILE, str(warehouse)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert writer.stdout is not None and writer.stdin is not None
+    assert writer.stdout.readline().strip() == "held"
+    attempts: list[bool] = []
+    real_open = wh.open_duckdb
+
+    def counting_open(*args: Any, **kwargs: Any) -> Any:
+        try:
+            connection = real_open(*args, **kwargs)
+        except duckdb.IOException:
+            if not attempts:
+                writer.stdin.write("release\n")  # let go once the reader has met the lock
+                writer.stdin.flush()
+            attempts.append(False)
+            raise
+        attempts.append(True)
+        return connection
+
+    monkeypatch.setattr(wh, "open_duckdb", counting_open)
+    try:
+        with wh.open_warehouse(warehouse) as connection:
+            assert connection.execute("SELECT count(*) FROM deals").fetchone()[0] > 0
+    finally:
+        writer.stdin.close()
+        writer.wait(30)
+        writer.stdout.close()
+    assert attempts[0] is False and attempts[-1] is True
+
+
+HOLD_FILE = """
+import sys, duckdb
+connection = duckdb.connect(sys.argv[1])
+print("held", flush=True)
+sys.stdin.readline()
+connection.close()
+"""
 
 
 # -- query -----------------------------------------------------------------------------------

@@ -284,3 +284,20 @@ def test_a_new_option_gets_its_label_at_once_and_deleted_ones_cost_nothing_later
         assert len(refreshes) <= 1
     assert refreshes == []
     assert syncer.query(f"SELECT {column} FROM deals WHERE id = {deal_id}") == [(str(stale),)]
+
+
+def test_a_renamed_option_and_a_new_field_in_one_run_both_load(syncer: Syncer) -> None:
+    """Healing the deals table for the new column must not mark the schema as stored before
+    the load has created the label-changes table (its load failed: no such table)."""
+    fake = syncer.fake
+    syncer.run()
+    enum_key = fake.field_key_for_type("deals", "enum")
+    option = fake.field("deals", enum_key).options[0]
+    fake.rename_option("deals", enum_key, option.id, "Renamed option")
+    added = fake.add_field("deals", "Fresh Score", "double")
+    deal = fake.records("deals", archived=False)[0]["id"]
+    fake.update("deals", deal, custom_fields={added: 7.5})
+    result = syncer.run(options={"refresh_all": False})
+    assert result.code == 0, result.message
+    assert result.labels_rewritten == 1
+    assert syncer.query(f"SELECT fresh_score FROM deals WHERE id = {deal}") == [(7.5,)]

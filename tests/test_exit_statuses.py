@@ -196,6 +196,59 @@ def _another_run(world: World) -> Iterator[None]:
             first.wait()
 
 
+HOOK_ENV = {"PIPEDRIVE_WEBHOOK_USER": "pipedrive", "PIPEDRIVE_WEBHOOK_PASSWORD": "hook-password"}
+
+
+def _listening(world: World) -> Iterator[None]:
+    """`pipedrive-sync listen` keeps the warehouse (caught up, waiting for events)."""
+    import requests
+
+    port = _closed_port()
+    listener = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.pipedrive_sync",
+            "listen",
+            "--quiet",
+            "--port",
+            f"{port}",
+        ],
+        env={**world.env, **HOOK_ENV},
+        cwd=world.work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        for _ in range(1200):  # until /healthz says ready (at most a minute)
+            assert listener.poll() is None, "the listener ended"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).ok:
+                    break
+            except requests.ConnectionError:
+                pass
+            threading.Event().wait(0.05)
+        yield
+    finally:
+        listener.terminate()
+        listener.wait(60)
+
+
+def _port_taken(world: World) -> Iterator[None]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        world.env.update(HOOK_ENV, LISTEN_PORT=str(sock.getsockname()[1]))
+        yield
+
+
+def _forty_webhooks(world: World) -> Iterator[None]:
+    for n in range(40):
+        world.fake.webhooks.register(f"https://elsewhere.example.com/{n}", "*", "deal")
+    world.env.update(HOOK_ENV)
+    yield
+
+
 def _duckdb_open_elsewhere(world: World) -> Iterator[None]:
     with duckdb.connect(str(world.work / "pipedrive.duckdb")):
         yield
@@ -327,6 +380,12 @@ CASES = [
         arrange=_another_run,
     ),
     Case(
+        "`pipedrive-sync listen` keeps the warehouse current (a `run` on it)",
+        75,
+        expect=("pipedrive-sync listen` keeps this warehouse current", "pid"),
+        arrange=_listening,
+    ),
+    Case(
         "the DuckDB file is open in another process",
         75,
         expect=("another process",),
@@ -349,6 +408,26 @@ CASES = [
         78,
         expect=("PIPEDRIVE_API_TOKEN",),
         arrange=_env(PIPEDRIVE_API_TOKEN=None),
+    ),
+    Case(
+        "`listen`: no webhook credentials",
+        78,
+        args=("listen", "--quiet", "--port", "0"),
+        expect=("PIPEDRIVE_WEBHOOK_USER", "PIPEDRIVE_WEBHOOK_PASSWORD"),
+    ),
+    Case(
+        "`listen`: the port is taken",
+        78,
+        args=("listen", "--quiet", "--port", "{LISTEN_PORT}"),
+        expect=("cannot listen on 127.0.0.1:", "in use"),
+        arrange=_port_taken,
+    ),
+    Case(
+        "`listen --public-url`: the user has no webhook left of Pipedrive's 40",
+        78,
+        args=("listen", "--quiet", "--port", "0", "--public-url", "https://sync.example.com/"),
+        expect=("40 webhooks per user",),
+        arrange=_forty_webhooks,
     ),
     Case(
         "an unknown entity, or a bad date or number",
@@ -537,8 +616,9 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c)) for c in CASES])
 def test_each_cause_exits_with_its_status_and_one_line(case: Case, world: World) -> None:
     with _entered(case.arrange or _env(), world):
+        args = [a.format(**world.env) if "{" in a else a for a in case.args]
         proc = subprocess.Popen(
-            [sys.executable, "-c", _as_from_a_terminal(list(case.args))],
+            [sys.executable, "-c", _as_from_a_terminal(args)],
             env=world.env,
             cwd=world.work,
             stdout=subprocess.PIPE,

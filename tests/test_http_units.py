@@ -131,6 +131,37 @@ def test_a_new_window_is_as_big_as_the_last_one_said() -> None:
     assert clock.slept == [pytest.approx(2.0), pytest.approx(2.0)]
 
 
+def test_a_late_answer_never_raises_what_a_fresher_one_said() -> None:
+    """Parallel entities under load: answers are handled out of order; the window's last
+    known state must not go back up to what an older answer said."""
+    clock = FakeClock()
+    limiter = RateLimiter(reserve=1, clock=clock, sleep=clock.sleep)
+    limiter.after_response(_window(5, limit=6), limiter.before_request())
+    first, second, third = (limiter.before_request() for _ in range(3))
+    # the server counted all three: 2 left; the third's answer is handled first
+    limiter.after_response(_window(2, limit=6), third)
+    limiter.after_response(_window(3, limit=6), second)
+    limiter.after_response(_window(4, limit=6), first)
+    sent = 0
+    while not clock.slept:
+        limiter.before_request()
+        sent += 1
+    assert sent - 1 <= 2 - 1  # before the wait, at most what was left above the reserve
+
+
+def test_requests_still_in_flight_count_against_the_next_window() -> None:
+    """A request sent at the end of a window may reach Pipedrive in the next one."""
+    clock = FakeClock()
+    limiter = RateLimiter(reserve=1, clock=clock, sleep=clock.sleep)
+    limiter.after_response(_window(2, limit=3), limiter.before_request())
+    late = limiter.before_request()  # 2 -> 1, no answer for a long while
+    limiter.before_request()  # the reserve: wait for the next window, 3 - 1 in flight -> 1
+    assert clock.slept == [pytest.approx(2.0)]
+    limiter.after_response(_window(2, limit=3), late)  # answered in the new window: stale
+    limiter.before_request()  # 1 is the reserve: wait again
+    assert clock.slept == [pytest.approx(2.0), pytest.approx(2.0)]
+
+
 def test_until_the_first_answer_one_request_at_a_time() -> None:
     limiter = RateLimiter()
     limiter.before_request()

@@ -342,6 +342,83 @@ def run(
     _sync(settings, log_format, quiet)
 
 
+LISTEN_EPILOG = """Examples:
+
+  PIPEDRIVE_WEBHOOK_USER=hooks PIPEDRIVE_WEBHOOK_PASSWORD=... pipedrive-sync listen
+
+  pipedrive-sync listen --host 0.0.0.0 --public-url https://sync.example.com/pipedrive
+
+  curl -s localhost:8787/healthz
+
+Webhook credentials (HTTP Basic auth, required): PIPEDRIVE_WEBHOOK_USER and
+PIPEDRIVE_WEBHOOK_PASSWORD, or sources.pipedrive.webhook.user / .password in .dlt/secrets.toml.
+Stop with SIGTERM or Ctrl-C: what was received is applied first (exit 0 within 10 s).
+
+Exit status: 0 stopped, 1 bug, 75 the warehouse is held by another sync, 77 token rejected,
+78 configuration (no webhook credentials, the port is taken, too many webhooks)."""
+
+
+@app.command(epilog=LISTEN_EPILOG)
+def listen(
+    entities: EntitiesOpt = None,
+    duckdb_path: DuckdbOpt = None,
+    dataset: DatasetOpt = None,
+    destination: DestinationOpt = None,
+    host: Annotated[
+        str, typer.Option("--host", help="Address the webhook receiver listens on.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the webhook receiver.")] = 8787,
+    public_url: Annotated[
+        str | None,
+        typer.Option(
+            "--public-url",
+            help="The URL Pipedrive reaches the receiver at: registers the webhooks v2 there"
+            " (idempotently) and receives events at its path [default: none, events at /].",
+        ),
+    ] = None,
+    poll_minutes: Annotated[
+        float,
+        typer.Option(
+            "--poll-minutes",
+            help="Minutes between the normal incremental runs (the safety net for missed"
+            " deliveries).",
+        ),
+    ] = 60.0,
+    log_format: LogFormatOpt = LogFormat.text,
+    quiet: QuietOpt = False,
+) -> None:
+    """Keep the warehouse current within seconds: apply Pipedrive's webhooks v2 as they come."""
+    _setup_logging(quiet)
+    from .listen import ListenLog, resolve_listen, run_listener
+    from .process_memory import tune_for_sync
+    from .settings import resolve
+
+    try:
+        settings = resolve(
+            entities=entities, destination=destination, duckdb_path=duckdb_path, dataset=dataset
+        )
+        listen_settings = resolve_listen(host, port, public_url, poll_minutes)
+    except Exception as exc:  # noqa: BLE001 - classified: one line and the right exit code
+        _fail(exit_codes.classify(exc))
+    tune_for_sync()
+    scope = exit_codes.Scope.of(settings)
+    log = ListenLog(log_format, quiet, _console())
+    try:
+        code = run_listener(settings, listen_settings, log)
+    except Exception as exc:
+        failure = exit_codes.classify(exc, scope)
+        log.emit(
+            "listen_stopped",
+            f"listener stopped: exit {failure.code}",
+            exit_code=failure.code,
+            message=failure.message,
+        )
+        if not failure.expected and os.environ.get("PIPEDRIVE_SYNC_DEBUG"):
+            raise
+        _fail(failure)
+    raise typer.Exit(code)
+
+
 DEMO_EPILOG = """Then explore it:
 
   pipedrive-sync shell --duckdb-path demo.duckdb

@@ -7,12 +7,20 @@ directory that restores everything from the file itself.
 
 One run per warehouse, from any machine where the destination can enforce it:
 
-* DuckDB: the file stays attached (DuckDB's own file lock) for the whole run. A run of another
+* DuckDB: a lock file next to the DuckDB file, per dataset (`<file>.<dataset>.sync.lock`,
+  with a note `….sync.json` saying who holds it), taken without waiting: a second run of the
+  same dataset, or any run while `pipedrive-sync listen` keeps the warehouse, exits 75 at once.
+  The file itself stays attached (DuckDB's own file lock) for the whole run; a run of another
   dataset in the same file waits for it up to `lock_wait` seconds; a note next to the file
   (`<file>.sync-holder.json`) says which run holds it, for the message when the wait ends.
 * PostgreSQL: an advisory lock on the dataset, held on a connection of its own for the run;
   the connection's `application_name` names the holder (host, pid).
 * Elsewhere: a lock file under the local dlt data dir (one machine only).
+
+`listen` holds these locks for its whole life (`hold_duckdb`, and `open_target` /
+`hold_postgres` around it) and attaches the DuckDB file only while it writes, so readers get
+in between; the runs it makes itself (catch-up, polls, event batches) pass through the locks
+this process already holds.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -53,7 +62,9 @@ DUCKDB_ROW_GROUP_SIZE = 32_768
 # anyway): a refused INSERT left the rows it would have replaced deleted from the warehouse
 ATOMIC_JOBS: dict[str, Any] = {"supports_transactions": True}
 HOLDER_SUFFIX = ".sync-holder.json"
-LOCK_POLL_SECONDS = 0.25
+LOCK_SUFFIX = ".sync.lock"  # next to a DuckDB file, per dataset: one writer (run or listen)
+NOTE_SUFFIX = ".sync.json"  # who holds that lock
+LOCK_POLL_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -65,15 +76,17 @@ class Holder:
     host: str
     pid: int
     since: str
+    command: str = "run"  # or "listen"
 
     @classmethod
-    def this_run(cls, dataset: str, company: Company | None) -> Holder:
+    def this_run(cls, dataset: str, company: Company | None, command: str = "run") -> Holder:
         return cls(
             dataset=dataset,
             company=str(company) if company is not None else "",
             host=socket.gethostname(),
             pid=os.getpid(),
             since=datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
+            command=command,
         )
 
     def __str__(self) -> str:
@@ -147,26 +160,123 @@ def release_duckdb_memory(connection: duckdb.DuckDBPyConnection) -> None:
         connection.execute(f"SET memory_limit = '{DUCKDB_MEMORY_LIMIT}'")
 
 
+# locks this process holds for longer than one run (`listen`): its own runs pass through them
+_HELD_HERE: set[str] = set()
+_HELD_GUARD = threading.Lock()
+
+
+def _held_here(key: str) -> bool:
+    with _HELD_GUARD:
+        return key in _HELD_HERE
+
+
 @contextmanager
-def open_target(
-    settings: RunSettings, company: Company | None, destination: Any = None
-) -> Iterator[Target]:
-    """The run's warehouse, held for the run (see the module docstring). `destination` is the
-    checked dlt destination (`destinations.check_destination`) for any but DuckDB."""
-    holder = Holder.this_run(settings.dataset, company)
+def _remember_held(key: str) -> Iterator[None]:
+    with _HELD_GUARD:
+        _HELD_HERE.add(key)
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            _HELD_HERE.discard(key)
+
+
+@contextmanager
+def _file_lock(path: Path, busy: Any) -> Iterator[bool]:
+    """Hold the lock file `path` without waiting (`busy()`: the RunInProgress to raise when
+    another process holds it), unless this process holds it already; yields whether it was
+    taken here."""
+    key = f"file:{path}"
+    if _held_here(key):
+        yield False
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise busy() from None
+    try:
+        with _remember_held(key):
+            yield True
+    finally:
+        lock.release()
+
+
+def duckdb_lock_path(path: Path, dataset: str) -> Path:
+    """The lock file of one dataset of a DuckDB file (see the module docstring)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", dataset).strip("-.") or "dataset"
+    return path.with_name(f"{path.name}.{slug}{LOCK_SUFFIX}")
+
+
+@contextmanager
+def hold_duckdb(settings: RunSettings, holder: Holder) -> Iterator[None]:
+    """The DuckDB dataset's lock file, held (and described in its note) until the block ends."""
+    path = settings.duckdb_path.expanduser().resolve()
+    lock_path = duckdb_lock_path(path, settings.dataset)
+    note = lock_path.with_name(lock_path.name.removesuffix(LOCK_SUFFIX) + NOTE_SUFFIX)
+
+    def busy() -> RunInProgress:
+        return RunInProgress(_holder_message(path, _read_holder(note, 0)))
+
+    with _file_lock(lock_path, busy) as taken:
+        if taken:
+            _write_holder(note, holder)
+        try:
+            yield
+        finally:
+            if taken:
+                with suppress(OSError):
+                    note.unlink()
+
+
+def _holder_message(path: Path, other: Holder | None) -> str:
+    if other is not None and other.command == "listen":
+        return (
+            f"`pipedrive-sync listen` keeps this warehouse current ({path.name}: {other}); this"
+            " run stops: the listener polls on its own (stop it to run by hand)"
+        )
+    described = f": {other}" if other is not None else ""
+    return (
+        f"another pipedrive-sync run is syncing this warehouse ({path.name}{described});"
+        " this run stops, the next one catches up"
+    )
+
+
+def location_of(settings: RunSettings) -> str:
+    """Where the warehouse is (see `Target.location`), without opening it."""
     if settings.destination == "duckdb":
         path = settings.duckdb_path.expanduser().resolve()
-        destination, connection = _attach_waiting(path, holder, settings.lock_wait)
-        note = path.with_name(path.name + HOLDER_SUFFIX)
-        try:
-            _write_holder(note, holder)
-            yield Target(
-                destination, f"duckdb|{path}#{settings.dataset}", settings.dataset, connection
-            )
-        finally:
-            with suppress(OSError):
-                note.unlink()
-            connection.close()
+        return f"duckdb|{path}#{settings.dataset}"
+    destination = check_destination(settings.destination)
+    return destination_location(destination, settings.dataset)
+
+
+@contextmanager
+def open_target(
+    settings: RunSettings,
+    company: Company | None,
+    destination: Any = None,
+    holder: Holder | None = None,
+) -> Iterator[Target]:
+    """The run's warehouse, held for the run (see the module docstring). `destination` is the
+    checked dlt destination (`destinations.check_destination`) for any but DuckDB; `holder`
+    says who holds it (default: this run)."""
+    holder = holder or Holder.this_run(settings.dataset, company)
+    if settings.destination == "duckdb":
+        path = settings.duckdb_path.expanduser().resolve()
+        with hold_duckdb(settings, holder):
+            destination, connection = _attach_waiting(path, holder, settings.lock_wait)
+            note = path.with_name(path.name + HOLDER_SUFFIX)
+            try:
+                _write_holder(note, holder)
+                yield Target(
+                    destination, f"duckdb|{path}#{settings.dataset}", settings.dataset, connection
+                )
+            finally:
+                with suppress(OSError):
+                    note.unlink()
+                connection.close()
         return
     if destination is None:
         destination = check_destination(settings.destination)
@@ -176,20 +286,16 @@ def open_target(
     if _is_postgres(destination):
         yield target  # the advisory lock needs the pipeline's connection: `hold_postgres`
         return
-    settings.pipelines_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(settings.pipelines_dir / f"pipedrive-sync-{target.local_dir}.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise RunInProgress(
-            f"another pipedrive-sync run on this machine is syncing this warehouse"
+
+    def busy() -> RunInProgress:
+        return RunInProgress(
+            f"another pipedrive-sync process on this machine is syncing this warehouse"
             f" ({settings.destination}, dataset {settings.dataset!r}); try again when it has"
             " finished"
-        ) from None
-    try:
+        )
+
+    with _file_lock(settings.pipelines_dir / f"pipedrive-sync-{target.local_dir}.lock", busy):
         yield target
-    finally:
-        lock.release()
 
 
 def _is_postgres(destination: Any) -> bool:
@@ -264,12 +370,16 @@ def _read_holder(note: Path, pid: int) -> Holder | None:
 
 @contextmanager
 def hold_postgres(pipeline: Any, holder: Holder) -> Iterator[None]:
-    """Hold the dataset's advisory lock on a connection of its own for the run."""
+    """Hold the dataset's advisory lock on a connection of its own for the run (a pass-through
+    when this process holds it already: the runs of `listen`)."""
+    key = _advisory_key(pipeline.dataset_name)
+    if _held_here(f"postgres:{key}"):
+        yield
+        return
     client = pipeline.sql_client()
     client.open_connection()
     try:
         connection = client.native_connection
-        key = _advisory_key(pipeline.dataset_name)
         with connection.cursor() as cursor:
             cursor.execute("SET application_name = %s", (_application_name(holder),))
             cursor.execute("SELECT pg_try_advisory_lock(%s)", (key,))
@@ -280,7 +390,8 @@ def hold_postgres(pipeline: Any, holder: Holder) -> Iterator[None]:
                     f" {pipeline.dataset_name!r}): {_postgres_holder(cursor, key)}; try again"
                     " when it has finished"
                 )
-        yield
+        with _remember_held(f"postgres:{key}"):
+            yield
     finally:
         client.close_connection()  # closing the session releases the lock
 
@@ -292,7 +403,8 @@ def _advisory_key(dataset: str) -> int:
 
 
 def _application_name(holder: Holder) -> str:
-    return f"pipedrive-sync pid {holder.pid} on {holder.host}"[:63]
+    command = "pipedrive-sync listen" if holder.command == "listen" else "pipedrive-sync"
+    return f"{command} pid {holder.pid} on {holder.host}"[:63]
 
 
 def _postgres_holder(cursor: Any, key: int) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -10,6 +12,12 @@ from typing import Any
 import duckdb
 
 from .exit_codes import ConfigError
+
+# how long a reading command waits for a writer (a run's load, a `listen` batch) to let go of
+# the file before it exits 75; `listen` attaches the file only while it writes a batch
+READ_WAIT_ENV = "PIPEDRIVE_SYNC_READ_WAIT_SECONDS"
+DEFAULT_READ_WAIT_SECONDS = 15.0
+READ_RETRY_SECONDS = 0.05
 
 
 class WarehouseBusy(Exception):
@@ -54,16 +62,7 @@ def open_warehouse(
         raise ConfigError(
             f"no DuckDB warehouse at {file}: run `pipedrive-sync run` first, or pass --duckdb-path"
         )
-    try:
-        connection = open_duckdb(file, dataset, read_only=read_only)
-    except duckdb.IOException as exc:
-        if "lock" in str(exc).lower():
-            raise WarehouseBusy(
-                f"{file} is in use by another process (a sync still running?); try again"
-            ) from None
-        raise ConfigError(f"cannot open {file}: {first_line(exc)}") from None
-    except duckdb.Error as exc:
-        raise ConfigError(f"{file} is not a DuckDB warehouse: {first_line(exc)}") from None
+    connection = _open_waiting(file, dataset, read_only, read_wait())
     datasets = dataset_names(connection)
     if dataset not in datasets:
         connection.close()
@@ -73,6 +72,36 @@ def open_warehouse(
             f"{file} has no dataset {dataset!r} (it has: {', '.join(datasets)}); pass --dataset"
         )
     return connection
+
+
+def read_wait() -> float:
+    """Seconds a reading command waits for a writer (env PIPEDRIVE_SYNC_READ_WAIT_SECONDS)."""
+    raw = os.environ.get(READ_WAIT_ENV)
+    try:
+        return max(0.0, float(raw)) if raw else DEFAULT_READ_WAIT_SECONDS
+    except ValueError:
+        return DEFAULT_READ_WAIT_SECONDS
+
+
+def _open_waiting(
+    file: Path, dataset: str, read_only: bool, wait: float
+) -> duckdb.DuckDBPyConnection:
+    """`open_duckdb`, retried while another process writes the file, up to `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return open_duckdb(file, dataset, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise ConfigError(f"cannot open {file}: {first_line(exc)}") from None
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"{file} is in use by another process (a sync still running?); waited"
+                    f" {wait:g} s; try again"
+                ) from None
+        except duckdb.Error as exc:
+            raise ConfigError(f"{file} is not a DuckDB warehouse: {first_line(exc)}") from None
+        time.sleep(READ_RETRY_SECONDS)
 
 
 def dataset_names(connection: duckdb.DuckDBPyConnection) -> list[str]:

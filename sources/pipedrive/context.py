@@ -78,6 +78,14 @@ class RunContext:
     # entity table → column hints of custom fields new to it that no row carried in this run
     # (the runner adds them to the warehouse table after the load)
     planned_columns: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # an event batch (`pipedrive-sync listen`): entity → the ids to read through the lists'
+    # `ids` parameter instead of reading the lists (their cursors stay where polls left them)
+    event_ids: Mapping[str, frozenset[Any]] = field(default_factory=dict)
+    # an event batch: per-parent entity → the parent ids whose children to read (None: a poll,
+    # children of every parent row read)
+    event_parents: Mapping[str, frozenset[Any]] | None = None
+    # entity → ids of `event_ids` that no list returned: deleted (or no longer visible)
+    missing_ids: dict[str, set[Any]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -109,6 +117,11 @@ class RunContext:
         """Columns a loaded table lacks for fields no row has a value of yet."""
         with self._lock:
             self.planned_columns.setdefault(table, {}).update(columns)
+
+    def record_missing(self, entity: str, ids: set[Any]) -> None:
+        """Ids an event batch asked for that no list returned."""
+        with self._lock:
+            self.missing_ids.setdefault(entity, set()).update(ids)
 
     @property
     def stopping(self) -> bool:

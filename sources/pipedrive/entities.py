@@ -70,6 +70,9 @@ class Stream:
     listing_params: Mapping[str, str] | None = None  # params listing live ids (reconcile)
     data_key: str | None = None  # items live in data[data_key] instead of data
     page_limit: int | None = None  # the endpoint's own maximum page size, when below 500
+    takes_ids: bool = False  # the list takes `ids` (up to 100 records by id: event batches)
+    detail_path: str | None = None  # one record by id (`{id}`), for event batches
+    detail_cost: int = 2
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,16 @@ class Entity:
         return self.fields_token_cost or LIST_TOKEN_COST[self.effective_fields_api]
 
     @property
+    def reads_by_ids(self) -> bool:
+        """Every list of the entity takes `ids`: changed records can be read by id."""
+        return self.strategy is Strategy.UPDATED_SINCE and all(s.takes_ids for s in self.streams)
+
+    @property
+    def detail_stream(self) -> Stream | None:
+        """The stream whose endpoint also serves one record by id (v1 leads, notes)."""
+        return next((s for s in self.streams if s.detail_path), None)
+
+    @property
     def key_columns(self) -> tuple[str, ...]:
         return (self.primary_key,) if isinstance(self.primary_key, str) else self.primary_key
 
@@ -124,7 +137,7 @@ def _v2_incremental(path: str, cost: int = 10, **extra: Any) -> Stream:
     """A v2 list read by `updated_since` in update_time order (`extra` may add query params
     under `params` and any other Stream field)."""
     params = {"sort_by": "update_time", "sort_direction": "asc", **extra.pop("params", {})}
-    return Stream(key=path, path=path, params=params, token_cost=cost, **extra)
+    return Stream(key=path, path=path, params=params, token_cost=cost, takes_ids=True, **extra)
 
 
 def _v1_reference(path: str, cost: int = 20, every: int = 720, **extra: object) -> Stream:
@@ -261,6 +274,7 @@ ENTITIES: tuple[Entity, ...] = (
                 path="leads",
                 params={"sort": "update_time ASC"},
                 token_cost=20,
+                detail_path="leads/{id}",  # archived leads too
             ),
             Stream(
                 key="leads/archived",
@@ -281,7 +295,13 @@ ENTITIES: tuple[Entity, ...] = (
         api=Api.V1,
         pagination=Pagination.OFFSET,
         streams=(
-            Stream(key="notes", path="notes", params={"sort": "update_time ASC"}, token_cost=20),
+            Stream(
+                key="notes",
+                path="notes",
+                params={"sort": "update_time ASC"},
+                token_cost=20,
+                detail_path="notes/{id}",
+            ),
         ),
         fields_path="noteFields",
         singular="note",

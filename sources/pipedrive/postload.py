@@ -8,7 +8,6 @@ Plain SQL through dlt's sql_client, so they work on any SQL destination dlt supp
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -77,6 +76,41 @@ def mark_vanished(
             else:
                 client.execute_sql(f"UPDATE {qualified} SET {deleted} = TRUE WHERE {pk} IN ({ids})")
         return len(vanished)
+
+
+def mark_deleted(
+    pipeline: SupportsPipeline,
+    table: str,
+    primary_key: str,
+    ids: set[Any],
+    *,
+    hard: bool = False,
+) -> int:
+    """Flag (or delete) the rows of these ids, deleted in Pipedrive; returns how many changed."""
+    if not ids:
+        return 0
+    with _sql_client(pipeline) as client:
+        if not _table_exists(client, table):
+            return 0
+        qualified = client.make_qualified_table_name(table)
+        pk = client.escape_column_name(primary_key)
+        deleted = client.escape_column_name("is_deleted")
+        changed = 0
+        for batch in _batches(sorted(ids, key=str)):
+            listed = ", ".join(_literal(i) for i in batch)
+            found = client.execute_sql(
+                f"SELECT count(*) FROM {qualified} WHERE {pk} IN ({listed})"
+                + ("" if hard else f" AND {deleted} IS NOT TRUE")
+            )
+            changed += int(found[0][0]) if found else 0
+            if hard:
+                client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({listed})")
+            else:
+                client.execute_sql(
+                    f"UPDATE {qualified} SET {deleted} = TRUE"
+                    f" WHERE {pk} IN ({listed}) AND {deleted} IS NOT TRUE"
+                )
+        return changed
 
 
 def apply_label_changes(pipeline: SupportsPipeline, changes_table: str) -> int:
@@ -180,6 +214,8 @@ def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) ->
 
     Idempotent: a column already backed up is left alone. Returns how many were backed up.
     """
+    if not any(retired.values()):
+        return 0
     created = 0
     with _sql_client(pipeline) as client:
         for table, columns in retired.items():
@@ -199,6 +235,8 @@ def backup_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) ->
 
 def restore_retired(pipeline: SupportsPipeline, retired: dict[str, list[str]]) -> int:
     """Put back values of deleted fields that a reload of their rows overwrote with nulls."""
+    if not any(retired.values()):
+        return 0
     restored = 0
     with _sql_client(pipeline) as client:
         for table, columns in retired.items():

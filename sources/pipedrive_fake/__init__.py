@@ -43,6 +43,8 @@ Behaviour worth knowing (see FakePipedrive's docstrings for the rest):
   ending with the current values at update_time); every `update()` then adds one entry per
   changed field (values as text, time = the new update_time as "YYYY-MM-DD HH:MM:SS", actor 1,
   source "app"); `add`, `delete` and deal-product changes add none. See `changelog.py`.
+* `GET /v1/leads/{id}` and `/v1/notes/{id}` serve one record (2 tokens, as the spec says): an
+  archived lead too, a deleted lead is 404, a deleted note comes back with `active_flag: false`.
 * `restrict(path_regex, 402|403)` answers matching requests with Pipedrive's error envelope.
 * OAuth: `oauth_client(...)` registers an app install; `POST /oauth/token` refreshes (refresh
   tokens rotate); `Authorization: Bearer` works instead of x-api-token, with scope checks

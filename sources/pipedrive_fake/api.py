@@ -74,6 +74,8 @@ TOKEN_COSTS: dict[str, int] = {
     "/v1/leads": 20,
     "/v1/leads/archived": 40,
     "/v1/notes": 20,
+    "/v1/leads/{id}": 2,
+    "/v1/notes/{id}": 2,
     "/v1/leadFields": 20,
     "/v1/noteFields": 20,
     "/api/v2/projectFields": 10,
@@ -144,6 +146,8 @@ ROUTE_SCOPES: dict[str, tuple[str, ...]] = {
     "/v1/leads": ("leads:read", "leads:full"),
     "/v1/leads/archived": ("leads:read", "leads:full"),
     "/v1/notes": ("deals:read", "deals:full", "contacts:read", "contacts:full"),
+    "/v1/leads/{id}": ("leads:read", "leads:full"),
+    "/v1/notes/{id}": ("deals:read", "deals:full", "contacts:read", "contacts:full"),
     "/v1/leadFields": ("leads:read", "leads:full", "admin"),
     "/v1/noteFields": ("deals:read", "deals:full", "contacts:read", "contacts:full"),
     "/v1/users/me": ("base",),
@@ -357,6 +361,7 @@ FOLLOWER_PATH = re.compile(
     r"^/api/v2/(deals|persons|organizations|products)/([^/]+)/followers(/changelog)?$"
 )
 CHANGELOG_PATH = re.compile(r"^/v1/(deals|persons|organizations)/([^/]+)/changelog$")
+V1_RECORD_PATH = re.compile(r"^/v1/(leads|notes)/([^/]+)$")  # one record (exact paths first)
 MAX_DEAL_IDS = 100
 INVALID_TOKEN_BODY = orjson.dumps(
     {
@@ -791,9 +796,13 @@ class HttpApi:
         def changelog_template(m: re.Match[str]) -> str:
             return f"/v1/{m.group(1)}/{{id}}/changelog"
 
+        def record_template(m: re.Match[str]) -> str:
+            return f"/v1/{m.group(1)}/{{id}}"
+
         return [
             (FOLLOWER_PATH, follower_template, self._v2_record_list),
             (CHANGELOG_PATH, changelog_template, self._v1_changelog),
+            (V1_RECORD_PATH, record_template, self._v1_record),
         ]
 
     # ------------------------------------------------------------------ v2 lists
@@ -1255,6 +1264,24 @@ class HttpApi:
                 self.follower_changelog(entity, rid) if changelog else self.followers(entity, rid)
             )
         return self._v2_offset_page(items, q)
+
+    def _v1_record(self, m: re.Match[str], q: dict[str, str]) -> Response:
+        """GET /v1/leads/{id} (archived ones too; a deleted lead is 404, as the spec lists)
+        and /v1/notes/{id} (a deleted note comes back with `active_flag: false`)."""
+        t, raw_id = m.group(1), m.group(2)
+        rid: Any = raw_id
+        if t == "notes":
+            try:
+                rid = int(raw_id)
+            except ValueError:
+                raise BadRequest("Validation failed: id: Expected number") from None
+        with self._lock:
+            table = self.tables[t]
+            row = table.rows.get(rid)
+            if row is None or (t == "leads" and row.deleted):
+                raise NotFound(f"{ENTITY_SINGULAR[t].capitalize()} not found")
+            data = table.served(row)
+        return Response(200, orjson.dumps({"success": True, "data": data}))
 
     def _v1_changelog(self, m: re.Match[str], q: dict[str, str]) -> Response:
         """/v1/{deals,persons,organizations}/{id}/changelog: newest first; the cursor is, like

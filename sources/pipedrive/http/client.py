@@ -336,9 +336,9 @@ class PipedriveClient:
     def url(self, api: Api, path: str) -> str:
         return f"{self.base_url}{API_PREFIX[api]}/{path.lstrip('/')}"
 
-    def describe(self, api: Api, path: str, params: Mapping[str, Any]) -> str:
+    def describe(self, api: Api, path: str, params: Mapping[str, Any], method: str = "GET") -> str:
         query = urlencode(params) if params else ""
-        return redact(f"GET {API_PREFIX[api]}/{path}" + (f"?{query}" if query else ""))
+        return redact(f"{method} {API_PREFIX[api]}/{path}" + (f"?{query}" if query else ""))
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
@@ -364,9 +364,25 @@ class PipedriveClient:
         Retries transient failures with backoff, waits out 429s, and raises one of the
         `PipedriveError` subclasses (with a one-line, secret-free message) otherwise.
         """
+        return self.request_json("GET", api, path, params, cost=cost, label=label, decode=decode)
+
+    def request_json(
+        self,
+        method: str,
+        api: Api,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        body: Mapping[str, Any] | None = None,
+        cost: int,
+        label: str,
+        decode: Decoder | None = None,
+    ) -> tuple[dict[str, Any], Mapping[str, str]]:
+        """`get_json` for any method (`body`: sent as JSON); only a GET's envelope must hold
+        `data` (a DELETE answers without one)."""
         params = dict(params or {})
         url = self.url(api, path)
-        what = f"{label}: {self.describe(api, path, params)}"
+        what = f"{label}: {self.describe(api, path, params, method)}"
         failures = 0
         rate_limited = 0
         auth_renewed = False
@@ -375,52 +391,55 @@ class PipedriveClient:
             if self.stop_event.is_set():
                 raise RunStopped(f"{what}: not sent, the run is stopping")
             headers = self.auth.headers()
-            self.limiter.before_request()
+            window = self.limiter.before_request()
             try:
-                response = self._session().get(
+                response = self._session().request(
+                    method,
                     url,
                     params=params,
+                    json=body,
                     headers=headers,
                     timeout=(self.settings.connect_timeout, self.settings.read_timeout),
                     stream=True,
                 )
                 _read_body(response)
             except requests.Timeout:
-                self.limiter.after_response(None)
+                self.limiter.after_response(None, window)
                 last_reason = "timed out"
             except requests.exceptions.SSLError as exc:
-                self.limiter.after_response(None)
+                self.limiter.after_response(None, window)
                 wrong = _tls_misconfigured(exc)
                 if wrong:
                     raise BaseUrlError(f"PIPEDRIVE_BASE_URL {self.base_url} {wrong}") from None
                 last_reason = "connection failed (SSLError)"
             except requests.RequestException as exc:
-                self.limiter.after_response(None)
+                self.limiter.after_response(None, window)
                 last_reason = f"connection failed ({type(exc).__name__})"
             except BaseException:
-                self.limiter.after_response(None)  # never counted in flight for ever
+                self.limiter.after_response(None, window)  # never counted in flight for ever
                 raise
             else:
-                self.limiter.after_response(response.headers)
+                self.limiter.after_response(response.headers, window)
                 self.metrics.record(label, cost)
                 outcome = outcome_for(response.status_code)
                 action = outcome.action
                 if action is Action.OK:
                     self.metrics.note_answered(label)
                     content = clean_json(response.content)  # nothing downstream sees bad text
-                    body = None
+                    parsed = None
                     if decode is not None:
-                        body = self._deferred(
+                        parsed = self._deferred(
                             content,
                             decode,
                             what,
                             partial(self._refetch, api, path, params, cost, label),
                         ) or decode(content)
-                    if body is None:
-                        body = self._parse(content)
-                    if body is not None:
-                        self._check_envelope(body, what)
-                        return body, response.headers
+                    if parsed is None:
+                        parsed = self._parse(content)
+                    if parsed is not None:
+                        if method == "GET":
+                            self._check_envelope(parsed, what)
+                        return parsed, response.headers
                     last_reason = "the response was not JSON" + (
                         " (an HTML page)" if b"<html" in response.content[:512].lower() else ""
                     )
@@ -544,6 +563,9 @@ class PipedriveClient:
             return ""
         if isinstance(body, dict):
             error = body.get("error") or body.get("message")
+            errors = body.get("errors")
+            if not error and isinstance(errors, dict):  # /v1/webhooks: {"field": ["why"]}
+                error = "; ".join(f"{k}: {v}" for k, v in errors.items())
             if isinstance(error, str) and error:
                 return f" ({redact(error[:200])})"
         return ""

@@ -51,11 +51,15 @@ class RateLimiter:
         self._reset_at = 0.0
         self._in_flight = 0  # sent, no answer yet: a `remaining` header may not count them
         self._limit: float | None = None  # the window's size (`x-ratelimit-limit`), once known
+        self._generation = 0  # which window (as this process knows it) a request was sent in
         self.waited_seconds = 0.0
         self.throttled = 0
 
-    def before_request(self) -> None:
-        """Block until a request fits in the current window; count it against the window."""
+    def before_request(self) -> int:
+        """Block until a request fits in the current window; count it against the window.
+
+        Returns the window's generation, to hand back to `after_response` with the answer.
+        """
         while True:
             with self._lock:
                 if not self._first_answer and self._in_flight:
@@ -64,21 +68,30 @@ class RateLimiter:
                     continue
                 now = self._clock()
                 if self._remaining is not None and now >= self._reset_at:
-                    # a new window: as big as the last one said, until a response tells more
-                    # (letting every thread through until then overran it with 429s)
-                    self._remaining = self._limit
-                    self._reset_at = now + WINDOW_SECONDS
+                    self._start_window(now)
                 if self._remaining is None:
                     self._in_flight += 1
-                    return
+                    return self._generation
                 if self._remaining > self.reserve:
                     self._remaining -= 1
                     self._in_flight += 1
-                    return
+                    return self._generation
                 wait = self._reset_at - now
                 self.throttled += 1
             self.waited_seconds += wait
             self._pause(wait)
+
+    def _start_window(self, now: float) -> None:
+        """(Holding the lock) a new window: as big as the last one said, less the requests still
+        in flight (they may reach Pipedrive in it), until an answer sent in it tells more.
+        Letting every thread through until then overran it with 429s. One request always
+        goes, however many are in flight: a window never passes without progress."""
+        self._generation += 1
+        if self._limit is None:
+            self._remaining = None
+        else:
+            self._remaining = max(self._limit - self._in_flight, self.reserve + 1)
+        self._reset_at = now + WINDOW_SECONDS
 
     def _wait_first_answer(self) -> None:
         """(Holding the lock) wait for the first answer, at most FIRST_ANSWER_WAIT seconds."""
@@ -103,12 +116,13 @@ class RateLimiter:
         self._sleep(seconds)
         self._raise_if_stopping()
 
-    def after_response(self, headers: Mapping[str, str] | None) -> None:
-        """Learn the window's state from a response (None: the request got no answer).
+    def after_response(self, headers: Mapping[str, str] | None, sent_in: int | None = None) -> None:
+        """Learn the window's state from an answer (None: the request got no answer).
 
-        Requests other threads still have in flight may have reached Pipedrive after this
-        response's count was taken: they are subtracted, so parallel entities cannot overrun
-        the window on a stale `remaining`.
+        `sent_in` is what `before_request` returned. Requests other threads still have in
+        flight may have reached Pipedrive after this answer's count was taken: they are
+        subtracted. Answers are handled in any order under load, so within a window the count
+        only goes down; an answer to a request sent in an earlier window tells nothing new.
         """
         with self._lock:
             self._in_flight = max(0, self._in_flight - 1)
@@ -117,9 +131,13 @@ class RateLimiter:
             remaining = _header_number(headers or {}, "x-ratelimit-remaining")
             if remaining is None:
                 return
-            reset = _header_number(headers or {}, "x-ratelimit-reset")
             self._limit = _header_number(headers or {}, "x-ratelimit-limit")
-            self._remaining = remaining - self._in_flight
+            sent_in = self._generation if sent_in is None else sent_in
+            if sent_in < self._generation:
+                return
+            reset = _header_number(headers or {}, "x-ratelimit-reset")
+            left = remaining - self._in_flight
+            self._remaining = left if self._remaining is None else min(self._remaining, left)
             self._reset_at = self._clock() + (reset if reset is not None else WINDOW_SECONDS)
 
     def wait(self, seconds: float) -> None:
