@@ -172,9 +172,15 @@ def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
     try:
         assert reached.wait(60), "the run never asked for persons"
         proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
+        lines: list[str] = []
+        assert proc.stdout is not None
+        for line in proc.stdout:  # the held request ends once the signal is acknowledged
+            lines.append(line)
+            if "stopping after the current load" in line:
+                break
         release.set()
-        stdout, stderr = proc.communicate(timeout=60)
+        rest, stderr = proc.communicate(timeout=60)
+        stdout = "".join(lines) + rest
     finally:
         release.set()
         fake.on_request(None)

@@ -4,7 +4,7 @@ The sync relies on a few of dlt's internals: its on-disk package storages (crash
 counting a package's failed loads in its own state, moving a refused package out), the
 compressed state rows in `_dlt_pipeline_state` (adopting the state of an older pipeline name),
 a job client pointed at another schema and its DDL without recording the schema version
-(healing tables), the attributes of dlt's step and job exceptions (one-line failures), and a
+(healing tables; the sqlalchemy destination's table objects), the attributes of dlt's step and job exceptions (one-line failures), and a
 destination's resolved credentials (where a warehouse is). Each use is a small function here
 with its own test.
 """
@@ -426,8 +426,31 @@ def create_or_extend_tables(client: Any, tables: Iterable[str]) -> None:
     into tables that may not exist. Leaving the version unrecorded lets the load run dlt's own
     migration (for the tables it carries) and record it then.
     """
+    names = list(tables)
+    if hasattr(client.sql_client, "compare_storage_table"):
+        _create_or_extend_sqlalchemy_tables(client, names)
+        return
     with client.maybe_ddl_transaction():
-        client._execute_schema_update_sql(list(tables), store_schema=False)
+        client._execute_schema_update_sql(names, store_schema=False)
+
+
+def _create_or_extend_sqlalchemy_tables(client: Any, names: list[str]) -> None:
+    """`create_or_extend_tables` for dlt's sqlalchemy destination, which builds its DDL from
+    SQLAlchemy table objects instead of SQL text (as its `update_stored_schema` does, without
+    storing the schema)."""
+    for name in names:
+        client._to_table_object(client.schema.tables[name])
+    create, add = [], []
+    for name in names:
+        table, new_columns, exists = client.sql_client.compare_storage_table(name)
+        if new_columns and exists:
+            add.extend(new_columns)
+        elif new_columns:
+            create.append(table)
+    with client.sql_client.begin_transaction():
+        for table in create:
+            client.sql_client.create_table(table)
+        client.sql_client.alter_table_add_columns(add)
 
 
 # -- load packages the warehouse refused (see pipelines.pipedrive_sync.packages) --------------

@@ -75,6 +75,9 @@ class EntityExtractor:
         self.readers: list[StreamReader] = []
         self._hinted = False
         self._hinted_plan: ColumnPlan | None = None  # the plan the last column hints came from
+        # the exact path has planned a page: unknown fields and options are refreshed or
+        # remembered as deleted, so the columnar path need not decline them
+        self._planned_a_page = False
         self._schemas: dict[int, PageSchema] = {}
         self._made_catalog: FieldCatalog | None = None
         self._prior_ids: pa.Array | None = ctx.appended_ids.get(entity.name)
@@ -110,6 +113,7 @@ class EntityExtractor:
                 plan = catalog.plan(self.entity, force=True)
                 unknown = catalog.unknown_options(self.entity, rows)
             catalog.remember_deleted_options(self.entity, unknown)
+        self._planned_a_page = True
         return plan
 
     def _builder(self, constants: dict[str, Any]) -> Callable[[list[dict[str, Any]]], pa.Table]:
@@ -124,7 +128,7 @@ class EntityExtractor:
             return True, None
         catalog = self._made_catalog  # made in the extract thread, where dlt state is
         plan = catalog.cached_plan(self.entity) if catalog is not None else None
-        return plan is not None, plan
+        return plan is not None and self._planned_a_page, plan
 
     def decode(self, content: bytes) -> dict[str, Any] | None:
         """`ColumnarPath.decode`: runs in the fetching thread."""
