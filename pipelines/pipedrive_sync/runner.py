@@ -48,6 +48,7 @@ from sources.pipedrive.postload import (
 )
 from sources.pipedrive.source import LABEL_CHANGES_TABLE
 from sources.pipedrive.stored import Stored, read_stored
+from sources.pipedrive.sync_state import SOURCE_KEY, has_cursor, source_state
 
 from . import exit_codes, packages
 from .connect import (
@@ -67,7 +68,7 @@ from .views import create_views, drop_views
 __all__ = ["RunResult", "duckdb_destination", "make_context", "make_pipeline", "run_sync"]
 
 logger = logging.getLogger(__name__)
-SOURCE_STATE = "pipedrive"  # the dlt schema, and the key of the source's state
+SOURCE_STATE = SOURCE_KEY  # the dlt schema, and the key of the source's state
 
 
 def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
@@ -329,14 +330,8 @@ def _incremental_tables(entities: Any) -> list[str]:
 def _unsynced_tables(pipeline: dlt.Pipeline, entities: Any) -> list[str]:
     """Incremental entities without any cursor yet: their tables may still be empty (asking
     the destination only for these keeps a cron run from querying every table)."""
-    sources: Any = pipeline.state.get("sources", {})
-    resources = sources.get(pipeline.default_schema_name or SOURCE_STATE, {}).get("resources", {})
-    unsynced = []
-    for name in _incremental_tables(entities):
-        streams = resources.get(name, {}).get("streams", {})
-        if not any(stream.get("since") for stream in streams.values()):
-            unsynced.append(name)
-    return unsynced
+    source = source_state(pipeline.state, pipeline.default_schema_name or SOURCE_STATE)
+    return [name for name in _incremental_tables(entities) if not has_cursor(source, name)]
 
 
 # -- post-load and outcome --------------------------------------------------------------------

@@ -250,6 +250,7 @@ def read_status(
 def _committed_state(reader: Reader) -> dict[str, Any]:
     """The source state the warehouse committed last (cursors, cadence times)."""
     from sources.pipedrive.dlt_adapter import STATE_TABLE, decode_state
+    from sources.pipedrive.sync_state import source_state
 
     if STATE_TABLE not in reader.columns([STATE_TABLE]):
         return {}
@@ -259,16 +260,15 @@ def _committed_state(reader: Reader) -> dict[str, Any]:
     if not rows:
         return {}
     state = decode_state(rows[0][0])
-    source: dict[str, Any] = (state.get("sources") or {}).get("pipedrive") or {}
-    return source
+    return source_state(state)
 
 
 def read_cadences(reader: Reader, runs: _Runs, settings: RunSettings) -> dict[str, list[Cadence]]:
     """entity → its cadences: slow lists, id reconciliation, field definitions."""
     from sources.pipedrive.entities import ENTITIES, Strategy
+    from sources.pipedrive.sync_state import committed_stream
 
     state = _committed_state(reader)
-    resources = state.get("resources") or {}
     fields = state.get("custom_fields") or {}
     options = settings.options
     result: dict[str, list[Cadence]] = {}
@@ -278,10 +278,7 @@ def read_cadences(reader: Reader, runs: _Runs, settings: RunSettings) -> dict[st
             interval = options.refresh_interval(entity.name, stream.refresh_every)
             if stream.refresh_every is None or interval is None:
                 continue
-            stream_state = ((resources.get(entity.name) or {}).get("streams") or {}).get(
-                stream.key
-            ) or {}
-            last = _aware(stream_state.get("read_at"))
+            last = committed_stream(state, entity.name, stream.key).read_at
             main = stream.key == entity.name or len(entity.streams) == 1
             label = "list" if main else f"list {stream.key}"
             found.append(Cadence(label, last, last + interval if last else None))

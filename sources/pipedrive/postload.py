@@ -182,10 +182,10 @@ RETIRED_PREFIX = "_retired__"
 def retired_columns(pipeline_state: Any) -> dict[str, list[str]]:
     """table → columns of custom fields deleted in Pipedrive, from the source's dlt state."""
     from .entities import ENTITIES
+    from .sync_state import source_state
 
     tables = {e.singular: e.name for e in ENTITIES if e.singular}
-    sources = (pipeline_state or {}).get("sources", {})
-    catalog = (sources.get("pipedrive") or {}).get("custom_fields") or {}
+    catalog = source_state(pipeline_state).get("custom_fields") or {}
     result: dict[str, list[str]] = {}
     for singular, entry in catalog.items():
         for columns in (entry.get("retired") or {}).values():

@@ -46,6 +46,7 @@ from .pages import TableBatcher, build_table
 from .schema import load_schema, table_columns
 from .stored import read_stored
 from .streams import StreamReader
+from .sync_state import EntityStreams, StreamState
 
 
 def _custom_keys(rows: list[dict[str, Any]], shape: Api) -> set[str]:
@@ -160,13 +161,10 @@ class EntityExtractor:
             hints["is_deleted"] = {**hints["is_deleted"], "hard_delete": True}
         return hints
 
-    def _due(self, stream: Stream, state: dict[str, Any]) -> bool:
+    def _due(self, stream: Stream, state: StreamState) -> bool:
         """Streams on a cadence (archived lists) are read only when their interval has passed."""
         interval = self.ctx.options.refresh_interval(self.entity.name, stream.refresh_every)
-        if interval is None or "resume" in state:
-            return True
-        last = state.get("read_at")
-        return last is None or datetime.now(UTC) - datetime.fromisoformat(last) >= interval
+        return state.due(interval, datetime.now(UTC))
 
     def rows(self) -> Iterator[Any]:
         """The resource generator: every due stream page by page, then bookkeeping."""
@@ -196,16 +194,16 @@ class EntityExtractor:
             yield from self._rows_by_id(ids)
             return
         report = self.ctx.report(self.entity.name)
-        streams_state = dlt.current.resource_state().setdefault("streams", {})
+        streams_state = EntityStreams(dlt.current.resource_state())
         if self._reread_due():
-            streams_state.clear()  # a field changed its type: every row again, in the new one
+            streams_state.forget()  # a field changed its type: every row again, in the new one
         batcher = TableBatcher(BATCH_ROWS)
         skipped: list[str] = []
         for stream in self.entity.streams:
             if self.ctx.stopping:
                 report.status = "stopped"
                 break
-            stream_state = streams_state.setdefault(stream.key, {})
+            stream_state = streams_state.stream(stream.key)
             if not self._due(stream, stream_state):
                 continue
             reader = self._reader(stream, stream_state)
@@ -231,7 +229,7 @@ class EntityExtractor:
                 self.ctx.stop(failure)
                 break
             if reader.complete and stream.refresh_every is not None:
-                stream_state["read_at"] = datetime.now(UTC).isoformat()
+                stream_state.mark_read(datetime.now(UTC))
             report.more = report.more or reader.more
         if report.status == "stopped":
             return
@@ -285,7 +283,7 @@ class EntityExtractor:
         for stream in streams:
             if not wanted:
                 break
-            reader = self._reader(stream, {})
+            reader = self._reader(stream, StreamState({}))
             read = reader.read_ids if detail is None else reader.read_each
             pages_before = report.pages
             try:
@@ -362,7 +360,7 @@ class EntityExtractor:
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return True  # not comparable: merge, which is always right
 
-    def _reader(self, stream: Stream, state: dict[str, Any]) -> StreamReader:
+    def _reader(self, stream: Stream, state: StreamState) -> StreamReader:
         return StreamReader(
             self.ctx,
             self.entity,
@@ -387,7 +385,9 @@ class EntityExtractor:
         if self.entity.name not in self.ctx.options.reconcile or report.more:
             return
         try:  # every stream, also those not due this run: an archived row is not a deleted one
-            ids = set().union(*(self._reader(s, {}).list_ids() for s in self.entity.streams))
+            ids = set().union(
+                *(self._reader(s, StreamState({})).list_ids() for s in self.entity.streams)
+            )
         except (TemporaryError, EntityUnavailable) as exc:
             report.message = f"reconcile postponed: {exc}"
             return
@@ -494,7 +494,9 @@ class ChildExtractor:
             parent_ids = [i for i in parent_ids if i in wanted]
             if not parent_ids:
                 return
-        reader = StreamReader(self.ctx, self.entity, self.entity.streams[0], {}, self._build)
+        reader = StreamReader(
+            self.ctx, self.entity, self.entity.streams[0], StreamState({}), self._build
+        )
         parent_key = self.entity.parent_key or ""
         present: set[Any] = set()
         pages_before = report.pages

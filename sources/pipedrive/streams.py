@@ -13,19 +13,16 @@ Three modes (see `entities.Mode`):
 * FULL re-reads everything and emits only rows whose content changed; the ids it saw let the
   runner flag rows that vanished.
 
-State per stream (a plain dict inside dlt resource state, committed with the data):
-    since     ISO timestamp, the highest cursor value seen
-    boundary  {id: hash} of rows whose cursor value == since
-    resume    {"position": cursor/offset, "updated_since": ...} when a chunk stopped mid-list
-    hashes    {id: hash} (FULL mode)
+Each reader keeps its stream's state (cursor, resume point, full-read hashes) through
+`sync_state.StreamState`, committed with the data.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
-from datetime import UTC, datetime
+from collections.abc import Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Protocol
 
 import orjson
@@ -45,9 +42,9 @@ from .http import (
     SinglePage,
 )
 from .http.client import LazyItems
+from .sync_state import Cursor, ResumePoint, StreamState, rfc3339
 
 GROUP_ROWS = 5_000  # columnar pages converted together (arrow's cost per call is per group)
-BOUNDARY_LIMIT = 20_000  # beyond this many rows on one timestamp, re-load instead of remembering
 OFFSET_OVERLAP = 10  # rows re-read at each v1 page boundary
 IDS_PER_REQUEST = 100  # the most records a v2 list returns for its `ids` parameter
 
@@ -130,19 +127,34 @@ def _to_datetime(value: str | None) -> datetime | None:
     return iso_datetime(value) if value else None
 
 
-def _rfc3339(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+@dataclass
+class _Pass:
+    """One UPDATED_SINCE pass: the `updated_since` it asks for and, with v1 offset pagination,
+    what it needs to notice rows moving behind its offsets."""
+
+    since: str | None
+    offset: bool
+    started: datetime | None = None  # the server's time at the first page
+    moved: int = 0  # rows updated after the pass began
+    previous_ids: set[str] = field(default_factory=set)  # the previous page's, for the overlap
+
+    def new_rows(self, page: Page, rows: list[dict[str, Any]], pk: str) -> list[dict[str, Any]]:
+        """The page's rows less those the previous page overlapped with."""
+        self.started = self.started or page.server_time
+        fresh = [r for r in rows if str(r.get(pk)) not in self.previous_ids]
+        self.previous_ids = {str(r.get(pk)) for r in rows}
+        return fresh
 
 
 class StreamReader:
-    """Reads one stream of one entity into page tables, keeping its state dict current."""
+    """Reads one stream of one entity into page tables, keeping its state current."""
 
     def __init__(
         self,
         ctx: RunContext,
         entity: Entity,
         stream: Stream,
-        state: dict[str, Any],
+        state: StreamState,
         build: PageBuilder,
         chunk_pages: int | None = None,
         columnar: ColumnarPath | None = None,
@@ -215,76 +227,80 @@ class StreamReader:
     # -- UPDATED_SINCE -----------------------------------------------------------------------
     def _read_incremental(self) -> Iterator[pa.Table]:
         state = self.state
-        since = _to_datetime(state.get("since")) or _to_datetime(self.ctx.options.start_date)
-        boundary: dict[str, str] = dict(state.get("boundary") or {})
-        resume = state.get("resume")
+        cursor = state.cursor()
+        cursor.since = cursor.since or _to_datetime(self.ctx.options.start_date)
+        resume = state.resume
         params = dict(self.stream.params)
         position = None
-        pass_since = _rfc3339(since) if since else None
+        pass_since = rfc3339(cursor.since) if cursor.since else None
         if resume:
-            pass_since = resume.get("updated_since")
-            position = resume.get("position")
+            pass_since, position = resume.updated_since, resume.position
         if pass_since:
             params["updated_since"] = pass_since
         self.full_read = pass_since is None and position is None
-        offset = self.entity.pagination is Pagination.OFFSET
-        moved = 0  # rows updated after this pass began (offset pagination only)
-        pass_started: datetime | None = None
-        previous_ids: set[str] = set()
-
-        pages = 0  # in this pass, for the chunk boundary
+        this_pass = _Pass(pass_since, offset=self.entity.pagination is Pagination.OFFSET)
         try:
-            pages_iter = self._pages(
-                params, position, OFFSET_OVERLAP if offset else 0, columnar=not offset
-            )
-            grouped = (
-                ((page, 1) for page in pages_iter)
-                if offset
-                else grouped_pages(pages_iter, self.chunk_pages)
-            )
-            for page, count in grouped:
-                items = page.items
-                if offset:
-                    pass_started = pass_started or page.server_time
-                    pk = self.entity.id_column
-                    rows = self._rows(items)
-                    items = [r for r in rows if str(r.get(pk)) not in previous_ids]
-                    previous_ids = {str(r.get(pk)) for r in rows}
-                table = self._table(items)
-                if table is not None and since is not None and boundary:
-                    table = self._drop_known_boundary_rows(table, since, boundary)
-                if table is not None and table.num_rows:
-                    since, boundary = self._advance(table, since, boundary)
-                    if offset and pass_started is not None:
-                        moved += self._count_since(table, pass_started)
-                if since is not None:
-                    state["since"] = _rfc3339(since)
-                    state["boundary"] = boundary if len(boundary) <= BOUNDARY_LIMIT else {}
-                if page.is_last:
-                    state.pop("resume", None)
-                else:
-                    state["resume"] = {"position": page.next_position, "updated_since": pass_since}
-                pages += count
-                self.pages += count
-                if table is not None and table.num_rows:
-                    yield table
-                if page.is_last:
-                    self.complete = True
-                elif self.chunk_pages and pages >= self.chunk_pages:
-                    self.more = True
-                    return
+            finished = yield from self._read_pass(params, position, cursor, this_pass)
         except RequestFailed as exc:
             if resume and exc.status == 400:
                 # the saved cursor is no longer accepted: restart from the committed timestamp
-                state.pop("resume", None)
+                state.clear_resume()
                 yield from self._read_incremental()
                 return
             raise
-        if moved > OFFSET_OVERLAP and pass_since is not None:
+        if finished and this_pass.moved > OFFSET_OVERLAP and pass_since is not None:
             # more rows moved behind the offsets than the overlap covers: some may have been
             # skipped, so the next run reads this whole window again (everything read is kept)
-            state["since"] = pass_since
-            state["boundary"] = {}
+            state.rewind(pass_since)
+
+    def _read_pass(
+        self, params: dict[str, Any], position: Any, cursor: Cursor, this_pass: _Pass
+    ) -> Generator[pa.Table, None, bool]:
+        """The pages of one pass, the state saved after each; False when it stopped at the
+        chunk boundary (the resume point says where it goes on)."""
+        offset = this_pass.offset
+        pages_iter = self._pages(
+            params, position, OFFSET_OVERLAP if offset else 0, columnar=not offset
+        )
+        grouped = (
+            ((page, 1) for page in pages_iter)
+            if offset
+            else grouped_pages(pages_iter, self.chunk_pages)
+        )
+        pages = 0  # in this pass, for the chunk boundary
+        for page, count in grouped:
+            table = self._incremental_table(page, cursor, this_pass)
+            self.state.save_cursor(cursor)
+            if page.is_last:
+                self.state.clear_resume()
+            else:
+                self.state.save_resume(ResumePoint(page.next_position, this_pass.since))
+            pages += count
+            self.pages += count
+            if table is not None and table.num_rows:
+                yield table
+            if page.is_last:
+                self.complete = True
+            elif self.chunk_pages and pages >= self.chunk_pages:
+                self.more = True
+                return False
+        return True
+
+    def _incremental_table(self, page: Page, cursor: Cursor, this_pass: _Pass) -> pa.Table | None:
+        """The page's table less the boundary rows loaded already; the cursor advanced."""
+        items = page.items
+        if this_pass.offset:
+            items = this_pass.new_rows(page, self._rows(items), self.entity.id_column)
+        table = self._table(items)
+        if table is None:
+            return None
+        if cursor.since is not None and cursor.boundary:
+            table = self._drop_known_boundary_rows(table, cursor.since, cursor.boundary)
+        if table.num_rows:
+            cursor.since, cursor.boundary = self._advance(table, cursor.since, cursor.boundary)
+            if this_pass.offset and this_pass.started is not None:
+                this_pass.moved += self._count_since(table, this_pass.started)
+        return table
 
     def _count_since(self, table: pa.Table, moment: datetime) -> int:
         column = table[self.entity.cursor_field]
@@ -327,8 +343,8 @@ class StreamReader:
     # -- NEWEST_FIRST --------------------------------------------------------------------------
     def _read_newest_first(self) -> Iterator[pa.Table]:
         """Newest first until a page reaches back past the cursor (no updated_since exists)."""
-        since = _to_datetime(self.state.get("since"))
-        boundary: dict[str, str] = dict(self.state.get("boundary") or {})
+        known = self.state.cursor()
+        since, boundary = known.since, known.boundary
         self.full_read = since is None
         newest, new_boundary = since, dict(boundary)
         previous_ids: set[str] = set()
@@ -359,9 +375,7 @@ class StreamReader:
             if reached_back or page.is_last:
                 self.complete = True
                 break
-        if newest is not None:
-            self.state["since"] = _rfc3339(newest)
-            self.state["boundary"] = new_boundary if len(new_boundary) <= BOUNDARY_LIMIT else {}
+        self.state.save_cursor(Cursor(newest, new_boundary))
 
     # -- by id (event batches) -------------------------------------------------------------
     def read_ids(self, ids: list[Any]) -> Iterator[pa.Table]:
@@ -417,7 +431,7 @@ class StreamReader:
 
     # -- FULL ----------------------------------------------------------------------------------
     def _read_full(self) -> Iterator[pa.Table]:
-        previous: dict[str, str] = self.state.get("hashes") or {}
+        previous = self.state.hashes
         current: dict[str, str] = {}
         pk = self.entity.id_column
         for page in self._pages(dict(self.stream.params), None, OFFSET_OVERLAP):
@@ -435,7 +449,7 @@ class StreamReader:
             if changed:
                 yield self.build(changed)
         self.complete = True
-        self.state["hashes"] = current
+        self.state.save_hashes(current)
 
     # -- PER_PARENT ----------------------------------------------------------------------------
     def read_children(self, parent_ids: list[Any]) -> Iterator[list[dict[str, Any]]]:
