@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import email.utils
 import queue
-import random
 import re
 import threading
 import time
@@ -25,20 +24,15 @@ import urllib3
 from ..entities import API_PREFIX, Api
 from .auth import Auth
 from .errors import (
-    Action,
-    AuthError,
     BadResponse,
     BaseUrlError,
-    BudgetExhausted,
-    EntityUnavailable,
     PipedriveError,
-    RequestFailed,
     RunStopped,
     TemporaryError,
-    outcome_for,
 )
 from .jsonbody import clean as clean_json
 from .paginators import Paginator
+from .policy import Accept, Decision, Fail, RenewAuth, RequestPolicy
 from .ratelimit import STOP_POLL_SECONDS, RateLimiter
 from .redact import redact
 
@@ -290,6 +284,11 @@ def _tls_misconfigured(exc: requests.exceptions.SSLError) -> str | None:
     return None
 
 
+def _not_json(content: bytes) -> str:
+    html = b"<html" in content[:512].lower()
+    return "the response was not JSON" + (" (an HTML page)" if html else "")
+
+
 def _parse_http_date(value: str | None) -> datetime | None:
     if not value:
         return None
@@ -340,10 +339,6 @@ class PipedriveClient:
         query = urlencode(params) if params else ""
         return redact(f"{method} {API_PREFIX[api]}/{path}" + (f"?{query}" if query else ""))
 
-    def _backoff(self, attempt: int) -> float:
-        base = min(self.settings.backoff_max, self.settings.backoff_base * 2 ** (attempt - 1))
-        return base * random.uniform(0.5, 1.0)
-
     def _sleep(self, seconds: float) -> None:
         if self.stop_event.wait(seconds):
             raise RunStopped("the run is stopping; no further requests")
@@ -379,113 +374,107 @@ class PipedriveClient:
         decode: Decoder | None = None,
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """`get_json` for any method (`body`: sent as JSON); only a GET's envelope must hold
-        `data` (a DELETE answers without one)."""
+        `data` (a DELETE answers without one). What each attempt leads to is `RequestPolicy`'s
+        decision; this method is the transport that carries it out."""
         params = dict(params or {})
         url = self.url(api, path)
         what = f"{label}: {self.describe(api, path, params, method)}"
-        failures = 0
-        rate_limited = 0
-        auth_renewed = False
-        last_reason = ""
+        policy = RequestPolicy(self.settings, what)
+        refetch = partial(self._refetch, api, path, params, cost, label)
         while True:
             if self.stop_event.is_set():
                 raise RunStopped(f"{what}: not sent, the run is stopping")
             headers = self.auth.headers()
-            window = self.limiter.before_request()
-            try:
-                response = self._session().request(
-                    method,
-                    url,
-                    params=params,
-                    json=body,
-                    headers=headers,
-                    timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                    stream=True,
-                )
-                _read_body(response)
-            except requests.Timeout:
-                self.limiter.after_response(None, window)
-                last_reason = "timed out"
-            except requests.exceptions.SSLError as exc:
-                self.limiter.after_response(None, window)
-                wrong = _tls_misconfigured(exc)
-                if wrong:
-                    raise BaseUrlError(f"PIPEDRIVE_BASE_URL {self.base_url} {wrong}") from None
-                last_reason = "connection failed (SSLError)"
-            except requests.RequestException as exc:
-                self.limiter.after_response(None, window)
-                last_reason = f"connection failed ({type(exc).__name__})"
-            except BaseException:
-                self.limiter.after_response(None, window)  # never counted in flight for ever
-                raise
+            sent = self._send(method, url, params, body, headers)
+            if isinstance(sent, str):
+                decision: Decision = policy.on_failure(sent)
             else:
-                self.limiter.after_response(response.headers, window)
                 self.metrics.record(label, cost)
-                outcome = outcome_for(response.status_code)
-                action = outcome.action
-                if action is Action.OK:
+                decision = policy.on_response(
+                    sent.status_code, sent.headers, sent.content, time.time()
+                )
+                if isinstance(decision, Accept):
                     self.metrics.note_answered(label)
-                    content = clean_json(response.content)  # nothing downstream sees bad text
-                    parsed = None
-                    if decode is not None:
-                        parsed = self._deferred(
-                            content,
-                            decode,
-                            what,
-                            partial(self._refetch, api, path, params, cost, label),
-                        ) or decode(content)
-                    if parsed is None:
-                        parsed = self._parse(content)
+                    parsed = self._read_answer(sent.content, method, what, decode, refetch)
                     if parsed is not None:
-                        if method == "GET":
-                            self._check_envelope(parsed, what)
-                        return parsed, response.headers
-                    last_reason = "the response was not JSON" + (
-                        " (an HTML page)" if b"<html" in response.content[:512].lower() else ""
-                    )
-                elif action is Action.RATE_LIMITED:
-                    rate_limited += 1
-                    wait = self._rate_limit_wait(response, rate_limited)
-                    if wait > self.settings.max_rate_limit_wait or self._says_budget(response):
-                        raise BudgetExhausted(
-                            f"{what}: the daily API token budget is exhausted"
-                            f" (Pipedrive asks to wait {wait:.0f}s)",
-                            retry_after=wait,
-                        )
-                    if rate_limited > self.settings.max_rate_limit_retries:
-                        raise TemporaryError(
-                            f"{what}: still rate limited after {rate_limited} waits"
-                        )
-                    self.metrics.note_retry(
-                        rate_limited=True, label=label, why=f"rate limited, waiting {wait:.0f}s"
-                    )
-                    self.limiter.wait(wait)
-                    continue
-                elif action is Action.AUTH:
-                    if not auth_renewed and self.auth.on_unauthorized(headers):
-                        auth_renewed = True
-                        continue
-                    raise AuthError(f"{outcome.message}: {what}")
-                elif action is Action.UNAVAILABLE:
-                    raise EntityUnavailable(
-                        f"{outcome.message}: {what}{self._error_detail(response)}",
-                        response.status_code,
-                    )
-                elif action is Action.FAIL:
-                    raise RequestFailed(
-                        f"{outcome.message}: {what}{self._error_detail(response)}",
-                        response.status_code,
-                    )
-                else:
-                    last_reason = outcome.message
-            failures += 1
-            if failures >= self.settings.max_attempts:
-                raise TemporaryError(f"{what}: gave up after {failures} attempts ({last_reason})")
-            self.metrics.note_retry(
-                label=label,
-                why=f"{last_reason}; retry {failures} of {self.settings.max_attempts - 1}",
+                        return parsed, sent.headers
+                    decision = policy.on_failure(_not_json(sent.content))
+            self._carry_out(decision, headers, label)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        params: Mapping[str, Any],
+        body: Mapping[str, Any] | None,
+        headers: Mapping[str, str],
+    ) -> requests.Response | str:
+        """One attempt through the rate limiter: the response with its body read, or why
+        none came."""
+        window = self.limiter.before_request()
+        try:
+            response = self._session().request(
+                method,
+                url,
+                params=params,
+                json=body,
+                headers=headers,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                stream=True,
             )
-            self._sleep(self._backoff(failures))
+            _read_body(response)
+        except requests.Timeout:
+            self.limiter.after_response(None, window)
+            return "timed out"
+        except requests.exceptions.SSLError as exc:
+            self.limiter.after_response(None, window)
+            wrong = _tls_misconfigured(exc)
+            if wrong:
+                raise BaseUrlError(f"PIPEDRIVE_BASE_URL {self.base_url} {wrong}") from None
+            return "connection failed (SSLError)"
+        except requests.RequestException as exc:
+            self.limiter.after_response(None, window)
+            return f"connection failed ({type(exc).__name__})"
+        except BaseException:
+            self.limiter.after_response(None, window)  # never counted in flight for ever
+            raise
+        self.limiter.after_response(response.headers, window)
+        return response
+
+    def _read_answer(
+        self,
+        content: bytes,
+        method: str,
+        what: str,
+        decode: Decoder | None,
+        refetch: Callable[[], dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """A successful answer's envelope (None: the body is no JSON object)."""
+        content = clean_json(content)  # nothing downstream sees bad text
+        parsed = None
+        if decode is not None:
+            parsed = self._deferred(content, decode, what, refetch) or decode(content)
+        if parsed is None:
+            parsed = self._parse(content)
+        if parsed is not None and method == "GET":
+            self._check_envelope(parsed, what)
+        return parsed
+
+    def _carry_out(self, decision: Decision, headers: Mapping[str, str], label: str) -> None:
+        """Raise, renew the credentials, or wait before the next attempt."""
+        if isinstance(decision, Fail):
+            raise decision.error
+        if isinstance(decision, RenewAuth):
+            if not self.auth.on_unauthorized(headers):
+                raise decision.otherwise
+            return
+        if isinstance(decision, Accept):  # an accepted answer is returned, never carried out
+            raise AssertionError("an accepted answer reached the retry path")
+        self.metrics.note_retry(rate_limited=decision.rate_limited, label=label, why=decision.why)
+        if decision.rate_limited:
+            self.limiter.wait(decision.wait)
+        else:
+            self._sleep(decision.wait)
 
     def _deferred(
         self, content: bytes, decode: Decoder, what: str, refetch: Callable[[], dict[str, Any]]
@@ -536,39 +525,6 @@ class PipedriveClient:
             raise BadResponse(f"{what}: Pipedrive answered success=false: {body.get('error')!r}")
         if "data" not in body:
             raise BadResponse(f"{what}: the response has no 'data' member")
-
-    def _rate_limit_wait(self, response: requests.Response, attempt: int) -> float:
-        for header in ("retry-after", "x-ratelimit-reset"):
-            raw = response.headers.get(header)
-            if raw is None:
-                continue
-            try:
-                return max(0.0, float(raw))
-            except ValueError:
-                when = _parse_http_date(raw)
-                if when is not None:
-                    return max(0.0, when.timestamp() - time.time())
-        return self._backoff(attempt)
-
-    @staticmethod
-    def _says_budget(response: requests.Response) -> bool:
-        text = response.content[:2048].lower()
-        return b"budget" in text or b"daily limit" in text
-
-    @staticmethod
-    def _error_detail(response: requests.Response) -> str:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            return ""
-        if isinstance(body, dict):
-            error = body.get("error") or body.get("message")
-            errors = body.get("errors")
-            if not error and isinstance(errors, dict):  # /v1/webhooks: {"field": ["why"]}
-                error = "; ".join(f"{k}: {v}" for k, v in errors.items())
-            if isinstance(error, str) and error:
-                return f" ({redact(error[:200])})"
-        return ""
 
     # -- pagination -----------------------------------------------------------------------
     def iter_pages(
