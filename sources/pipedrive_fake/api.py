@@ -882,51 +882,11 @@ class HttpApi:
 
     def _v2_list(self, t: str, partition: str, q: dict[str, str]) -> Response:
         spec = V2_LISTS.get(f"{t}/{partition}") or V2_LISTS[t]
-        limit = _int_param(q, "limit", 100)
-        assert limit is not None
-        if limit < 1 or limit > MAX_LIMIT:
-            raise BadRequest(
-                f"Validation failed: limit: Number must be between 1 and {MAX_LIMIT} (got {limit})"
-            )
-        sort_by = (q.get("sort_by") or "id") if spec.sortable else "id"
-        if sort_by not in spec.sort_by:
-            raise BadRequest(
-                f"Validation failed: sort_by: Invalid enum value. Expected {' | '.join(spec.sort_by)}"
-            )
-        direction = (q.get("sort_direction") or "asc") if spec.sortable else "asc"
-        if direction not in ("asc", "desc"):
-            raise BadRequest("Validation failed: sort_direction: Expected 'asc' | 'desc'")
+        limit, sort_by, direction = _v2_order(spec, q)
         since = self._time_param(q, "updated_since", spec.since, strict=True)
         until = self._time_param(q, "updated_until", spec.until, strict=True)
         table = self.tables[t]
-        preds: list[Callable[[Row], bool]] = []
-        if spec.statuses:
-            known = spec.statuses
-            raw = q.get("status")
-            wanted = {s.strip() for s in raw.split(",") if s.strip()} if raw else set()
-            if wanted - set(known):
-                raise BadRequest(
-                    f"Validation failed: status: Invalid enum value {sorted(wanted - set(known))}"
-                )
-            statuses = frozenset(wanted or (s for s in known if s != "deleted"))
-            if statuses != frozenset(known):
-                preds.append(lambda r: r.status in statuses)
-        for param, list_field in spec.members.items():
-            member = _int_param(q, param, None)
-            if member is not None:
-                preds.append(_member_pred(table, list_field, member))
-        if t == "tasks" and q.get("parent_task_id"):
-            raw_parent = q["parent_task_id"]
-            parent = None if raw_parent == "null" else _int_param(q, "parent_task_id", None)
-            preds.append(lambda r: table.data(r).get("parent_task_id") == parent)
-        if spec.ids and q.get("ids"):
-            try:
-                ids = {int(x) for x in q["ids"].split(",") if x.strip()}
-            except ValueError:
-                raise BadRequest(
-                    "Validation failed: ids: Expected a comma separated list of numbers"
-                ) from None
-            preds.append(lambda r: r.id in ids)
+        preds = _v2_preds(t, table, spec, q)
         wanted_cf: list[str] | None = None
         if spec.custom_fields and q.get("custom_fields"):
             wanted_cf = [k.strip() for k in q["custom_fields"].split(",") if k.strip()]
@@ -935,11 +895,6 @@ class HttpApi:
             start_key = (
                 self._cursor_key(t, sort_by, direction, q["cursor"]) if q.get("cursor") else None
             )
-            pred = None
-            if len(preds) == 1:
-                pred = preds[0]
-            elif preds:
-                pred = lambda r: all(p(r) for p in preds)  # noqa: E731
             rows, nxt, _ = table.page(
                 sort_by=sort_by,
                 descending=direction == "desc",
@@ -948,19 +903,9 @@ class HttpApi:
                 limit=limit,
                 since=since,
                 until=until,
-                pred=pred,
+                pred=_all_of(preds),
             )
-            chunks: list[bytes] = [b'{"success":true,"data":[']
-            for n, r in enumerate(rows):
-                if n:
-                    chunks.append(b",")
-                if wanted_cf is None:
-                    chunks.append(table.blob(r))
-                else:
-                    d = table.served(r)
-                    cf = d["custom_fields"]
-                    d["custom_fields"] = {k: cf[k] for k in wanted_cf if k in cf}
-                    chunks.append(jsonio.dumps(d))
+            chunks = _v2_items(table, rows, wanted_cf)
             next_cursor = None
             if nxt is not None:
                 next_cursor = _b64(
@@ -1367,3 +1312,91 @@ def _app_pred(q: Mapping[str, str]) -> Callable[[dict[str, Any]], bool] | None:
 
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _v2_order(spec: _V2List, q: Mapping[str, str]) -> tuple[int, str, str]:
+    """A v2 list's `limit`, `sort_by` and `sort_direction`, validated as Pipedrive does."""
+    limit = _int_param(q, "limit", 100)
+    assert limit is not None
+    if limit < 1 or limit > MAX_LIMIT:
+        raise BadRequest(
+            f"Validation failed: limit: Number must be between 1 and {MAX_LIMIT} (got {limit})"
+        )
+    sort_by = (q.get("sort_by") or "id") if spec.sortable else "id"
+    if sort_by not in spec.sort_by:
+        raise BadRequest(
+            f"Validation failed: sort_by: Invalid enum value. Expected {' | '.join(spec.sort_by)}"
+        )
+    direction = (q.get("sort_direction") or "asc") if spec.sortable else "asc"
+    if direction not in ("asc", "desc"):
+        raise BadRequest("Validation failed: sort_direction: Expected 'asc' | 'desc'")
+    return limit, sort_by, direction
+
+
+def _v2_status_pred(known: tuple[str, ...], q: Mapping[str, str]) -> Callable[[Row], bool] | None:
+    """The `status` filter of a list that has one (by default every status but deleted)."""
+    raw = q.get("status")
+    wanted = {s.strip() for s in raw.split(",") if s.strip()} if raw else set()
+    if wanted - set(known):
+        raise BadRequest(
+            f"Validation failed: status: Invalid enum value {sorted(wanted - set(known))}"
+        )
+    statuses = frozenset(wanted or (s for s in known if s != "deleted"))
+    if statuses == frozenset(known):
+        return None
+    return lambda r: r.status in statuses
+
+
+def _v2_ids(raw: str) -> set[int]:
+    try:
+        return {int(x) for x in raw.split(",") if x.strip()}
+    except ValueError:
+        raise BadRequest(
+            "Validation failed: ids: Expected a comma separated list of numbers"
+        ) from None
+
+
+def _v2_preds(
+    t: str, table: Table, spec: _V2List, q: Mapping[str, str]
+) -> list[Callable[[Row], bool]]:
+    """The row filters a v2 list's parameters ask for (the entity filters come later)."""
+    preds: list[Callable[[Row], bool]] = []
+    status = _v2_status_pred(spec.statuses, q) if spec.statuses else None
+    if status is not None:
+        preds.append(status)
+    for param, list_field in spec.members.items():
+        member = _int_param(q, param, None)
+        if member is not None:
+            preds.append(_member_pred(table, list_field, member))
+    if t == "tasks" and q.get("parent_task_id"):
+        raw_parent = q["parent_task_id"]
+        parent = None if raw_parent == "null" else _int_param(q, "parent_task_id", None)
+        preds.append(lambda r: table.data(r).get("parent_task_id") == parent)
+    if spec.ids and q.get("ids"):
+        ids = _v2_ids(q["ids"])
+        preds.append(lambda r: r.id in ids)
+    return preds
+
+
+def _all_of(preds: list[Callable[[Row], bool]]) -> Callable[[Row], bool] | None:
+    if not preds:
+        return None
+    if len(preds) == 1:
+        return preds[0]
+    return lambda r: all(p(r) for p in preds)
+
+
+def _v2_items(table: Table, rows: list[Row], wanted_cf: list[str] | None) -> list[bytes]:
+    """The start of a v2 list body up to its items (only the wanted custom fields, if named)."""
+    chunks: list[bytes] = [b'{"success":true,"data":[']
+    for n, r in enumerate(rows):
+        if n:
+            chunks.append(b",")
+        if wanted_cf is None:
+            chunks.append(table.blob(r))
+        else:
+            d = table.served(r)
+            cf = d["custom_fields"]
+            d["custom_fields"] = {k: cf[k] for k in wanted_cf if k in cf}
+            chunks.append(jsonio.dumps(d))
+    return chunks

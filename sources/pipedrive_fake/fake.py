@@ -490,30 +490,18 @@ class FakePipedrive(HttpApi):
         }
         tables: dict[str, Table] = {}
         for t in V2_TABLES:
-            sorts = dict(std_sorts)
-            for extra in V2_LISTS[t].sort_by:
-                if extra not in sorts:
-                    sorts[extra] = data_sort(extra, -1 if extra == "order_nr" else "")
             tables[t] = Table(
                 t,
                 render=v2_render(t) if t in CUSTOM_FIELD_ENTITIES else None,
                 partition=with_archive if t == "deals" else listed,
-                sort_values=sorts,
+                sort_values=_v2_sorts(t, std_sorts),
             )
         for t in ("leads", "notes"):
-            sorts = {"seq": seq_sort}
-            for key, default in V1_SORTS[t].items():
-                if key in ("add_time", "update_time"):
-                    sorts[key] = time_sort(key)
-                elif t == "notes" and key == "id":
-                    sorts[key] = seq_sort
-                else:
-                    sorts[key] = data_sort(key, default)
             tables[t] = Table(
                 t,
                 render=lead_render if t == "leads" else None,
                 partition=lead_part if t == "leads" else listed,
-                sort_values=sorts,
+                sort_values=_v1_sorts(t),
                 compactable=t != "leads",
             )
         for t in EXTRA_TABLES:
@@ -549,21 +537,7 @@ class FakePipedrive(HttpApi):
         ctx.product_ids = list(range(1, n["products"] + 1))
         ctx.bulk_times = gen.make_bulk_times(random.Random(f"{seed}/bulk"), now)
 
-        rng = random.Random(f"{seed}/pipelines")
-        created = now - 800 * gen.DAY
-        for p in range(1, N_PIPELINES + 1):
-            at = created + p * 1000
-            d = gen.pipeline(ctx, rng, p, at, at + p * gen.DAY)
-            self._insert("pipelines", Row(p, p, d, at, at + p * gen.DAY))
-        sid = 0
-        for p in range(1, N_PIPELINES + 1):
-            for order in range(1, STAGES_PER_PIPELINE + 1):
-                sid += 1
-                at = created + sid * 60_000
-                d = gen.stage(ctx, rng, sid, at, at + sid * 1000, p, order)
-                ctx.stage_pipeline[sid] = p
-                ctx.stage_ids.append(sid)
-                self._insert("stages", Row(sid, sid, d, at, at + sid * 1000))
+        self._generate_pipelines(now)
 
         for ent in CUSTOM_FIELD_ENTITIES:
             ctx.build_pools(ent, random.Random(f"{seed}/pools/{ent}"))
@@ -615,23 +589,47 @@ class FakePipedrive(HttpApi):
             self._insert("notes", Row(i, i, d, at, ut, deleted=deleted))
 
         for t in EXTRA_TABLES:
-            r = random.Random(f"{seed}/{t}")
-            maker = extras.MAKERS[t]
-            id_key = KINDS[t].id_key
-            for i in range(1, n[t] + 1):
-                at, ut = ctx.times(r)
-                if t == "users":  # the account's users predate its records
-                    at = now - (1000 - 3 * min(i, 300)) * gen.DAY
-                    ut = max(at, ut)
-                d = maker(ctx, r, i, at, ut)
-                row = Row(d[id_key], i, d, at, ut)
-                self._sync_flags(t, row, d)
-                self._insert(t, row)
-                if t == "projects":
-                    ctx.project_ids.append(i)
+            self._generate_extra(t, now)
 
         for t in ENTITIES:
             self._next_id[t] = len(self.tables[t].rows) + 1
+
+    def _generate_pipelines(self, now: int) -> None:
+        """The account's pipelines and their stages, created long before its records."""
+        ctx = self._ctx
+        rng = random.Random(f"{self.seed}/pipelines")
+        created = now - 800 * gen.DAY
+        for p in range(1, N_PIPELINES + 1):
+            at = created + p * 1000
+            d = gen.pipeline(ctx, rng, p, at, at + p * gen.DAY)
+            self._insert("pipelines", Row(p, p, d, at, at + p * gen.DAY))
+        sid = 0
+        for p in range(1, N_PIPELINES + 1):
+            for order in range(1, STAGES_PER_PIPELINE + 1):
+                sid += 1
+                at = created + sid * 60_000
+                d = gen.stage(ctx, rng, sid, at, at + sid * 1000, p, order)
+                ctx.stage_pipeline[sid] = p
+                ctx.stage_ids.append(sid)
+                self._insert("stages", Row(sid, sid, d, at, at + sid * 1000))
+
+    def _generate_extra(self, t: str, now: int) -> None:
+        """The records of one of the extra entities (see `extras`)."""
+        ctx = self._ctx
+        r = random.Random(f"{self.seed}/{t}")
+        maker = extras.MAKERS[t]
+        id_key = KINDS[t].id_key
+        for i in range(1, self.scale[t] + 1):
+            at, ut = ctx.times(r)
+            if t == "users":  # the account's users predate its records
+                at = now - (1000 - 3 * min(i, 300)) * gen.DAY
+                ut = max(at, ut)
+            d = maker(ctx, r, i, at, ut)
+            row = Row(d[id_key], i, d, at, ut)
+            self._sync_flags(t, row, d)
+            self._insert(t, row)
+            if t == "projects":
+                ctx.project_ids.append(i)
 
     def _fix_lead_times(self) -> None:
         """Lead rows carry millisecond timestamps: make Row.at/ut match the served strings."""
@@ -710,44 +708,15 @@ class FakePipedrive(HttpApi):
         old_status = data.get("status")
         for key, value in fields.items():
             if key == "custom_fields":
-                cf_ent = "deals" if t == "leads" else t
-                defs = {f.key: f for f in self._cf_defs.get(cf_ent, [])}
-                merged = dict(data.get("custom_fields") or {})
-                for k, v in (value or {}).items():
-                    if k not in defs:
-                        raise ValueError(f"{k!r} is not an active custom field of {cf_ent}")
-                    check_value(defs[k], v)
-                    merged[k] = v
-                data["custom_fields"] = merged
-                continue
-            if isinstance(value, datetime):
-                value = self._fmt(t, to_ms(value))
+                data["custom_fields"] = self._merged_custom_fields(t, data, value)
+            elif isinstance(value, datetime):
+                data[key] = self._fmt(t, to_ms(value))
             elif isinstance(value, date):
-                value = value.isoformat()
-            data[key] = value
+                data[key] = value.isoformat()
+            else:
+                data[key] = value
         if t == "deals":
-            status = data["status"]
-            if status not in DEAL_STATUSES:
-                raise ValueError(f"deal status must be one of {DEAL_STATUSES}")
-            if "status" in fields and status != old_status:
-                stamp = fmt_v2(ms)
-                if status in ("open", "won", "lost"):
-                    for k in ("won_time", "lost_time", "close_time"):
-                        if k not in fields:
-                            data[k] = None
-                    if status != "lost" and "lost_reason" not in fields:
-                        data["lost_reason"] = None
-                if status in ("won", "lost"):
-                    data.setdefault("close_time", None)
-                    if "close_time" not in fields:
-                        data["close_time"] = stamp
-                    k = "won_time" if status == "won" else "lost_time"
-                    if k not in fields:
-                        data[k] = stamp
-                if "is_deleted" not in fields:
-                    data["is_deleted"] = status == "deleted"
-            if "stage_id" in fields and "pipeline_id" not in fields:
-                data["pipeline_id"] = self._ctx.stage_pipeline.get(data["stage_id"])
+            self._apply_deal(data, fields, ms, old_status)
         elif t == "projects":
             if data["status"] not in PROJECT_STATUSES:
                 raise ValueError(f"project status must be one of {PROJECT_STATUSES}")
@@ -755,6 +724,32 @@ class FakePipedrive(HttpApi):
                 data["status_change_time"] = self._fmt(t, ms)
         elif t == "tasks" and "is_done" in fields and "marked_as_done_time" not in fields:
             data["marked_as_done_time"] = self._fmt(t, ms) if data["is_done"] else None
+
+    def _merged_custom_fields(
+        self, t: str, data: dict[str, Any], values: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """The record's custom fields with `values` set (each checked against its field)."""
+        cf_ent = "deals" if t == "leads" else t
+        defs = {f.key: f for f in self._cf_defs.get(cf_ent, [])}
+        merged = dict(data.get("custom_fields") or {})
+        for k, v in (values or {}).items():
+            if k not in defs:
+                raise ValueError(f"{k!r} is not an active custom field of {cf_ent}")
+            check_value(defs[k], v)
+            merged[k] = v
+        return merged
+
+    def _apply_deal(
+        self, data: dict[str, Any], fields: dict[str, Any], ms: int, old_status: Any
+    ) -> None:
+        """What Pipedrive changes along with a deal's status or stage."""
+        status = data["status"]
+        if status not in DEAL_STATUSES:
+            raise ValueError(f"deal status must be one of {DEAL_STATUSES}")
+        if "status" in fields and status != old_status:
+            _deal_status_changed(data, fields, status, fmt_v2(ms))
+        if "stage_id" in fields and "pipeline_id" not in fields:
+            data["pipeline_id"] = self._ctx.stage_pipeline.get(data["stage_id"])
 
     def _sync_flags(self, t: str, row: Row, data: dict[str, Any]) -> None:
         if t == "deals":
@@ -776,6 +771,62 @@ class FakePipedrive(HttpApi):
         else:
             row.deleted = bool(data.get("is_deleted"))
 
+    def _new_record(
+        self, t: str, table: Table, i: int, ms: int, fields: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A new record's random realistic values, as Pipedrive would create it at `ms`."""
+        ctx = self._ctx
+        rng = random.Random(f"{self.seed}/add/{t}/{i}")
+        if t == "deals":
+            data, _, _ = gen.deal(ctx, rng, i, ms, ms)
+            data.update(
+                status="open", is_deleted=False, is_archived=False, won_time=None,
+                lost_time=None, close_time=None, lost_reason=None, stage_change_time=None,
+            )  # fmt: skip
+            return data  # a new deal is open until a test says otherwise
+        if t == "leads":
+            data, _ = gen.lead(ctx, rng, i, ms, ms)
+            data.update(add_time=fmt_ms(ms), update_time=fmt_ms(ms), is_archived=False)
+            return data
+        if t == "stages":
+            pipeline_id = fields.get("pipeline_id", 1)
+            order = 1 + sum(1 for r in table.by_seq if table.data(r)["pipeline_id"] == pipeline_id)
+            return gen.stage(ctx, rng, i, ms, ms, pipeline_id, order)
+        if t in extras.MAKERS:
+            data = extras.MAKERS[t](ctx, rng, i, ms, ms)
+            self._new_extra(t, data)
+            return data
+        data = _MAKERS[t](ctx, rng, i, ms, ms)
+        if t == "activities" and data["done"]:
+            data["marked_as_done_time"] = fmt_v2(ms)
+        return data
+
+    def _remember_new(self, t: str, rid: Any, data: dict[str, Any]) -> None:
+        """The generator's pools learn a new record (so later records can refer to it)."""
+        ctx = self._ctx
+        ids: dict[str, list[Any]] = {
+            "organizations": ctx.org_ids,
+            "persons": ctx.person_ids,
+            "deals": ctx.deal_ids,
+            "leads": ctx.lead_ids,
+            "activities": ctx.activity_ids,
+            "stages": ctx.stage_ids,
+            "products": ctx.product_ids,
+            "projects": ctx.project_ids,
+        }
+        names: dict[str, tuple[dict[Any, Any], str]] = {
+            "organizations": (ctx.org_names, "name"),
+            "persons": (ctx.person_names, "name"),
+            "deals": (ctx.deal_titles, "title"),
+            "products": (ctx.product_names, "name"),
+            "stages": (ctx.stage_pipeline, "pipeline_id"),
+        }
+        if t in names:
+            mapping, key = names[t]
+            mapping[rid] = data[key]
+        if t in ids:
+            ids[t].append(rid)
+
     def add(
         self,
         entity: str,
@@ -790,43 +841,11 @@ class FakePipedrive(HttpApi):
         with self._lock:
             t, table = self._table(entity)
             ms = self._stamp(t, fields.pop("update_time", None) or at)
-            ctx = self._ctx
             i = self._next_id[t]
             self._next_id[t] += 1
-            rng = random.Random(f"{self.seed}/add/{t}/{i}")
-            status, archived = None, False
-            if t == "deals":
-                data, status, archived = gen.deal(ctx, rng, i, ms, ms)
-                status = "open"  # a new deal is open until a test says otherwise
-                data.update(
-                    status=status, is_deleted=False, is_archived=False, won_time=None,
-                    lost_time=None, close_time=None, lost_reason=None, stage_change_time=None,
-                )  # fmt: skip
-                archived = False
-            elif t == "leads":
-                data, _ = gen.lead(ctx, rng, i, ms, ms)
-                data.update(add_time=fmt_ms(ms), update_time=fmt_ms(ms), is_archived=False)
-            elif t == "stages":
-                pipeline_id = fields.get("pipeline_id", 1)
-                order = 1 + sum(
-                    1 for r in table.by_seq if table.data(r)["pipeline_id"] == pipeline_id
-                )
-                data = gen.stage(ctx, rng, i, ms, ms, pipeline_id, order)
-            elif t in extras.MAKERS:
-                data = extras.MAKERS[t](ctx, rng, i, ms, ms)
-                self._new_extra(t, data)
-            else:
-                maker = {
-                    "persons": gen.person,
-                    "organizations": gen.organization,
-                    "products": gen.product,
-                    "activities": gen.activity,
-                    "pipelines": gen.pipeline,
-                    "notes": gen.note,
-                }[t]
-                data = maker(ctx, rng, i, ms, ms)
-                if t == "activities" and data["done"]:
-                    data["marked_as_done_time"] = fmt_v2(ms)
+            data = self._new_record(t, table, i, ms, fields)
+            status = data["status"] if t == "deals" else None
+            archived = False
             if "custom_fields" in data:
                 data["custom_fields"] = dict.fromkeys(data["custom_fields"])  # start empty
             self._apply(t, data, fields, ms)
@@ -836,27 +855,7 @@ class FakePipedrive(HttpApi):
             if rid in table.rows:
                 raise ValueError(f"{t} id {rid!r} exists already")
             self._insert(t, row)
-            if t == "organizations":
-                ctx.org_ids.append(rid)
-                ctx.org_names[rid] = data["name"]
-            elif t == "persons":
-                ctx.person_ids.append(rid)
-                ctx.person_names[rid] = data["name"]
-            elif t == "deals":
-                ctx.deal_ids.append(rid)
-                ctx.deal_titles[rid] = data["title"]
-            elif t == "leads":
-                ctx.lead_ids.append(rid)
-            elif t == "activities":
-                ctx.activity_ids.append(rid)
-            elif t == "stages":
-                ctx.stage_pipeline[rid] = data["pipeline_id"]
-                ctx.stage_ids.append(rid)
-            elif t == "products":
-                ctx.product_ids.append(rid)
-                ctx.product_names[rid] = data["name"]
-            elif t == "projects":
-                ctx.project_ids.append(rid)
+            self._remember_new(t, rid, data)
             self._webhook(t, "create", rid, None, data)
             if tick:
                 self._now_ms += 1000
@@ -1427,3 +1426,56 @@ class FakePipedrive(HttpApi):
 
     def reset_rate_window(self) -> None:
         self._window.reset()
+
+
+_MAKERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "persons": gen.person,
+    "organizations": gen.organization,
+    "products": gen.product,
+    "activities": gen.activity,
+    "pipelines": gen.pipeline,
+    "notes": gen.note,
+}
+
+
+def _v2_sorts(t: str, std_sorts: dict[str, Any]) -> dict[str, Any]:
+    """The sort keys of a v2 table: the standard ones and those its list accepts."""
+    sorts = dict(std_sorts)
+    for extra in V2_LISTS[t].sort_by:
+        if extra not in sorts:
+            sorts[extra] = data_sort(extra, -1 if extra == "order_nr" else "")
+    return sorts
+
+
+def _v1_sorts(t: str) -> dict[str, Any]:
+    """The sort keys of a v1 table (leads, notes)."""
+    sorts: dict[str, Any] = {"seq": seq_sort}
+    for key, default in V1_SORTS[t].items():
+        if key in ("add_time", "update_time"):
+            sorts[key] = time_sort(key)
+        elif t == "notes" and key == "id":
+            sorts[key] = seq_sort
+        else:
+            sorts[key] = data_sort(key, default)
+    return sorts
+
+
+def _deal_status_changed(
+    data: dict[str, Any], fields: dict[str, Any], status: str, stamp: str
+) -> None:
+    """The times and flags Pipedrive sets when a deal's status changes (unless given)."""
+    if status in ("open", "won", "lost"):
+        for k in ("won_time", "lost_time", "close_time"):
+            if k not in fields:
+                data[k] = None
+        if status != "lost" and "lost_reason" not in fields:
+            data["lost_reason"] = None
+    if status in ("won", "lost"):
+        data.setdefault("close_time", None)
+        if "close_time" not in fields:
+            data["close_time"] = stamp
+        k = "won_time" if status == "won" else "lost_time"
+        if k not in fields:
+            data[k] = stamp
+    if "is_deleted" not in fields:
+        data["is_deleted"] = status == "deleted"

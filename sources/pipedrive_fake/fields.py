@@ -807,6 +807,32 @@ def _date_str(rng: random.Random, base_ms: int, spread_days: int = 400) -> str:
     return fmt_date(base_ms + rng.randint(-spread_days, spread_days) * 86_400_000)
 
 
+def _time_value(rng: random.Random) -> dict[str, Any]:
+    """A time of day, mostly with its time zone."""
+    tz_id, tz_name = rng.choice(_TZ)
+    v: dict[str, Any] = {"value": f"{rng.randint(0, 23):02d}:{rng.choice([0, 15, 30, 45]):02d}:00"}
+    if rng.random() < 0.8:
+        v.update(timezone_id=tz_id, timezone_name=tz_name)
+    else:
+        v.update(timezone_id=None, timezone_name=None)
+    return v
+
+
+def _option_value(f: FieldDef, rng: random.Random) -> Any:
+    """An enum's option id or a set's ids, now and then one of a deleted option."""
+    dead = [o.id for o in f.deleted_options]
+    if f.field_type == "enum":
+        ids = f.option_ids() + dead
+        return rng.choice(ids) if ids else None
+    live = f.option_ids()
+    if not live:
+        return None
+    chosen = rng.sample(live, rng.randint(1, min(3, len(live))))
+    if dead and rng.random() < 0.2:
+        chosen.append(dead[0])
+    return sorted(chosen)
+
+
 def random_value(
     f: FieldDef,
     rng: random.Random,
@@ -842,30 +868,12 @@ def random_value(
             "until": fmt_date(start + rng.randint(0, 90) * 86_400_000),
         }
     if t == "time":
-        tz_id, tz_name = rng.choice(_TZ)
-        v: dict[str, Any] = {
-            "value": f"{rng.randint(0, 23):02d}:{rng.choice([0, 15, 30, 45]):02d}:00"
-        }
-        if rng.random() < 0.8:
-            v.update(timezone_id=tz_id, timezone_name=tz_name)
-        else:
-            v.update(timezone_id=None, timezone_name=None)
-        return v
+        return _time_value(rng)
     if t == "timerange":
         h = rng.randint(6, 12)
         return {"value": f"{h:02d}:00:00", "until": f"{h + rng.randint(1, 9):02d}:30:00"}
-    if t == "enum":
-        ids = f.option_ids() + [o.id for o in f.deleted_options]
-        return rng.choice(ids) if ids else None
-    if t == "set":
-        live = f.option_ids()
-        dead = [o.id for o in f.deleted_options]
-        if not live:
-            return None
-        chosen = rng.sample(live, rng.randint(1, min(3, len(live))))
-        if dead and rng.random() < 0.2:
-            chosen.append(dead[0])
-        return sorted(chosen)
+    if t in ("enum", "set"):
+        return _option_value(f, rng)
     if t == "user":
         return rng.choice(user_ids)
     if t == "org":

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from . import jsonio
@@ -209,50 +210,14 @@ class Table:
         """Rows from `start_key` (inclusive) in sort order, at most `limit`, plus the next row
         (the first of the following page) and its key."""
         keys, rows = self.index(sort_by, partition)
-        n = len(rows)
-        by_time = sort_by == "update_time"
-        out: list[Row] = []
+        window = _Window(since, until, sort_by == "update_time", pred)
         want = limit + 1
-        if not descending:
-            i = bisect_left(keys, start_key) if start_key is not None else 0
-            if by_time and since is not None:
-                i = max(i, bisect_left(keys, (since,)))
-            while i < n:
-                row = rows[i]
-                i += 1
-                if until is not None and row.ut >= until:
-                    if by_time:
-                        break
-                    continue
-                if since is not None and row.ut < since:
-                    continue
-                if pred is not None and not pred(row):
-                    continue
-                out.append(row)
-                if len(out) >= want:
-                    break
-            if len(out) == want:
-                return out[:limit], out[limit], keys[i - 1]
-            return out, None, None
-        i = bisect_right(keys, start_key) - 1 if start_key is not None else n - 1
-        if by_time and until is not None:
-            i = min(i, bisect_left(keys, (until,)) - 1)
-        while i >= 0:
-            row = rows[i]
-            i -= 1
-            if since is not None and row.ut < since:
-                if by_time:
-                    break
-                continue
-            if until is not None and row.ut >= until:
-                continue
-            if pred is not None and not pred(row):
-                continue
-            out.append(row)
-            if len(out) >= want:
-                break
+        if descending:
+            out, last = _scan_down(keys, rows, start_key, want, window)
+        else:
+            out, last = _scan_up(keys, rows, start_key, want, window)
         if len(out) == want:
-            return out[:limit], out[limit], keys[i + 1]
+            return out[:limit], out[limit], keys[last]
         return out, None, None
 
     def listing(
@@ -271,6 +236,59 @@ class Table:
 
     def join(self, rows: Iterable[Row]) -> bytes:
         return b",".join([self.blob(r) for r in rows])
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Which rows a page scan takes: update times in [since, until), and `pred`."""
+
+    since: int | None
+    until: int | None
+    by_time: bool  # the index is in update-time order: a scan may stop at the window's edge
+    pred: Callable[[Row], bool] | None
+
+    def takes(self, row: Row) -> bool:
+        if self.since is not None and row.ut < self.since:
+            return False
+        if self.until is not None and row.ut >= self.until:
+            return False
+        return self.pred is None or self.pred(row)
+
+
+def _scan_up(
+    keys: list[Any], rows: list[Row], start_key: tuple[Any, int] | None, want: int, w: _Window
+) -> tuple[list[Row], int]:
+    """Up to `want` rows from `start_key` (inclusive) upwards, and the index of the last."""
+    i = bisect_left(keys, start_key) if start_key is not None else 0
+    if w.by_time and w.since is not None:
+        i = max(i, bisect_left(keys, (w.since,)))
+    out: list[Row] = []
+    while i < len(rows) and len(out) < want:
+        row = rows[i]
+        i += 1
+        if w.by_time and w.until is not None and row.ut >= w.until:
+            break  # the rest is later still
+        if w.takes(row):
+            out.append(row)
+    return out, i - 1
+
+
+def _scan_down(
+    keys: list[Any], rows: list[Row], start_key: tuple[Any, int] | None, want: int, w: _Window
+) -> tuple[list[Row], int]:
+    """Up to `want` rows from `start_key` (inclusive) downwards, and the index of the last."""
+    i = bisect_right(keys, start_key) - 1 if start_key is not None else len(rows) - 1
+    if w.by_time and w.until is not None:
+        i = min(i, bisect_left(keys, (w.until,)) - 1)
+    out: list[Row] = []
+    while i >= 0 and len(out) < want:
+        row = rows[i]
+        i -= 1
+        if w.by_time and w.since is not None and row.ut < w.since:
+            break  # the rest is earlier still
+        if w.takes(row):
+            out.append(row)
+    return out, i + 1
 
 
 def time_sort(attr: str) -> Callable[[Row, Any], Any]:
