@@ -367,7 +367,7 @@ def _json_text_type_mapper() -> Any:
     import sqlalchemy as sa
     from dlt.destinations.impl.sqlalchemy.type_mapper import SqlalchemyTypeMapper
 
-    class JsonText(sa.types.TypeDecorator):
+    class JsonText(sa.types.TypeDecorator[Any]):
         impl = sa.JSON
         cache_ok = True
 

@@ -650,7 +650,7 @@ class HttpApi:
 
     def _route(
         self, method: str, path: str, rec: RequestRecord, grant: AccessGrant | None
-    ) -> tuple[tuple[int, Callable[[dict[str, str]], Response]] | None, tuple] | Response:
+    ) -> tuple[tuple[int, Callable[[dict[str, str]], Response]] | None, tuple[str, ...]] | Response:
         """((cost, handler) or None when unknown, the OAuth scopes it needs) of a request."""
         if is_webhook_path(path):
             found = webhook_route(method, path)

@@ -165,7 +165,9 @@ class FakePipedrive(HttpApi):
         self.company: dict[str, Any] = {**extras.company_for_seed(seed), **(company or {})}
         self._deal_products: dict[int, list[dict[str, Any]]] = {}  # deal id → attachments
         self._attachment_deal: dict[int, int] = {}  # attachment id → deal id
-        self._followers: dict[tuple[str, Any], tuple[list, list]] = {}
+        self._followers: dict[
+            tuple[str, Any], tuple[list[dict[str, Any]], list[dict[str, Any]]]
+        ] = {}
         self._changelogs: dict[tuple[str, Any], list[dict[str, Any]]] = {}  # oldest first
         self.webhooks = WebhookHub(  # webhooks v2: registrations and deliveries (webhooks.py)
             seed,
@@ -542,7 +544,9 @@ class FakePipedrive(HttpApi):
         for ent in CUSTOM_FIELD_ENTITIES:
             ctx.build_pools(ent, random.Random(f"{seed}/pools/{ent}"))
 
-        def simple(t: str, maker: Callable[..., dict[str, Any]], count: int, names: dict | None):
+        def simple(
+            t: str, maker: Callable[..., dict[str, Any]], count: int, names: dict[int, str] | None
+        ) -> None:
             r = random.Random(f"{seed}/{t}")
             for i in range(1, count + 1):
                 at, ut = ctx.times(r)
@@ -681,7 +685,7 @@ class FakePipedrive(HttpApi):
 
     def ids(
         self, entity: str, *, deleted: bool | None = False, archived: bool | None = None
-    ) -> list:
+    ) -> list[Any]:
         with self._lock:
             _t, table = self._table(entity)
             return [
@@ -1190,7 +1194,9 @@ class FakePipedrive(HttpApi):
 
     # ------------------------------------------------------------------ followers
 
-    def _follow_state(self, entity: str, id: Any) -> tuple[list, list]:
+    def _follow_state(
+        self, entity: str, id: Any
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if self._table(entity)[0] not in FOLLOWED:
             raise ValueError(f"followers are served for {', '.join(FOLLOWED)}, not {entity}")
         t, table, row = self._row(entity, id)

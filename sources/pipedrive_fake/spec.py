@@ -71,7 +71,9 @@ def token_cost(version: str, path: str, method: str = "get") -> int:
     return int(operation(version, path, method)["x-token-cost"])
 
 
-def _deref(spec: Mapping[str, Any], node: Any, seen: tuple[str, ...] = ()) -> tuple[Any, tuple]:
+def _deref(
+    spec: Mapping[str, Any], node: Any, seen: tuple[str, ...] = ()
+) -> tuple[Any, tuple[str, ...]]:
     while isinstance(node, dict) and "$ref" in node:
         ref = node["$ref"]
         if ref in seen:  # a recursive schema: stop here, accept anything
@@ -111,7 +113,9 @@ def unauthorized_schema_raw(version: str = "v1") -> dict[str, Any]:
     raise LookupError(f"no 401 schema with errorCode in the {version} spec")
 
 
-def _merge_all_of(spec: Mapping[str, Any], node: dict[str, Any], seen: tuple) -> dict[str, Any]:
+def _merge_all_of(
+    spec: Mapping[str, Any], node: dict[str, Any], seen: tuple[str, ...]
+) -> dict[str, Any]:
     """Merge `allOf` members (and the node's own keys) into one raw schema.
 
     Properties are united (a property declared twice must satisfy both declarations); any other
@@ -176,7 +180,7 @@ def to_json_schema(
     *,
     all_nullable: bool = True,
     strict: bool = True,
-    _seen: tuple = (),
+    _seen: tuple[str, ...] = (),
 ) -> Any:
     """Convert an OpenAPI 3.0 schema object to JSON Schema (see the module docstring).
 

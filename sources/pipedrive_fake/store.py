@@ -80,7 +80,7 @@ class Table:
         self.version = 0  # bumps when a row changes (indexes are stale)
         self.render_ver = 0  # bumps when field definitions change (every blob is stale)
         self.lock = threading.RLock()
-        self._indexes: dict[str, tuple[int, dict[Partition, tuple[list, list[Row]]]]] = {}
+        self._indexes: dict[str, tuple[int, dict[Partition, tuple[list[Any], list[Row]]]]] = {}
 
     # -- rows --
 
@@ -170,14 +170,14 @@ class Table:
 
     # -- indexes --
 
-    def index(self, sort_by: str, partition: Partition) -> tuple[list, list[Row]]:
+    def index(self, sort_by: str, partition: Partition) -> tuple[list[Any], list[Row]]:
         cached = self._indexes.get(sort_by)
         if cached is None or cached[0] != self.version:
             cached = (self.version, self._build(sort_by))
             self._indexes[sort_by] = cached
         return cached[1].get(partition, ([], []))
 
-    def _build(self, sort_by: str) -> dict[Partition, tuple[list, list[Row]]]:
+    def _build(self, sort_by: str) -> dict[Partition, tuple[list[Any], list[Row]]]:
         fn = self.sort_values[sort_by]
         groups: dict[Partition, list[tuple[Any, int, Row]]] = {}
         part = self.partition
@@ -188,7 +188,7 @@ class Table:
                 continue
             value = fn(row, self.data(row) if needs_data else None)
             groups.setdefault(p, []).append((value, row.seq, row))
-        out: dict[Partition, tuple[list, list[Row]]] = {}
+        out: dict[Partition, tuple[list[Any], list[Row]]] = {}
         for p, items in groups.items():
             if sort_by not in ("id", "seq"):  # by_seq is already in seq (= id) order
                 items.sort(key=lambda t: (t[0], t[1]))

@@ -197,7 +197,9 @@ def typed_value(f: FieldDef, v: Any) -> Any:
     return {"type": t, "value": v}
 
 
-def typed_custom_fields(defs: Iterable[FieldDef], values: Mapping[str, Any] | None) -> dict:
+def typed_custom_fields(
+    defs: Iterable[FieldDef], values: Mapping[str, Any] | None
+) -> dict[str, Any]:
     """`data.custom_fields`: the active fields that hold a value, as typed objects."""
     values = values or {}
     out: dict[str, Any] = {}
