@@ -155,7 +155,7 @@ def test_status_configuration_problems_exit_78(
 
 def test_status_without_any_recorded_run_exits_78(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as con:
-        con.execute("CREATE SCHEMA pipedrive; CREATE TABLE pipedrive.notes_of_mine (id BIGINT)")
+        con.execute("CREATE TABLE notes_of_mine (id BIGINT)")
     proc = _cli(["status", "--duckdb-path", "empty.duckdb"], tmp_path)
     assert proc.returncode == 78
     assert "no sync has been recorded" in _one_error_line(proc)
@@ -192,15 +192,18 @@ def test_query_prints_a_table_csv_and_json_lines(warehouse: Path) -> None:
     assert records[0]["add_time"] == expected[0][3].isoformat()
 
 
-def test_query_errors_are_one_line_and_exit_1(warehouse: Path) -> None:
+def test_query_errors_show_duckdb_s_whole_message_and_exit_1(warehouse: Path) -> None:
     proc = _cli(
         ["query", "SELECT nope FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent
     )
     assert proc.returncode == 1
-    assert "nope" in _one_error_line(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    first, *rest = proc.stderr.strip().splitlines()
+    assert first.startswith("pipedrive-sync: Binder Error:") and "nope" in first
+    assert any(line.startswith("Candidate bindings:") for line in rest)
     proc = _cli(["query", "DELETE FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent)
     assert proc.returncode == 1
-    assert "read-only" in _one_error_line(proc)
+    assert "read-only" in proc.stderr and "Traceback" not in proc.stderr
     assert _count(warehouse, "SELECT count(*) FROM deals") > 0
 
 
@@ -302,7 +305,7 @@ def test_shell_starts_harlequin_on_the_file_with_the_dataset_selected(
     call = json.loads(record.read_text())
     assert call["args"][-1] == str(warehouse)
     assert "--read-only" in call["args"]
-    assert 'USE "pipedrive"."pipedrive";' in call["init"]
+    assert 'USE "pipedrive"."main";' in call["init"]
 
 
 def test_shell_asking_for_missing_harlequin_exits_78(

@@ -169,5 +169,6 @@ def test_views_work_whatever_the_file_is_called_when_opened_directly(
     catalog = copy.stem
     with duckdb.connect(str(copy), read_only=True) as con:
         for view in ("deals_enriched", "open_pipeline_summary"):
-            count = con.execute(f'SELECT count(*) FROM "{catalog}".pipedrive.{view}').fetchone()
+            count = con.execute(f'SELECT count(*) FROM "{catalog}".main.{view}').fetchone()
             assert count and count[0] > 0
+            assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == count

@@ -80,8 +80,10 @@ def _fail(failure: exit_codes.Failure) -> NoReturn:
 
 
 @contextmanager
-def _expected_failures() -> Iterator[None]:
-    """Expected failures of the reading commands → one stderr line and their exit code."""
+def _expected_failures(whole_sql_errors: bool = False) -> Iterator[None]:
+    """Expected failures of the reading commands → one stderr line and their exit code
+    (`whole_sql_errors`: DuckDB's whole message for the user's own SQL, with its "Did you
+    mean …", candidate columns and the caret under the faulty part)."""
     import duckdb
 
     from .warehouse import WarehouseBusy, first_line
@@ -95,7 +97,8 @@ def _expected_failures() -> Iterator[None]:
     except WarehouseBusy as exc:
         _fail(exit_codes.Failure(exit_codes.TEMPORARY, str(exc), expected=True))
     except duckdb.Error as exc:
-        _fail(exit_codes.Failure(exit_codes.FAILURE, first_line(exc), expected=True))
+        message = (str(exc).strip() if whole_sql_errors else "") or first_line(exc)
+        _fail(exit_codes.Failure(exit_codes.FAILURE, message, expected=True))
     except Exception as exc:
         from dlt.destinations.exceptions import DatabaseException
 
@@ -123,7 +126,11 @@ DuckdbOpt = Annotated[
 ]
 DatasetOpt = Annotated[
     str | None,
-    typer.Option("--dataset", help="Dataset (schema) name \\[default: pipedrive]."),
+    typer.Option(
+        "--dataset",
+        help="Dataset (schema) name \\[default: DuckDB `main`, or `pipedrive` in a file an"
+        " earlier version made; `pipedrive` on other destinations].",
+    ),
 ]
 ReadDestinationOpt = Annotated[
     str | None,
@@ -377,12 +384,7 @@ def demo(
         os.environ["PIPEDRIVE_BASE_URL"] = fake.base_url
         try:
             # a fresh fake each time: rebuild the demo warehouse instead of syncing increments
-            settings = resolve(
-                duckdb_path=duckdb_path,
-                destination="duckdb",
-                dataset="pipedrive",
-                full_refresh=True,
-            )
+            settings = resolve(duckdb_path=duckdb_path, destination="duckdb", full_refresh=True)
         except Exception as exc:  # noqa: BLE001
             _fail(exit_codes.classify(exc))
         _sync(settings, log_format, quiet)
@@ -558,11 +560,12 @@ def query(
     if not text.strip():
         _fail(exit_codes.Failure(exit_codes.CONFIG, "no SQL given", expected=True))
     with (
-        _expected_failures(),
+        _expected_failures(whole_sql_errors=True),
         _reader(duckdb_path, dataset, destination) as (_, reader),
         reader.cursor(text) as cursor,
     ):
         print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=max_rows)
+
 
 
 class ShellUi(StrEnum):

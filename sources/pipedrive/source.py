@@ -5,7 +5,7 @@ Usable in any dlt pipeline with any destination:
     import dlt
     from sources.pipedrive import pipedrive_source
 
-    pipeline = dlt.pipeline("pipedrive", destination="duckdb", dataset_name="pipedrive")
+    pipeline = dlt.pipeline("pipedrive", destination="duckdb", dataset_name="main")
     pipeline.run(pipedrive_source(entities=["deals", "persons"]), loader_file_format="parquet")
 
 The token comes from dlt secrets (`sources.pipedrive.api_token`) or the argument.
