@@ -21,7 +21,7 @@ from typing import Any
 import dlt
 import pyarrow as pa
 
-from sources.pipedrive import RunContext, pipedrive_source, select_entities
+from sources.pipedrive import RunContext, deal_history, pipedrive_source, select_entities
 from sources.pipedrive.account import fetch_company
 from sources.pipedrive.dlt_adapter import (
     adopt_extracted_schemas,
@@ -346,7 +346,11 @@ def _post_load(
             pipeline, entity_name, entity.id_column, ids, hard=settings.options.hard_deletes
         )
     result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
-    restore_retired(pipeline, retired_columns(pipeline.state))
+    retired = retired_columns(pipeline.state)
+    restore_retired(pipeline, retired)
+    deal_history.close_versions(pipeline, retired.get("deals", ()))
+    if result.vanished.get("deals"):
+        deal_history.record_flagged_deletions(pipeline)
     create_views(pipeline)  # analytics views, recreated so new custom columns appear
 
 

@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.extract.resource import DltResource
 
+from . import deal_history
 from .account import fetch_company
 from .catalog import FieldCatalog
 from .columnar import ColumnarPage, PageSchema, build_columnar, decode_page, parse_schema
@@ -82,6 +83,7 @@ class EntityExtractor:
             and not ctx.options.hard_deletes
         )
         self._append_ids: set[Any] | None = set() if appendable else None  # ids this chunk
+        self._history_hinted: list[str] | None = None  # tracked custom columns last hinted
 
     @property
     def catalog(self) -> FieldCatalog | None:
@@ -259,6 +261,7 @@ class EntityExtractor:
             else:
                 self._append_ids |= distinct
                 disposition = None if self._hinted else "append"
+        yield from self._history(table)
         if not self._hinted:
             self._hinted = True
             hints = dlt.mark.make_hints(columns=self._column_hints())
@@ -271,6 +274,22 @@ class EntityExtractor:
             yield dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="merge"))
         else:
             yield table
+
+    def _history(self, table: pa.Table) -> Iterator[Any]:
+        """Deals: the batch's candidate versions for `deal_history` (see `deal_history`)."""
+        if self.entity.name != HISTORY_ENTITY:
+            return
+        custom = deal_history.tracked_custom_columns(self._plan())
+        versions = deal_history.candidates(table, custom)
+        if not versions.num_rows:
+            return
+        if custom == self._history_hinted:
+            yield dlt.mark.with_table_name(versions, deal_history.HISTORY_TABLE)
+            return
+        self._history_hinted = custom  # the first batch, or tracked custom fields changed
+        columns = deal_history.column_hints(self._column_hints(), custom)
+        hints = dlt.mark.make_hints(table_name=deal_history.HISTORY_TABLE, columns=columns)
+        yield dlt.mark.with_hints(versions, hints, create_table_variant=True)
 
     def _seen_in_earlier_chunks(self, ids: pa.ChunkedArray) -> bool:
         if self._prior_ids is None or not len(self._prior_ids):
@@ -343,6 +362,7 @@ class EntityExtractor:
 
 
 BATCH_ROWS = 10_000  # rows per item handed to dlt (its per-item overhead is high)
+HISTORY_ENTITY = "deals"  # whose rows also feed `deal_history`
 MAPPING_TABLE = "custom_fields"
 LABEL_CHANGES_TABLE = "custom_field_label_changes"
 
@@ -500,6 +520,13 @@ def build_resources(
         )
         if entity.has_custom_fields:
             _register_metadata_tables(resource, entity)
+        if entity.name == HISTORY_ENTITY:
+            resource.apply_hints(
+                table_name=deal_history.HISTORY_TABLE,
+                write_disposition="merge",
+                primary_key=list(deal_history.KEY),
+                create_table_variant=True,
+            )
         resource.apply_hints(columns=table_columns(entity.name))  # type: ignore[arg-type]
         resources[entity.name] = resource
     for entity in entities:

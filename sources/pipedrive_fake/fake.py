@@ -671,6 +671,7 @@ class FakePipedrive(HttpApi):
         if bad:
             raise ValueError(f"{t} records have no field(s) {bad}; known: {sorted(allowed)}")
         old_status = data.get("status")
+        old_stage = data.get("stage_id")
         for key, value in fields.items():
             if key == "custom_fields":
                 cf_ent = "deals" if t == "leads" else t
@@ -711,6 +712,11 @@ class FakePipedrive(HttpApi):
                     data["is_deleted"] = status == "deleted"
             if "stage_id" in fields and "pipeline_id" not in fields:
                 data["pipeline_id"] = self._ctx.stage_pipeline.get(data["stage_id"])
+            # Pipedrive stamps a stage change (stage_change_time: "the last updated date and
+            # time of the deal stage")
+            moved = "stage_id" in fields and fields["stage_id"] != old_stage
+            if moved and "stage_change_time" not in fields:
+                data["stage_change_time"] = fmt_v2(ms)
         elif t == "projects":
             if data["status"] not in PROJECT_STATUSES:
                 raise ValueError(f"project status must be one of {PROJECT_STATUSES}")
@@ -793,6 +799,8 @@ class FakePipedrive(HttpApi):
             if "custom_fields" in data:
                 data["custom_fields"] = dict.fromkeys(data["custom_fields"])  # start empty
             self._apply(t, data, fields, ms)
+            if t == "deals" and "stage_change_time" not in fields:
+                data["stage_change_time"] = None  # a new deal's stage never changed
             rid = data[KINDS[t].id_key] if t in KINDS else data["id"]
             row = Row(rid, i, data, ms, ms, status=status, archived=archived)
             self._sync_flags(t, row, data)
