@@ -221,6 +221,7 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
         ctx = make_context(settings)
     except Exception as exc:  # noqa: BLE001 - e.g. an unreadable OAuth token store
         _fail(exit_codes.classify(exc, scope))
+    ctx.notify = reporter.notice
     watcher = Watcher(ctx, entities, reporter)
     reporter.run_started(RunInfo.from_settings(settings, entities))
     try:
@@ -257,6 +258,8 @@ RUN_EPILOG = """Examples:
   pipedrive-sync run --entities deals,persons --start-date 2024-01-01T00:00:00Z
 
   pipedrive-sync run --destination postgres --log-format json
+
+  pipedrive-sync run --backfill-history      # older deal history too, within a token allowance
 
   */5 * * * * cd /srv/pipedrive && .venv/bin/pipedrive-sync run --quiet
 
@@ -308,6 +311,23 @@ def run(
             " whatever its cadence.",
         ),
     ] = False,
+    backfill_history: Annotated[
+        bool,
+        typer.Option(
+            "--backfill-history",
+            help="After the sync, read older deal history from Pipedrive's deal changelogs"
+            " into deal_history (20 API tokens per deal; the cost is shown first). Resumes"
+            " where the last one stopped: repeat it on later runs until it says complete.",
+        ),
+    ] = False,
+    backfill_max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--backfill-max-tokens",
+            help="API tokens this run may spend on the backfill"
+            " [default: sources.pipedrive.backfill_max_tokens, else 10000].",
+        ),
+    ] = None,
     pipeline_name: Annotated[
         str | None,
         typer.Option(
@@ -341,6 +361,8 @@ def run(
             hard_deletes=hard_deletes,
             reconcile=reconcile,
             refresh_all=refresh_all,
+            backfill_history=backfill_history,
+            backfill_max_tokens=backfill_max_tokens,
         )
     except Exception as exc:  # noqa: BLE001 - classified: one line and the right exit code
         _fail(exit_codes.classify(exc))

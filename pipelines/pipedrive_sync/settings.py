@@ -96,6 +96,9 @@ def default_dataset_for(destination: str, duckdb_path: Path) -> str:
     return peek_default_dataset(duckdb_path)
 
 
+# API tokens one run may spend on the history backfill (20 per deal): the day's syncs keep theirs
+DEFAULT_BACKFILL_MAX_TOKENS = 10_000
+
 # how long a run waits for a DuckDB file that another dataset's run holds
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
@@ -124,6 +127,8 @@ class RunSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
     lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS
     data_dir: Path = field(default_factory=default_data_dir)
+    backfill_history: bool = False  # read older deal history from the changelogs this run
+    backfill_max_tokens: int = DEFAULT_BACKFILL_MAX_TOKENS
 
     def __post_init__(self) -> None:
         if self.dataset_explicit is None:
@@ -150,6 +155,8 @@ def resolve(
     reconcile: bool = False,
     refresh_all: bool = False,
     require_token: bool = True,
+    backfill_history: bool = False,
+    backfill_max_tokens: int | None = None,
 ) -> RunSettings:
     """Build RunSettings; raises ConfigError with a one-line fix for anything missing or invalid."""
     token = _env_or_config("PIPEDRIVE_API_TOKEN", "api_token", secret=True)
@@ -228,6 +235,14 @@ def resolve(
         lock_wait=_number("lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS, float),
         daily_token_budget=_optional_int(_config("daily_token_budget"), "daily_token_budget"),
         start_date_asked=start_date is not None,
+        backfill_history=backfill_history,
+        backfill_max_tokens=_optional_int(
+            backfill_max_tokens
+            if backfill_max_tokens is not None
+            else _config("backfill_max_tokens", DEFAULT_BACKFILL_MAX_TOKENS),
+            "backfill_max_tokens",
+        )
+        or DEFAULT_BACKFILL_MAX_TOKENS,
     )
 
 

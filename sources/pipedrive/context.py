@@ -7,7 +7,7 @@ runner reads it to build the summary and pick the exit code. One `RunContext` pe
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -75,6 +75,8 @@ class RunContext:
     prepared: bool = False
     # what the run is doing: preparing | fetching | loading | finishing (for progress views)
     phase: str = "preparing"
+    # tells whoever runs the sync about a step as it starts or ends: (event, text, **numbers)
+    notify: Callable[..., None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -121,6 +123,11 @@ class RunContext:
             return None
         identity = identity_to_write(self.stored.identity, self.company, self.pipeline_name)
         return identity.row() if identity is not None else None
+
+    def tell(self, event: str, text: str, **numbers: Any) -> None:
+        """Pass a note on a step (e.g. what the history backfill will cost) to `notify`."""
+        if self.notify is not None:
+            self.notify(event, text, **numbers)
 
     def begin_chunk(self) -> None:
         """Reset per-chunk flags before the next `pipeline.run` of a chunked sync."""

@@ -105,7 +105,7 @@ def candidates(deals: pa.Table, custom: Sequence[str], recorded_from: str = "syn
 
 
 # -- after the load -----------------------------------------------------------------------------
-_BOOKKEEPING = {*KEY, "valid_to", RECORDED_FROM, "_dlt_load_id", "_dlt_id"}
+BOOKKEEPING = frozenset({*KEY, "valid_to", RECORDED_FROM, "_dlt_load_id", "_dlt_id"})
 DIRTY_TABLE = "_deal_history_dirty"
 
 
@@ -130,7 +130,7 @@ def _history_columns(client: Any) -> list[str] | None:
 def compared_columns(columns: Sequence[str], retired: Iterable[str] = ()) -> list[str]:
     """The columns whose change makes a new version: all but keys, bookkeeping and the
     columns of custom fields deleted in Pipedrive (no longer sent: their nulls are no change)."""
-    skip = _BOOKKEEPING | set(retired)
+    skip = BOOKKEEPING | set(retired)
     return [c for c in columns if c not in skip and not c.endswith("__v_text")]
 
 
@@ -194,7 +194,7 @@ def record_flagged_deletions(pipeline: Any, now: datetime | None = None) -> int:
         table = client.make_qualified_table_name(HISTORY_TABLE)
         deals = client.make_qualified_table_name("deals")
         e = client.escape_column_name
-        kept = [c for c in columns if c not in _BOOKKEEPING and c != "is_deleted"]
+        kept = [c for c in columns if c not in BOOKKEEPING and c != "is_deleted"]
         listed = ", ".join(e(c) for c in kept)
         from_current = ", ".join(f"h.{e(c)}" for c in kept)
         current = f"h.{e('valid_to')} IS NULL AND h.{e('is_deleted')} IS NOT TRUE"
@@ -226,36 +226,51 @@ CHANGELOG_KEYS: Mapping[str, str] = {
     "user_id": "owner_id",
     **{name: name for name in TRACKED if name not in ("add_time", "is_archived")},
 }
-_TIMES = ("stage_change_time", "close_time", "won_time", "lost_time")
+_CLOSE_TIMES = ("close_time", "won_time", "lost_time")
+
+
+@dataclass(frozen=True)
+class CustomColumn:
+    """How a custom field's changelog values become its column's values."""
+
+    column: str
+    data_type: str
+    labels: Mapping[str, str]  # option id → label (enum, set)
+    field_type: str
 
 
 @dataclass(frozen=True)
 class Change:
-    """One changelog entry of a tracked field, its values as the changelog's text."""
+    """One changelog entry of a tracked column, its old value in the column's type."""
 
     time: datetime
     column: str
-    old: str | None
-    new: str | None
+    old: Any
+    text: str | None  # the old value as the changelog wrote it
 
 
-def parse_changes(entries: Iterable[Mapping[str, Any]]) -> list[Change]:
-    """The tracked-field changes of changelog entries, oldest first."""
+def parse_changes(
+    entries: Iterable[Mapping[str, Any]],
+    types: Mapping[str, str],
+    custom: Mapping[str, CustomColumn] | None = None,
+) -> list[Change]:
+    """The tracked-column changes of changelog entries, oldest first."""
     changes = []
     for entry in entries:
-        column = CHANGELOG_KEYS.get(str(entry.get("field_key") or ""))
+        key = str(entry.get("field_key") or "")
         when = _timestamp(entry.get("time"))
-        if column is None or when is None:
+        if when is None:
             continue
-        changes.append(
-            Change(when, column, _text(entry.get("old_value")), _text(entry.get("new_value")))
-        )
+        old = entry.get("old_value")
+        text = None if old is None else str(old)
+        if key in CHANGELOG_KEYS:
+            column = CHANGELOG_KEYS[key]
+            changes.append(Change(when, column, _typed(types.get(column, "text"), text), text))
+        elif custom and key in custom:
+            target = custom[key]
+            changes.append(Change(when, target.column, _custom_value(target, text), text))
     changes.sort(key=lambda c: c.time)
     return changes
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _timestamp(value: Any) -> datetime | None:
@@ -268,11 +283,10 @@ def _timestamp(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def _typed(column: str, text: str | None, types: Mapping[str, str]) -> Any:
-    """A changelog text value in the column's type (None when it does not parse)."""
+def _typed(kind: str, text: str | None) -> Any:
+    """A changelog text value in a dlt type (None when it does not parse)."""
     if text is None or text == "":
         return None
-    kind = types.get(column, "text")
     try:
         if kind == "bigint":
             return int(float(text))
@@ -289,10 +303,25 @@ def _typed(column: str, text: str | None, types: Mapping[str, str]) -> Any:
     return text
 
 
+def _custom_value(target: CustomColumn, text: str | None) -> Any:
+    """A custom field's changelog value as its column holds it: option ids become labels."""
+    if text is None or text == "":
+        return None
+    if target.field_type == "enum":
+        return target.labels.get(text.strip(), text)
+    if target.field_type == "set":
+        ids = [part.strip() for part in text.split(",") if part.strip()]
+        return [target.labels.get(i, i) for i in ids] or None
+    return _typed(target.data_type, text)
+
+
 def changelog_versions(
-    current: Mapping[str, Any], entries: Iterable[Mapping[str, Any]], types: Mapping[str, str]
+    current: Mapping[str, Any],
+    entries: Iterable[Mapping[str, Any]],
+    types: Mapping[str, str],
+    custom: Mapping[str, CustomColumn] | None = None,
 ) -> list[dict[str, Any]]:
-    """The versions of a deal, oldest first, walked back from its `current` row (`id` and the
+    """The versions of a deal, oldest first, walked back from its `current` row (`id` and its
     tracked columns) through its changelog `entries`.
 
     The first version starts at the deal's `add_time`, each later one at a change's time (the
@@ -300,24 +329,24 @@ def changelog_versions(
     observed version at `update_time` repeats it and is dropped by `close_versions`. Times the
     changelog does not tell (when the stage changed before, when it closed) are left null.
     """
-    changes = parse_changes(entries)
+    changes = parse_changes(entries, types, custom)
     if not changes:
         return []
     by_time: dict[datetime, list[Change]] = {}
     for change in changes:
         by_time.setdefault(change.time, []).append(change)
-    state = {name: current.get(name) for name in TRACKED}
+    state = {name: value for name, value in current.items() if name != "id"}
     versions: list[dict[str, Any]] = []
     for when in sorted(by_time, reverse=True):
         versions.append({"valid_from": when, **state})
         group = by_time[when]
         for change in reversed(group):
-            state[change.column] = _typed(change.column, change.old, types)
+            state[change.column] = change.old
         undone = {change.column for change in group}
         if "stage_id" in undone and "stage_change_time" not in undone:
-            state["stage_change_time"] = None
+            state["stage_change_time"] = None  # when it entered the stage before: unknown
         if "status" in undone:
-            for column in _TIMES[1:]:
+            for column in _CLOSE_TIMES:
                 if column not in undone:
                     state[column] = None
     start = current.get("add_time")
