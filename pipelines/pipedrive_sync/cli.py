@@ -39,9 +39,10 @@ app = typer.Typer(
 
 DEMO_TOKEN = "demo-token-not-a-secret"
 DEMO_SQL = (
-    "SELECT pipeline_name, stage_name, currency, open_deals, round(total_value) AS value,"
-    " round(weighted_value) AS weighted FROM open_pipeline_summary"
-    " WHERE currency = 'EUR' ORDER BY pipeline_name, stage_order_nr"
+    "SELECT stage_name, deals_entered, round(median_days, 1) AS median_days,"
+    " round(p80_days, 1) AS p80_days, round(100 * next_stage_rate) AS next_stage_pct,"
+    " round(100 * won_rate) AS won_pct FROM stage_velocity"
+    " WHERE pipeline_name = 'Sales' ORDER BY stage_order_nr"
 )
 
 
@@ -401,12 +402,20 @@ def demo(
         "organizations": deals // 5,
         "activities": deals,
     }
-    with FakePipedrive(token=DEMO_TOKEN, seed=42, scale=scale) as fake:
+    # deals that moved up their pipelines and were won or lost, as their changelogs tell
+    with FakePipedrive(token=DEMO_TOKEN, seed=42, scale=scale, deal_stories=True) as fake:
         os.environ["PIPEDRIVE_API_TOKEN"] = DEMO_TOKEN
         os.environ["PIPEDRIVE_BASE_URL"] = fake.base_url
         try:
-            # a fresh fake each time: rebuild the demo warehouse instead of syncing increments
-            settings = resolve(duckdb_path=duckdb_path, destination="duckdb", full_refresh=True)
+            # a fresh fake each time: rebuild the demo warehouse instead of syncing increments;
+            # the history backfill reads every deal's changelog (no budget to mind here)
+            settings = resolve(
+                duckdb_path=duckdb_path,
+                destination="duckdb",
+                full_refresh=True,
+                backfill_history=True,
+                backfill_max_tokens=20 * deals + 1_000,
+            )
         except Exception as exc:  # noqa: BLE001
             _fail(exit_codes.classify(exc))
         _sync(settings, log_format, quiet)
@@ -417,12 +426,14 @@ def demo(
 
     console = _console()
     path = f" --duckdb-path {duckdb_path}" if duckdb_path != "pipedrive.duckdb" else ""
-    console.print("\nOpen pipeline in EUR by stage (view open_pipeline_summary):", markup=False)
+    console.print(
+        "\nHow deals move through the Sales pipeline (view stage_velocity):", markup=False
+    )
     with _expected_failures(), open_warehouse(duckdb_path) as connection:
         print_cursor(connection.execute(DEMO_SQL), Format.table, sys.stdout, console)
     me = _how_to_call_me()
     console.print(
-        f'\nTry it:  {me} query{path} "SELECT * FROM deals_enriched LIMIT 5"'
+        f'\nTry it:  {me} query{path} "SELECT * FROM deal_stage_history LIMIT 5"'
         f"\n         {me} shell{path}",
         markup=False,
         soft_wrap=True,

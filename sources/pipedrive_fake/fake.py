@@ -131,6 +131,7 @@ class FakePipedrive(HttpApi):
         compact_threshold: int = 200_000,
         company: Mapping[str, Any] | None = None,
         messy: bool = False,
+        deal_stories: bool = False,
     ) -> None:
         unknown = set(scale or {}) - set(DEFAULT_SCALE)
         if unknown:
@@ -139,6 +140,9 @@ class FakePipedrive(HttpApi):
             )
         self.token = token
         self.seed = seed
+        # generated deals' changelogs tell how they moved up their pipeline and were won or
+        # lost (`changelog.deal_story`); otherwise 0-3 changes of random fields
+        self.deal_stories = deal_stories
         self.scale = {**DEFAULT_SCALE, **(scale or {})}
         self.rate_limit = rate_limit
         self.daily_budget = daily_budget
@@ -1264,7 +1268,11 @@ class FakePipedrive(HttpApi):
         log = self._changelogs.get((t, row.id))
         if log is None:
             log = []
-            if row.seq <= self.scale[t]:  # generated, not added by a test
+            if row.seq <= self.scale[t] and t == "deals" and self.deal_stories:
+                log = clog.deal_story(
+                    self.seed, row.id, table.data(row), row.at, row.ut, self._pipeline_stages(row)
+                )
+            elif row.seq <= self.scale[t]:  # generated, not added by a test
                 log = clog.history(
                     self.seed,
                     t,
@@ -1278,6 +1286,17 @@ class FakePipedrive(HttpApi):
                 )
             self._changelogs[(t, row.id)] = log
         return log
+
+    def _pipeline_stages(self, row: Row) -> list[int]:
+        """The stages of a deal's pipeline, in pipeline order."""
+        stages = self.tables["stages"]
+        pipeline = self.tables["deals"].data(row).get("pipeline_id")
+        found = [stages.data(r) for r in stages.by_seq]
+        return [
+            s["id"]
+            for s in sorted(found, key=lambda s: s["order_nr"])
+            if s["pipeline_id"] == pipeline
+        ]
 
     def changelog(self, entity: str, id: Any) -> list[dict[str, Any]]:
         """The field-change history of a deal, person or organization as
