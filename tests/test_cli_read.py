@@ -22,6 +22,7 @@ from pipelines.pipedrive_sync import shell as shell_module
 from pipelines.pipedrive_sync.cli import app
 from pipelines.pipedrive_sync.runner import run_sync
 from pipelines.pipedrive_sync.settings import RunSettings
+from pipelines.pipedrive_sync.views import VIEWS
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.entities import DEFAULT_ENTITIES
 from sources.pipedrive.schema import table_columns
@@ -330,7 +331,7 @@ def test_the_committed_table_reference_is_current_and_complete() -> None:
         section = next(s for s in sections if s.startswith(entity + "\n"))
         for column, definition in table_columns(entity).items():
             assert f"| `{column}` | `{definition['data_type']}` |" in section, (entity, column)
-    for name in ("custom_fields", "sync_runs", "deals_enriched", "open_pipeline_summary"):
+    for name in ("custom_fields", "sync_runs", "deal_history", *VIEWS):
         assert f"### {name}" in text
 
 

@@ -225,3 +225,24 @@ def test_win_rate_monthly_counts_won_and_lost_per_owner(syncer: Syncer, moves: M
             "win_rate": 0.5,
         }
     ]
+
+
+def test_the_table_reference_lists_every_column_of_the_views_and_the_history(
+    syncer: Syncer,
+) -> None:
+    from pipelines.pipedrive_sync.docs import HISTORY_COLUMNS, VIEW_COLUMNS
+    from sources.pipedrive.deal_history import TRACKED
+
+    for view, documented in VIEW_COLUMNS.items():
+        actual = list(syncer.columns(view))
+        names = [name for name, _, _ in documented]
+        if view == "deals_enriched":  # every deal column, then those its joins allow
+            deal_columns = list(syncer.columns("deals"))
+            assert actual[: len(deal_columns)] == deal_columns
+            assert [n for n in names[1:] if n in actual] == actual[len(deal_columns) :]
+            assert {"stage_order_nr", "is_open"} <= set(actual)
+        else:
+            assert actual == names, view
+    history = list(syncer.columns("deal_history"))
+    standard = [name for name, _, _ in HISTORY_COLUMNS] + [c for c in TRACKED]
+    assert history[: len(standard)] == standard

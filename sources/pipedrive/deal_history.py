@@ -53,8 +53,10 @@ TRACKED: tuple[str, ...] = (
     "won_time",
     "lost_time",
 )
-# custom fields kept in the history: the ones deals are segmented and valued by (not free text)
-CUSTOM_TYPES = frozenset({"enum", "set", "monetary", "double", "int", "user", "date"})
+# custom fields kept in the history: the ones deals are segmented and valued by (not free text;
+# not multiple options either: a JSON column, which dlt's parquet loads into PostgreSQL cannot
+# write into a table variant)
+CUSTOM_TYPES = frozenset({"enum", "monetary", "double", "int", "user", "date"})
 RECORDED_FROM = "recorded_from"  # 'sync' (observed) or 'changelog' (backfilled)
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -235,7 +237,7 @@ class CustomColumn:
 
     column: str
     data_type: str
-    labels: Mapping[str, str]  # option id → label (enum, set)
+    labels: Mapping[str, str]  # option id → label (enum)
     field_type: str
 
 
@@ -309,9 +311,6 @@ def _custom_value(target: CustomColumn, text: str | None) -> Any:
         return None
     if target.field_type == "enum":
         return target.labels.get(text.strip(), text)
-    if target.field_type == "set":
-        ids = [part.strip() for part in text.split(",") if part.strip()]
-        return [target.labels.get(i, i) for i in ids] or None
     return _typed(target.data_type, text)
 
 
