@@ -112,7 +112,7 @@ def test_plain_lines_when_stdout_is_not_a_terminal(fake: FakePipedrive, tmp_path
     proc = _run(["run", "--entities", "deals,stages"], _env(tmp_path, fake), tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "sync started → pipedrive.duckdb (dataset pipedrive): deals, stages" in lines[0]
+    assert "sync started → pipedrive.duckdb (dataset main): deals, stages" in lines[0]
     assert "sync finished: exit 0" in lines[-1]
     assert "API requests" in proc.stdout and "\x1b[" not in proc.stdout  # no terminal codes
     deals = _table_count(tmp_path / "pipedrive.duckdb", "deals")

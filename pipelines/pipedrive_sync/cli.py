@@ -600,7 +600,6 @@ def query(
         print_cursor(cursor, fmt, sys.stdout, _console(), max_rows=max_rows)
 
 
-
 class ShellUi(StrEnum):
     auto = "auto"
     harlequin = "harlequin"
