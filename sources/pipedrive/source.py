@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.extract.resource import DltResource
 
-from . import deal_history
+from . import deal_history, labels
 from .account import fetch_company
 from .catalog import FieldCatalog
 from .columnar import ColumnarPage, PageSchema, build_columnar, decode_page, parse_schema
@@ -151,6 +151,8 @@ class EntityExtractor:
         if plan is not None:
             for name, column in plan.columns().items():
                 hints.setdefault(name, column)
+        for option_labels in self._option_labels():
+            hints.setdefault(option_labels.column, option_labels.hint())
         if self.ctx.options.hard_deletes and "is_deleted" in hints:
             hints["is_deleted"] = {**hints["is_deleted"], "hard_delete": True}
         return hints
@@ -246,6 +248,7 @@ class EntityExtractor:
         """
         if table is None or table.num_rows == 0:
             return
+        table = self._labelled(table)
         disposition: Literal["append", "merge"] | None = None
         if self._append_ids is not None:
             column = table[self.entity.id_column]
@@ -274,6 +277,31 @@ class EntityExtractor:
             yield dlt.mark.with_hints(table, dlt.mark.make_hints(write_disposition="merge"))
         else:
             yield table
+
+    def _option_labels(self, table: pa.Table | None = None) -> list[labels.OptionLabels]:
+        """The entity's label columns (`labels`); when `table` holds an option id the
+        definitions do not know, they are read again first (once a run)."""
+        catalog = self.catalog
+        if catalog is None:
+            return []
+        found = catalog.option_labels(self.entity)
+        if table is None:
+            return found
+        ignored = catalog.ignored_option_ids(self.entity)
+        unknown = labels.unknown_ids(table, found, ignored)
+        if unknown and not catalog.refreshed_this_run(self.entity):
+            found = catalog.option_labels(self.entity, force=True)
+            unknown = labels.unknown_ids(table, found, ignored)
+        if unknown:  # still unknown after a refresh: deleted options, kept as their ids
+            catalog.ignore_option_ids(self.entity, unknown)
+        return found
+
+    def _labelled(self, table: pa.Table) -> pa.Table:
+        """The batch with its label columns (and a lead's value as columns)."""
+        if self.entity.name == "leads":
+            table = labels.add_lead_value(table)
+        found = self._option_labels(table)
+        return labels.add_labels(table, found) if found else table
 
     def _history(self, table: pa.Table) -> Iterator[Any]:
         """Deals: the batch's candidate versions for `deal_history` (see `deal_history`)."""
@@ -342,6 +370,7 @@ class EntityExtractor:
         raw = catalog.raw_definitions(self.entity)
         if raw:
             yield dlt.mark.with_table_name(raw, definitions_table(self.entity))
+        self._option_labels()  # renamed options of standard fields, even with no row read
         changes = catalog.label_changes.pop(self.entity.singular, [])
         if changes:
             now = datetime.now(UTC)
