@@ -372,6 +372,8 @@ def _entity_section(entity: Any) -> list[str]:
     descriptions = _descriptions(entity)
     descriptions.setdefault("is_deleted", "true when the record was deleted in Pipedrive")
     descriptions.setdefault("is_archived", "true when the deal is archived")
+    descriptions.setdefault("value_amount", "The lead's value: its amount (from `value`)")
+    descriptions.setdefault("value_currency", "The lead's value: its currency (from `value`)")
     described: dict[str, str] = {}
     for stream in entity.streams:
         every = getattr(stream, "refresh_every", None)
@@ -428,6 +430,15 @@ def render() -> str:
         "**Custom fields** add columns that depend on the account: one or more per field, named"
         " after the field (rules in the README, *Custom fields*). `pipedrive-sync fields` lists"
         " them, or `SELECT * FROM custom_fields`.",
+        "",
+        "**Labels** of option ids: every standard column whose options the account's `*Fields`"
+        " definitions name gets a label column beside it: `<column>_label` (text, e.g."
+        " `visible_to_label`, `channel_label`, `industry_label`, `priority_label`,"
+        " `health_status_label`) or, for several ids, a JSON array of labels (`label_ids` →"
+        " `labels`). A lead's `labels` come from `/v1/leadLabels`, an activity's `type_label`"
+        " from `/v1/activityTypes`. Which ones a table has depends on the account (`DESCRIBE"
+        " deals`); an id no option has any more (a deleted one) is shown as its id, and a renamed"
+        " option is rewritten in the rows already loaded (`custom_field_label_changes`).",
         "",
         "Contents: "
         + ", ".join(f"[`{e.name}`](#{e.name})" for e in ENTITIES)
