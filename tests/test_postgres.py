@@ -33,6 +33,7 @@ CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 # bookkeeping values that legitimately differ between two runs
 VOLATILE = {
     *("_dlt_load_id", "_dlt_id", "run_id", "started_at", "finished_at", "detected_at"),
+    "applied_at",
     "claimed_at",
     "days_in_stage",  # of a deal still in its stage: up to each query's own now
 }
@@ -82,9 +83,11 @@ class Warehouses:
         assert proc.returncode == 0, proc.stderr + proc.stdout
         return proc
 
-    def sync_both(self, refresh_all: bool = False) -> None:
+    def sync_both(self, refresh_all: bool = False, refresh_fields: bool = False) -> None:
         """PostgreSQL through the command line, DuckDB in-process (same settings, faster)."""
-        self.sync("--destination", "postgres", *(["--refresh-all"] if refresh_all else []))
+        flags = ["--refresh-all"] if refresh_all else []
+        flags += ["--refresh-fields"] if refresh_fields else []
+        self.sync("--destination", "postgres", *flags)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("DLT_DATA_DIR", str(self.work / "dlt-data"))
             settings = RunSettings(
@@ -93,7 +96,9 @@ class Warehouses:
                 duckdb_path=self.duckdb_path,
                 http=replace(HttpSettings(), page_limit=50),
             )
-            settings.options = replace(settings.options, refresh_all=refresh_all)
+            settings.options = replace(
+                settings.options, refresh_all=refresh_all, force_fields_refresh=refresh_fields
+            )
             assert run_sync(settings).code == 0
 
     def postgres(self, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
@@ -248,6 +253,21 @@ def test_a_new_custom_field_reaches_both_warehouses_and_the_views(warehouses: Wa
     sql = f"SELECT postgres_tier, stage_name FROM pipedrive.deals_enriched WHERE id = {deal_id}"
     _, rows = warehouses.postgres(sql)
     assert rows[0][0] == "Silver" and rows[0][1]
+
+
+def test_renamed_standard_options_are_rewritten_in_postgres_too(warehouses: Warehouses) -> None:
+    fake = warehouses.fake
+    hot = [d["id"] for d in fake.records("deals") if 1 in (d["label_ids"] or [])]
+    fake.rename_option("deals", "label_ids", 1, "Red hot")
+    fake.rename_option("deals", "visible_to", 3, "Everyone")
+    warehouses.sync_both(refresh_fields=True)
+    _assert_warehouses_equal(warehouses)
+    _, rows = warehouses.postgres(
+        "SELECT id, labels::text, visible_to, visible_to_label FROM pipedrive.deals_enriched"
+    )
+    labelled = {r[0]: json.loads(r[1]) for r in rows if r[1]}
+    assert hot and all("Red hot" in labelled[i] and "Hot" not in labelled[i] for i in hot)
+    assert {r[3] for r in rows if r[2] == 3} == {"Everyone"}
 
 
 def test_a_full_refresh_drops_and_rebuilds_tables_under_the_views(warehouses: Warehouses) -> None:
