@@ -466,7 +466,10 @@ def _replace_view(client: Any, name: str, body: str) -> None:
         client.execute_sql(f"CREATE OR REPLACE VIEW {qualified} AS\n{body}")
     except Exception:  # noqa: BLE001 - e.g. PostgreSQL refuses a changed column list
         # views reading this one go too: they are created again after it
-        client.execute_sql(f"DROP VIEW IF EXISTS {qualified} CASCADE")
+        try:
+            client.execute_sql(f"DROP VIEW IF EXISTS {qualified} CASCADE")
+        except Exception:  # noqa: BLE001 - SQLite has no CASCADE (nor CREATE OR REPLACE)
+            client.execute_sql(f"DROP VIEW IF EXISTS {qualified}")
         client.execute_sql(f"CREATE VIEW {qualified} AS\n{body}")
 
 

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 
 from .custom_fields import ColumnPlan
+from .dlt_adapter import cursor_columns
 
 HISTORY_TABLE = "deal_history"
 KEY = ("deal_id", "valid_from")
@@ -124,7 +125,7 @@ def _history_columns(client: Any) -> list[str] | None:
         with client.execute_query(
             f"SELECT * FROM {client.make_qualified_table_name(HISTORY_TABLE)} WHERE 1 = 0"
         ) as cursor:
-            return [str(d[0]) for d in cursor.description]
+            return cursor_columns(cursor)
     except DestinationUndefinedEntity:
         return None
 

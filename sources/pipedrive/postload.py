@@ -180,7 +180,7 @@ def _column_exists(client: Any, table: str, column: str) -> bool:
     with client.execute_query(
         f"SELECT * FROM {client.make_qualified_table_name(table)} WHERE 1 = 0"
     ) as cursor:
-        names = {str(d[0]).lower() for d in cursor.description}
+        names = {name.lower() for name in cursor_columns(cursor)}
     return column.lower() in names
 
 
