@@ -296,7 +296,12 @@ CASES = [
         expect=("no_such_table",),
         arrange=_synced_first,
     ),
-    Case("the daily API budget is spent", 75, expect=("budget",), arrange=_budget_spent),
+    Case(
+        "the daily API budget is spent (also during `--backfill-history`)",
+        75,
+        expect=("budget",),
+        arrange=_budget_spent,
+    ),
     Case(
         "Pipedrive unreachable, or failing after retries",
         75,
