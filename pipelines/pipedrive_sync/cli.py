@@ -326,7 +326,7 @@ def run(
         typer.Option(
             "--backfill-max-tokens",
             help="API tokens this run may spend on the backfill"
-            " [default: sources.pipedrive.backfill_max_tokens, else 10000].",
+            " \\[default: sources.pipedrive.backfill_max_tokens, else 10000].",
         ),
     ] = None,
     pipeline_name: Annotated[
