@@ -55,7 +55,13 @@ TIME_NAMES = {"due_time"}
 EXTRA_COLUMNS: dict[str, dict[str, Any]] = {
     "is_deleted": {"data_type": "bool", "nullable": True},
 }
-TABLE_EXTRA_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {}
+# columns the sync derives (see sources/pipedrive/labels.py)
+TABLE_EXTRA_COLUMNS: dict[str, dict[str, dict[str, Any]]] = {
+    "leads": {
+        "value_amount": {"data_type": "double", "nullable": True},
+        "value_currency": {"data_type": "text", "nullable": True},
+    },
+}
 SKIP_PROPERTIES = {"custom_fields"}  # normalized into their own columns
 
 

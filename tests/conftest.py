@@ -115,7 +115,7 @@ class Syncer:
         with open_duckdb(self.db_path) as con:
             rows = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns"
-                " WHERE table_schema = 'pipedrive' AND table_name = ? ORDER BY ordinal_position",
+                " WHERE table_schema = current_schema() AND table_name = ? ORDER BY ordinal_position",
                 [table],
             ).fetchall()
         return dict(rows)

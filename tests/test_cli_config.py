@@ -87,7 +87,7 @@ def test_every_documented_config_key_is_applied(tmp_path: Path) -> None:
     assert (got["destination"], got["duckdb_path"], got["dataset"]) == (
         "duckdb",
         "pipedrive.duckdb",
-        "pipedrive",
+        "main",
     )
     assert got["chunk_pages"] == 200
     assert got["fields_refresh"] == 360 * 60

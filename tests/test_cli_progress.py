@@ -112,7 +112,7 @@ def test_plain_lines_when_stdout_is_not_a_terminal(fake: FakePipedrive, tmp_path
     proc = _run(["run", "--entities", "deals,stages"], _env(tmp_path, fake), tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
-    assert "sync started → pipedrive.duckdb (dataset pipedrive): deals, stages" in lines[0]
+    assert "sync started → pipedrive.duckdb (dataset main): deals, stages" in lines[0]
     assert "sync finished: exit 0" in lines[-1]
     assert "API requests" in proc.stdout and "\x1b[" not in proc.stdout  # no terminal codes
     deals = _table_count(tmp_path / "pipedrive.duckdb", "deals")
@@ -143,7 +143,8 @@ def test_demo_needs_no_account_and_ends_with_a_query_on_the_views(tmp_path: Path
     env["DLT_DATA_DIR"] = str(tmp_path / "dlt-data")
     proc = _run(["demo", "--deals", "60"], env, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "open_pipeline_summary" in proc.stdout and "Qualified" in proc.stdout
+    assert "stage_velocity" in proc.stdout and "Qualified" in proc.stdout
+    assert "history backfill: 60 deals left" in proc.stdout
     assert "shell --duckdb-path demo.duckdb" in proc.stdout
     assert _table_count(tmp_path / "demo.duckdb", "deals") == 60
     again = _run(["demo", "--deals", "60", "-q"], env, tmp_path)  # rebuilt, not appended to

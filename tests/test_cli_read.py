@@ -22,6 +22,7 @@ from pipelines.pipedrive_sync import shell as shell_module
 from pipelines.pipedrive_sync.cli import app
 from pipelines.pipedrive_sync.runner import run_sync
 from pipelines.pipedrive_sync.settings import RunSettings
+from pipelines.pipedrive_sync.views import VIEWS
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.entities import DEFAULT_ENTITIES
 from sources.pipedrive.schema import table_columns
@@ -158,7 +159,7 @@ def test_status_configuration_problems_exit_78(
 
 def test_status_without_any_recorded_run_exits_78(tmp_path: Path) -> None:
     with duckdb.connect(str(tmp_path / "empty.duckdb")) as con:
-        con.execute("CREATE SCHEMA pipedrive; CREATE TABLE pipedrive.notes_of_mine (id BIGINT)")
+        con.execute("CREATE TABLE notes_of_mine (id BIGINT)")
     proc = _cli(["status", "--duckdb-path", "empty.duckdb"], tmp_path)
     assert proc.returncode == 78
     assert "no sync has been recorded" in _one_error_line(proc)
@@ -249,15 +250,18 @@ def test_query_prints_a_table_csv_and_json_lines(warehouse: Path) -> None:
     assert records[0]["add_time"] == expected[0][3].isoformat()
 
 
-def test_query_errors_are_one_line_and_exit_1(warehouse: Path) -> None:
+def test_query_errors_show_duckdb_s_whole_message_and_exit_1(warehouse: Path) -> None:
     proc = _cli(
         ["query", "SELECT nope FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent
     )
     assert proc.returncode == 1
-    assert "nope" in _one_error_line(proc)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    first, *rest = proc.stderr.strip().splitlines()
+    assert first.startswith("pipedrive-sync: Binder Error:") and "nope" in first
+    assert any(line.startswith("Candidate bindings:") for line in rest)
     proc = _cli(["query", "DELETE FROM deals", "--duckdb-path", str(warehouse)], warehouse.parent)
     assert proc.returncode == 1
-    assert "read-only" in _one_error_line(proc)
+    assert "read-only" in proc.stderr and "Traceback" not in proc.stderr
     assert _count(warehouse, "SELECT count(*) FROM deals") > 0
 
 
@@ -359,7 +363,7 @@ def test_shell_starts_harlequin_on_the_file_with_the_dataset_selected(
     call = json.loads(record.read_text())
     assert call["args"][-1] == str(warehouse)
     assert "--read-only" in call["args"]
-    assert 'USE "pipedrive"."pipedrive";' in call["init"]
+    assert 'USE "pipedrive"."main";' in call["init"]
 
 
 def test_shell_asking_for_missing_harlequin_exits_78(
@@ -384,7 +388,7 @@ def test_the_committed_table_reference_is_current_and_complete() -> None:
         section = next(s for s in sections if s.startswith(entity + "\n"))
         for column, definition in table_columns(entity).items():
             assert f"| `{column}` | `{definition['data_type']}` |" in section, (entity, column)
-    for name in ("custom_fields", "sync_runs", "deals_enriched", "open_pipeline_summary"):
+    for name in ("custom_fields", "sync_runs", "deal_history", *VIEWS):
         assert f"### {name}" in text
 
 

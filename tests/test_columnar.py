@@ -540,12 +540,14 @@ def test_a_messy_account_loads_the_same_tables_either_way_and_the_fast_path_take
     takes every page it is offered, and loads what the exact path loads."""
     built: list[pa.Table | None] = []
     narrowed: list[bool] = []
+    cut_out: list[bool] = []  # narrowed and the left-out values cut from the bytes
     real_build = columnar.build_columnar
 
     def spy(page: columnar.ColumnarPage, *args: Any, **kwargs: Any) -> pa.Table | None:
         table = real_build(page, *args, **kwargs)
         built.append(table)
         narrowed.append(page.fill_from_rows)
+        cut_out.append(page.fill_from_rows and not page.parsed)
         return table
 
     monkeypatch.setattr(source_module, "build_columnar", spy)
@@ -561,5 +563,193 @@ def test_a_messy_account_loads_the_same_tables_either_way_and_the_fast_path_take
         sql = f"SELECT * FROM {table} ORDER BY id"
         assert fast.query(sql) == exact.query(sql), table
     assert any(c.endswith("__v_text") for c in fast.columns("deals"))  # messy values landed
-    assert len(built) >= 8 and all(t is not None for t in built)
+    # the fast path takes the messy pages; a page may decline once for an option the fake's
+    # records hold after it was deleted, when it reaches the fast path before the exact one
+    declined = sum(t is None for t in built)
+    assert len(built) >= 8 and declined <= len(built) // 10, (declined, len(built))
     assert sum(narrowed) >= 4  # pages whose messy columns alone came from the records
+    assert sum(cut_out) >= sum(narrowed) // 2  # without parsing the page whole
+
+
+# -- values left out of a narrowed reading, cut out of the page's bytes ---------------------------
+def narrowed_schema() -> columnar.PageSchema:
+    """A schema narrowed by a messy page: `value`, `label_ids` and two custom fields are
+    left out of arrow's reading for the pages after it."""
+    schema = parse_schema(STANDARD, PLAN)
+    change = {
+        "value": "12",
+        "label_ids": "1,2",
+        "custom_fields": {key("double"): "1e5", key("monetary"): 12},
+    }
+    first = decode_page(_content([typical(1), _messy(change, 2)]), schema)
+    assert first is not None and first["data"].fill_from_rows
+    return schema
+
+
+def cut(content: bytes, schema: columnar.PageSchema) -> columnar.ColumnarPage:
+    """The page decoded with `schema`, its table checked against the exact path's."""
+    body = decode_page(content, schema)
+    assert body is not None, "the fast path declined a page it should take"
+    page: columnar.ColumnarPage = body["data"]
+    parsed_before = page.parsed
+    fast = build_columnar(page, STANDARD, PLAN)
+    assert fast is not None
+    exact = build_table(orjson.loads(content)["data"], STANDARD, PLAN, Api.V2)
+    assert fast.schema == exact.schema
+    assert fast.to_pylist() == exact.to_pylist()
+    assert page.parsed == parsed_before  # building needed nothing more from the records
+    return page
+
+
+def test_left_out_values_are_cut_from_the_bytes_without_parsing_the_page() -> None:
+    schema = narrowed_schema()
+    page = cut(_content([typical(n) for n in range(3, 9)]), schema)
+    assert page.fill_from_rows and not page.parsed
+    assert {"value", "label_ids"}.isdisjoint(f.name for f in page.records.type)
+
+
+def test_records_missing_left_out_keys_or_their_custom_fields() -> None:
+    schema = narrowed_schema()
+    rows = [typical(n) for n in range(3, 9)]
+    del rows[0]["value"], rows[1]["label_ids"], rows[2]["custom_fields"][key("double")]
+    rows[3]["custom_fields"] = None
+    del rows[4]["custom_fields"]
+    rows[5] = {"id": 99}
+    assert not cut(_content(rows), schema).parsed
+
+
+def test_left_out_values_of_any_shape_and_nesting() -> None:
+    schema = narrowed_schema()
+    rows = [typical(n) for n in range(3, 8)]
+    rows[0]["value"] = {"a": [1, {"b": None, "c": [True, 1.5e300]}], "d": {}}
+    rows[1]["label_ids"] = [[1, 2], {"x": "y"}, -0.0, "3"]
+    rows[2]["custom_fields"][key("double")] = {"value": 1, "nested": {"deeper": [None]}}
+    rows[3]["custom_fields"][key("monetary")] = {"value": "12.50", "currency": None, "x": []}
+    rows[4]["value"] = "BIG"
+    content = _content(rows).replace(b'"BIG"', b"18446744073709551616123")  # beyond 64 bits
+    assert not cut(content, schema).parsed
+
+
+def test_escapes_in_left_out_values_read_as_the_parsed_records_read_them() -> None:
+    schema = narrowed_schema()
+    rows = [typical(n) for n in range(3, 6)]
+    rows[0]["value"] = "ESC1"
+    rows[1]["custom_fields"][key("double")] = "ESC2"
+    rows[2]["label_ids"] = ["ESC3"]
+    content = (
+        _content(rows)
+        .replace(b'"ESC1"', b'"caf\\u00e9 \\ud83d\\ude00 \\"q\\" \\\\ \\/ \\n\\t\\u0041"')
+        .replace(b'"ESC2"', b'"\\u00e9\\u00E9 \\uFFFD"')
+        .replace(b'"ESC3"', b'"\\ud83d\\ude00"')
+    )
+    assert b"\\u00e9" in content
+    page = cut(content, schema)
+    assert not page.parsed
+    assert page.left_out.standard["value"][0] == 'café 😀 "q" \\ / \n\tA'
+
+
+@pytest.mark.parametrize("place", ['"value":"LONE"', '"v":"LONE"', '"title":"LONE"'])
+def test_an_escaped_lone_surrogate_declines_a_narrowed_page(place: str) -> None:
+    """`http.jsonbody.clean` repairs them before any parser sees a body; one that got past it
+    cannot be parsed exactly, so the page is left to the exact path, wherever it is."""
+    schema = narrowed_schema()
+    content = _content([typical(3), typical(4)]).replace(b'"id":4', b'"id":4,' + place.encode())
+    content = content.replace(b'"LONE"', b'"lone \\ud800 x"')
+    assert decode_page(content, schema) is None
+    cut(_content([typical(5)]), schema)  # and the pages after it are read as before
+
+
+def test_a_key_only_in_the_last_record() -> None:
+    schema = narrowed_schema()
+    rows = [typical(n) for n in range(3, 8)]
+    for row in rows[:-1]:
+        del row["value"], row["label_ids"]
+        del row["custom_fields"][key("double")]
+    rows[-1]["custom_fields"][key("double")] = "last"
+    assert not cut(_content(rows), schema).parsed
+    rows[-1]["only_last"] = {"nested": ["x"]}  # an undeclared key, new to the run
+    assert cut(_content(rows), schema).parsed  # the page is parsed whole once
+    again = cut(_content(rows), schema)  # the key is known now
+    assert not again.parsed and "only_last" in again.left_out.undeclared
+
+
+def test_undeclared_keys_are_learned_and_then_cut_out() -> None:
+    schema = narrowed_schema()
+    rows = [typical(n) for n in range(3, 7)]
+    rows[1]["brand_new"] = 5
+    rows[2]["other_new"] = None  # only null: still a column, as on the exact path
+    assert cut(_content(rows), schema).parsed
+    rows[3]["brand_new"] = "text"
+    page = cut(_content(rows), schema)
+    assert not page.parsed
+    assert set(page.left_out.undeclared) == {"brand_new", "other_new"}
+    page = cut(_content([typical(9)]), schema)  # a page without them has no such columns
+    assert not page.parsed and page.left_out.undeclared == {}
+
+
+def test_a_narrowed_page_with_a_new_custom_field_or_odd_holder() -> None:
+    schema = narrowed_schema()
+    unknown = typical(3)
+    unknown["custom_fields"][key("brand new")] = 1
+    body = decode_page(_content([typical(4), unknown]), schema)
+    assert body is not None and build_columnar(body["data"], STANDARD, PLAN) is None
+    odd = [typical(5), typical(6)]
+    odd[1]["custom_fields"] = []  # v1 style: no custom fields
+    assert cut(_content(odd), schema).parsed
+
+
+def test_joined_pages_cut_and_parsed_build_the_table_of_all_their_rows() -> None:
+    schema = narrowed_schema()
+    plain = [typical(n) for n in range(3, 6)]
+    plain[0]["value"] = {"deep": [1]}
+    learned = [typical(n) for n in range(6, 8)]
+    learned[-1]["late_key"] = [1, "x"]  # only in the last record of the last page
+    pages = []
+    for part in (plain, learned):
+        body = decode_page(_content(part), schema)
+        assert body is not None
+        pages.append(body["data"])
+    assert [page.parsed for page in pages] == [False, True]
+    joined = columnar.ColumnarPage.joined(pages)
+    assert joined is not None
+    fast = build_columnar(joined, STANDARD, PLAN)
+    assert fast is not None
+    exact = build_table(plain + learned, STANDARD, PLAN, Api.V2)
+    assert fast.schema == exact.schema
+    assert fast.to_pylist() == exact.to_pylist()
+    later = decode_page(_content([typical(9)]), schema)  # read with the key learned
+    assert later is not None and columnar.ColumnarPage.joined([pages[1], later["data"]]) is None
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_random_pages_read_with_one_narrowed_schema_match_the_row_path(seed: int) -> None:
+    """Pages of one run share their reading: after the first messy page, whatever the fast
+    path takes (cut out of the bytes or, once per new key, parsed whole) equals the row path."""
+    rng = random.Random(seed)
+    schema = narrowed_schema()
+    deleted = {key("enum"): ["9", "12", "0", "-1", "2"], key("set"): ["9", "12", "0", "-1"]}
+    cut_out = 0
+    for _ in range(80):
+        rows = [typical(n) for n in range(rng.randint(1, 6))]
+        for name in rng.sample([*STANDARD, "brand_new", "other_new"], rng.randint(0, 3)):
+            make = _maker(rng)
+            for row in rows:
+                if rng.random() < 0.2:
+                    row.pop(name, None)
+                else:
+                    row[name] = None if rng.random() < 0.3 else make(rng)
+        for field_type in rng.sample(TYPES, rng.randint(0, 4)):
+            make = _maker(rng)
+            for row in rows:
+                row["custom_fields"][key(field_type)] = None if rng.random() < 0.3 else make(rng)
+        content = _content(rows)
+        body = decode_page(content, schema)
+        fast = None if body is None else build_columnar(body["data"], STANDARD, PLAN, None, deleted)
+        if fast is None:
+            assert _unknown_option(rows, deleted), rows
+            continue
+        exact = build_table(orjson.loads(content)["data"], STANDARD, PLAN, Api.V2)
+        assert fast.schema == exact.schema
+        assert fast.to_pylist() == exact.to_pylist()
+        cut_out += not body["data"].parsed
+    assert cut_out > 20

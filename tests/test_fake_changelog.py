@@ -298,3 +298,30 @@ def test_generated_histories_are_deterministic_whatever_the_order_of_reads() -> 
     assert [a.changelog("deals", i) for i in range(1, 31)] != [
         c.changelog("deals", i) for i in range(1, 31)
     ]
+
+
+def test_deal_stories_move_up_the_pipeline_and_close_at_close_time() -> None:
+    with FakePipedrive(token="t", seed=33, scale=SCALE, deal_stories=True) as f:
+        order = {s["id"]: s["order_nr"] for s in f.records("stages")}
+        moved = closed = 0
+        for rid in f.ids("deals", deleted=None):
+            deal = f.record("deals", rid)
+            log = list(reversed(f.changelog("deals", rid)))  # oldest first
+            assert [e["time"] for e in log] == sorted(e["time"] for e in log)
+            moves = [e for e in log if e["field_key"] == "stage_id"]
+            for e in moves:  # up the pipeline, one stage after the other, ending where it is
+                assert order[int(e["new_value"])] == order[int(e["old_value"])] + 1
+            if moves:
+                moved += 1
+                assert int(moves[-1]["new_value"]) == deal["stage_id"]
+                assert moves[-1]["time"] <= _v1(deal["update_time"])
+            statuses = [e for e in log if e["field_key"] == "status"]
+            if deal["status"] in ("won", "lost"):
+                closed += 1
+                assert [(e["old_value"], e["new_value"], e["time"]) for e in statuses] == [
+                    ("open", deal["status"], _v1(deal["close_time"]))
+                ]
+                assert all(e["time"] <= _v1(deal["close_time"]) for e in moves)
+            elif deal["status"] == "open":
+                assert statuses == []
+        assert moved > 10 and closed > 10

@@ -145,7 +145,7 @@ def test_status_shows_when_each_cadence_ran_and_runs_next(warehouse: Path) -> No
     assert "Cadences" in table.stdout and "id reconciliation" in table.stdout
 
 
-_SAMPLE = re.compile(r'^([a-z_]+)\{dataset="pipedrive",entity="([a-z_]+)"\} (-?[0-9.e+]+)$')
+_SAMPLE = re.compile(r'^([a-z_]+)\{dataset="main",entity="([a-z_]+)"\} (-?[0-9.e+]+)$')
 
 
 def test_openmetrics_exposes_freshness_rows_tokens_and_exit_status(warehouse: Path) -> None:
@@ -179,8 +179,8 @@ def test_openmetrics_exposes_freshness_rows_tokens_and_exit_status(warehouse: Pa
     assert samples["pipedrive_sync_last_exit_code"] == dict.fromkeys(ENTITIES, 0.0)
     assert samples["pipedrive_sync_last_run_tokens"]["deals"] > 0
     assert samples["pipedrive_sync_stale"] == dict.fromkeys(ENTITIES, 0.0)
-    assert f'pipedrive_sync_tokens_used_today{{dataset="pipedrive"}} {used}' in lines
-    assert f'pipedrive_sync_daily_tokens_left{{dataset="pipedrive"}} {30000 - used}' in lines
+    assert f'pipedrive_sync_tokens_used_today{{dataset="main"}} {used}' in lines
+    assert f'pipedrive_sync_daily_tokens_left{{dataset="main"}} {30000 - used}' in lines
 
 
 def test_openmetrics_reports_never_synced_as_timestamp_zero(warehouse: Path) -> None:
@@ -188,7 +188,7 @@ def test_openmetrics_reports_never_synced_as_timestamp_zero(warehouse: Path) -> 
     proc = _status(warehouse, "--format", "openmetrics")
     assert proc.returncode == 1  # persons has data but no successful run
     assert (
-        'pipedrive_sync_last_success_timestamp_seconds{dataset="pipedrive",entity="persons"} 0.0'
+        'pipedrive_sync_last_success_timestamp_seconds{dataset="main",entity="persons"} 0.0'
         in proc.stdout.splitlines()
     )
 

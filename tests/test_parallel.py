@@ -109,7 +109,7 @@ def _table_contents(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
             t
             for (t,) in con.execute(
                 "SELECT table_name FROM information_schema.tables"
-                " WHERE table_schema = 'pipedrive' AND table_type = 'BASE TABLE'"
+                " WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'"
                 " AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\'"
                 " AND table_name NOT IN ('sync_runs', 'sync_identity')"
             ).fetchall()
@@ -119,7 +119,7 @@ def _table_contents(db_path: Path) -> dict[str, list[tuple[Any, ...]]]:
                 c
                 for (c,) in con.execute(
                     "SELECT column_name FROM information_schema.columns"
-                    " WHERE table_schema = 'pipedrive' AND table_name = ? ORDER BY column_name",
+                    " WHERE table_schema = current_schema() AND table_name = ? ORDER BY column_name",
                     [table],
                 ).fetchall()
                 if c not in ("_dlt_load_id", "_dlt_id", "detected_at")

@@ -22,6 +22,7 @@ from pg_server import Server
 
 from pipelines.pipedrive_sync.runner import run_sync
 from pipelines.pipedrive_sync.settings import RunSettings
+from pipelines.pipedrive_sync.views import VIEWS
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.http import HttpSettings
 from sources.pipedrive_fake import FakePipedrive
@@ -32,7 +33,9 @@ CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 # bookkeeping values that legitimately differ between two runs
 VOLATILE = {
     *("_dlt_load_id", "_dlt_id", "run_id", "started_at", "finished_at", "detected_at"),
+    "applied_at",
     "claimed_at",
+    "days_in_stage",  # of a deal still in its stage: up to each query's own now
 }
 TYPE_MATCH = {  # DuckDB information_schema type → PostgreSQL's, as docs/tables.md promises
     "BIGINT": {"bigint"},
@@ -80,9 +83,11 @@ class Warehouses:
         assert proc.returncode == 0, proc.stderr + proc.stdout
         return proc
 
-    def sync_both(self) -> None:
+    def sync_both(self, refresh_all: bool = False, refresh_fields: bool = False) -> None:
         """PostgreSQL through the command line, DuckDB in-process (same settings, faster)."""
-        self.sync("--destination", "postgres")
+        flags = ["--refresh-all"] if refresh_all else []
+        flags += ["--refresh-fields"] if refresh_fields else []
+        self.sync("--destination", "postgres", *flags)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("DLT_DATA_DIR", str(self.work / "dlt-data"))
             settings = RunSettings(
@@ -90,6 +95,9 @@ class Warehouses:
                 base_url=self.fake.base_url,
                 duckdb_path=self.duckdb_path,
                 http=replace(HttpSettings(), page_limit=50),
+            )
+            settings.options = replace(
+                settings.options, refresh_all=refresh_all, force_fields_refresh=refresh_fields
             )
             assert run_sync(settings).code == 0
 
@@ -141,13 +149,17 @@ def _same(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+# each warehouse's default dataset: DuckDB's `main`, `pipedrive` elsewhere
+DUCKDB_DATASET, POSTGRES_DATASET = "main", "pipedrive"
+
+
 def _relations(both: Warehouses, kind: str) -> set[str]:
     sql = (
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'pipedrive'"
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = '{schema}'"
         f" AND table_type = '{kind}' AND table_name NOT LIKE '\\_dlt%' ESCAPE '\\'"
     )
-    duck = {r[0] for r in both.duckdb(sql)[1]}
-    pg = {r[0] for r in both.postgres(sql)[1]}
+    duck = {r[0] for r in both.duckdb(sql.format(schema=DUCKDB_DATASET))[1]}
+    pg = {r[0] for r in both.postgres(sql.format(schema=POSTGRES_DATASET))[1]}
     assert duck == pg, f"{kind}: DuckDB has {sorted(duck - pg)}, PostgreSQL has {sorted(pg - duck)}"
     return duck
 
@@ -155,10 +167,10 @@ def _relations(both: Warehouses, kind: str) -> set[str]:
 def _column_types(both: Warehouses, relation: str) -> dict[str, str]:
     sql = (
         "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema ="
-        f" 'pipedrive' AND table_name = '{relation}'"
+        f" '{{schema}}' AND table_name = '{relation}'"
     )
-    duck = dict(both.duckdb(sql)[1])
-    pg = dict(both.postgres(sql)[1])
+    duck = dict(both.duckdb(sql.format(schema=DUCKDB_DATASET))[1])
+    pg = dict(both.postgres(sql.format(schema=POSTGRES_DATASET))[1])
     assert set(duck) == set(pg), f"{relation}: columns differ: {set(duck) ^ set(pg)}"
     for column, duck_type in duck.items():
         assert pg[column] in TYPE_MATCH.get(duck_type, {duck_type}), (
@@ -195,7 +207,7 @@ def _assert_warehouses_equal(both: Warehouses) -> None:
         {r["id"] for r in both.fake.records("deals", deleted=None, archived=None)}
     )
     views = _relations(both, "VIEW")
-    assert views == {"deals_enriched", "open_pipeline_summary"}
+    assert views == set(VIEWS)
     for view in views:
         assert _assert_same_rows(both, view) > 0
 
@@ -207,6 +219,26 @@ def test_postgres_holds_exactly_what_duckdb_holds(warehouses: Warehouses) -> Non
     )
     total, with_pipeline, with_stage = rows[0]
     assert total == with_pipeline == with_stage > 0
+
+
+def test_the_stage_views_agree_on_deals_moving_over_five_runs(warehouses: Warehouses) -> None:
+    from test_stage_views import moving_pipeline
+
+    # --refresh-all: the new pipeline's stages are read at once, not an hour later
+    moves = moving_pipeline(warehouses.fake, lambda: warehouses.sync_both(refresh_all=True))
+    _assert_warehouses_equal(warehouses)
+    _, rows = warehouses.postgres(
+        "SELECT stage_id, deals_entered, median_days, next_stage_rate, won_rate"
+        f" FROM pipedrive.stage_velocity WHERE pipeline_id = {moves.pipeline}"
+        " ORDER BY stage_order_nr"
+    )
+    s1, s2, s3 = moves.stages
+    assert rows == [(s1, 4, 2.0, 0.25, 0.25), (s2, 2, 4.0, 0.5, 0.5), (s3, 1, 3.0, 0.0, 1.0)]
+    _, rows = warehouses.postgres(
+        "SELECT count(*) FROM pipedrive.pipeline_daily WHERE currency = 'USD'"
+        f" AND pipeline_id = {moves.pipeline}"
+    )
+    assert rows == [(2,)]  # B, 500 USD, open on days 0 and 1
 
 
 def test_a_new_custom_field_reaches_both_warehouses_and_the_views(warehouses: Warehouses) -> None:
@@ -221,6 +253,21 @@ def test_a_new_custom_field_reaches_both_warehouses_and_the_views(warehouses: Wa
     sql = f"SELECT postgres_tier, stage_name FROM pipedrive.deals_enriched WHERE id = {deal_id}"
     _, rows = warehouses.postgres(sql)
     assert rows[0][0] == "Silver" and rows[0][1]
+
+
+def test_renamed_standard_options_are_rewritten_in_postgres_too(warehouses: Warehouses) -> None:
+    fake = warehouses.fake
+    hot = [d["id"] for d in fake.records("deals") if 1 in (d["label_ids"] or [])]
+    fake.rename_option("deals", "label_ids", 1, "Red hot")
+    fake.rename_option("deals", "visible_to", 3, "Everyone")
+    warehouses.sync_both(refresh_fields=True)
+    _assert_warehouses_equal(warehouses)
+    _, rows = warehouses.postgres(
+        "SELECT id, labels::text, visible_to, visible_to_label FROM pipedrive.deals_enriched"
+    )
+    labelled = {r[0]: json.loads(r[1]) for r in rows if r[1]}
+    assert hot and all("Red hot" in labelled[i] and "Hot" not in labelled[i] for i in hot)
+    assert {r[3] for r in rows if r[2] == 3} == {"Everyone"}
 
 
 def test_a_full_refresh_drops_and_rebuilds_tables_under_the_views(warehouses: Warehouses) -> None:

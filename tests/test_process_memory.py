@@ -97,4 +97,4 @@ def test_merge_staging_tables_are_emptied_after_each_load(syncer: Any, fake: Any
     assert syncer.run(entities="deals").code == 0
     fake.update("deals", fake.records("deals")[0]["id"], title="merged")
     assert syncer.run(entities="deals").code == 0
-    assert syncer.query("SELECT count(*) FROM pipedrive_staging.deals") == [(0,)]
+    assert syncer.query("SELECT count(*) FROM main_staging.deals") == [(0,)]

@@ -99,8 +99,11 @@ def test_any_string_loads_into_duckdb(
     ((name, emails),) = syncer.query(f"SELECT name, emails FROM persons WHERE id = {person}")
     assert name == stored
     assert orjson.loads(emails) == _expected_emails(stored)
-    if PATHS[path]:  # the fast path took the pages holding the strings, none declined
-        assert columnar_tables and all(t is not None for t in columnar_tables)
+    if PATHS[path]:  # the fast path took the pages holding the strings
+        # (another page may decline once: the fake's records hold options deleted from the
+        # definitions, which the exact path must meet once to remember, and which pages reach
+        # the fast path before it has depends on timing)
+        assert columnar_tables
         ids = {i for t in columnar_tables if t is not None for i in t.column("id").to_pylist()}
         assert {deal, person} <= ids
     else:

@@ -155,7 +155,7 @@ def test_a_table_left_behind_its_schema_is_healed_before_the_next_load(syncer: S
     # a crash at the wrong moment can leave the warehouse with the schema's hash stored but a
     # table not migrated: emulate one by dropping a column behind dlt's back
     with duckdb.connect(str(syncer.db_path)) as con:
-        con.execute("ALTER TABLE pipedrive.pipedrive.deals DROP COLUMN lost_reason")
+        con.execute("ALTER TABLE pipedrive.main.deals DROP COLUMN lost_reason")
     deal = syncer.fake.records("deals")[0]
     syncer.fake.update("deals", deal["id"], status="lost", lost_reason="too expensive")
     result = syncer.run(entities="deals")

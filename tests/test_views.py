@@ -40,15 +40,18 @@ def test_deals_enriched_is_every_deal_with_every_column_and_the_names(syncer: Sy
     assert names[len(deal_columns) :] == [
         "pipeline_name",
         "stage_name",
+        "stage_order_nr",
         "owner_name",
         "organization_name",
         "person_name",
+        "is_open",
     ]
     deals = {d["id"]: d for d in all_deals(fake)}
     assert sorted(r["id"] for r in rows) == sorted(deals)
     pipelines, stages = _names(fake, "pipelines"), _names(fake, "stages")
     orgs, persons = _names(fake, "organizations"), _names(fake, "persons")
     users = _names(fake, "users")
+    stage_order = {s["id"]: s["order_nr"] for s in fake.records("stages")}
     for row in rows:
         deal = deals[row["id"]]
         assert row["owner_name"] == users[deal["owner_id"]]
@@ -56,6 +59,9 @@ def test_deals_enriched_is_every_deal_with_every_column_and_the_names(syncer: Sy
         assert row["stage_name"] == stages.get(deal["stage_id"])
         assert row["organization_name"] == orgs.get(deal["org_id"])
         assert row["person_name"] == persons.get(deal["person_id"])
+        assert row["stage_order_nr"] == stage_order.get(deal["stage_id"])
+        open_now = deal["status"] == "open" and not deal["is_deleted"] and not deal["is_archived"]
+        assert row["is_open"] is open_now
     assert any(r["organization_name"] for r in rows) and any(r["person_name"] for r in rows)
 
 
@@ -133,11 +139,17 @@ def test_create_views_reports_what_it_created(syncer: Syncer) -> None:
     settings = syncer.settings()
     destination, connection = duckdb_destination(syncer.db_path.resolve())
     try:
-        assert create_views(make_pipeline(settings, destination)) == ["deals_enriched"]
+        assert create_views(make_pipeline(settings, destination)) == [
+            "deals_enriched",
+            "deal_stage_history",  # stage names and order need stages and pipelines: null
+            "stage_velocity",
+            "pipeline_daily",
+            "win_rate_monthly",
+        ]
     finally:
         connection.close()
     names, rows = _view_rows(syncer, "deals_enriched")
-    assert names == list(syncer.columns("deals"))  # nothing to join: the deals as they are
+    assert names == [*syncer.columns("deals"), "is_open"]  # nothing to join
     assert len(rows) == len(all_deals(syncer.fake))
 
 
@@ -169,5 +181,6 @@ def test_views_work_whatever_the_file_is_called_when_opened_directly(
     catalog = copy.stem
     with duckdb.connect(str(copy), read_only=True) as con:
         for view in ("deals_enriched", "open_pipeline_summary"):
-            count = con.execute(f'SELECT count(*) FROM "{catalog}".pipedrive.{view}').fetchone()
+            count = con.execute(f'SELECT count(*) FROM "{catalog}".main.{view}').fetchone()
             assert count and count[0] > 0
+            assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == count

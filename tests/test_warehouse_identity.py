@@ -61,7 +61,7 @@ def _columns(db: Path, table: str) -> list[str]:
     with open_duckdb(db) as con:
         rows = con.execute(
             "SELECT column_name FROM information_schema.columns"
-            " WHERE table_schema = 'pipedrive' AND table_name = ? ORDER BY column_name",
+            " WHERE table_schema = current_schema() AND table_name = ? ORDER BY column_name",
             [table],
         ).fetchall()
     return [r[0] for r in rows]
@@ -346,7 +346,7 @@ def test_the_bare_source_and_the_cli_take_turns_on_one_dataset(
     dot_dlt.mkdir()
     (dot_dlt / "secrets.toml").write_text(f'[sources.pipedrive]\napi_token = "{TOKEN}"\n')
     (dot_dlt / "config.toml").write_text(f'[sources.pipedrive]\nbase_url = "{fake.base_url}"\n')
-    syncer.db_path = tmp_path / "crm.duckdb"  # `pipedrive.duckdb` + dataset `pipedrive`: ambiguous
+    syncer.db_path = tmp_path / "crm.duckdb"
     _read_dot_dlt_of(tmp_path)
 
     assert syncer.run(entities="deals").code == 0
@@ -358,7 +358,7 @@ def test_the_bare_source_and_the_cli_take_turns_on_one_dataset(
     pipeline = dlt.pipeline(
         "pipedrive",
         destination=dlt.destinations.duckdb(str(syncer.db_path)),
-        dataset_name="pipedrive",
+        dataset_name="main",  # the command line's dataset in a DuckDB file
     )
     pipeline.run(pipedrive_source(entities=["deals"]), loader_file_format="parquet")
     assert all("updated_since" in r.query for r in _deal_requests(fake, seen))
@@ -419,7 +419,7 @@ def test_the_bare_source_stops_before_its_first_row_in_someone_elses_warehouse(
 
     cases = [("crm", fake, "'pipedrive'"), ("pipedrive", other_company, fake.company["domain"])]
     for name, account, said in cases:
-        pipeline = dlt.pipeline(name, destination=destination, dataset_name="pipedrive")
+        pipeline = dlt.pipeline(name, destination=destination, dataset_name="main")
         source = pipedrive_source(
             api_token=account.token, base_url=account.base_url, entities=["deals"]
         )

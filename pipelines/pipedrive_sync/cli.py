@@ -39,9 +39,10 @@ app = typer.Typer(
 
 DEMO_TOKEN = "demo-token-not-a-secret"
 DEMO_SQL = (
-    "SELECT pipeline_name, stage_name, currency, open_deals, round(total_value) AS value,"
-    " round(weighted_value) AS weighted FROM open_pipeline_summary"
-    " WHERE currency = 'EUR' ORDER BY pipeline_name, stage_order_nr"
+    "SELECT stage_name, deals_entered, round(median_days, 1) AS median_days,"
+    " round(p80_days, 1) AS p80_days, round(100 * next_stage_rate) AS next_stage_pct,"
+    " round(100 * won_rate) AS won_pct FROM stage_velocity"
+    " WHERE pipeline_name = 'Sales' ORDER BY stage_order_nr"
 )
 
 
@@ -80,8 +81,10 @@ def _fail(failure: exit_codes.Failure) -> NoReturn:
 
 
 @contextmanager
-def _expected_failures() -> Iterator[None]:
-    """Expected failures of the reading commands → one stderr line and their exit code."""
+def _expected_failures(whole_sql_errors: bool = False) -> Iterator[None]:
+    """Expected failures of the reading commands → one stderr line and their exit code
+    (`whole_sql_errors`: DuckDB's whole message for the user's own SQL, with its "Did you
+    mean …", candidate columns and the caret under the faulty part)."""
     import duckdb
 
     from .warehouse import WarehouseBusy, first_line
@@ -95,7 +98,8 @@ def _expected_failures() -> Iterator[None]:
     except WarehouseBusy as exc:
         _fail(exit_codes.Failure(exit_codes.TEMPORARY, str(exc), expected=True))
     except duckdb.Error as exc:
-        _fail(exit_codes.Failure(exit_codes.FAILURE, first_line(exc), expected=True))
+        message = (str(exc).strip() if whole_sql_errors else "") or first_line(exc)
+        _fail(exit_codes.Failure(exit_codes.FAILURE, message, expected=True))
     except Exception as exc:
         from dlt.destinations.exceptions import DatabaseException
 
@@ -123,7 +127,11 @@ DuckdbOpt = Annotated[
 ]
 DatasetOpt = Annotated[
     str | None,
-    typer.Option("--dataset", help="Dataset (schema) name \\[default: pipedrive]."),
+    typer.Option(
+        "--dataset",
+        help="Dataset (schema) name \\[default: DuckDB `main`, or `pipedrive` in a file an"
+        " earlier version made; `pipedrive` on other destinations].",
+    ),
 ]
 ReadDestinationOpt = Annotated[
     str | None,
@@ -214,6 +222,7 @@ def _sync(settings: RunSettings, log_format: LogFormat, quiet: bool) -> RunResul
         ctx = make_context(settings)
     except Exception as exc:  # noqa: BLE001 - e.g. an unreadable OAuth token store
         _fail(exit_codes.classify(exc, scope))
+    ctx.notify = reporter.notice
     watcher = Watcher(ctx, entities, reporter)
     reporter.run_started(RunInfo.from_settings(settings, entities))
     try:
@@ -252,6 +261,8 @@ RUN_EPILOG = """Examples:
   pipedrive-sync run --entities deals,persons --start-date 2024-01-01T00:00:00Z
 
   pipedrive-sync run --destination postgres --log-format json
+
+  pipedrive-sync run --backfill-history      # older deal history too, within a token allowance
 
   */5 * * * * cd /srv/pipedrive && .venv/bin/pipedrive-sync run --quiet
 
@@ -303,6 +314,23 @@ def run(
             " whatever its cadence.",
         ),
     ] = False,
+    backfill_history: Annotated[
+        bool,
+        typer.Option(
+            "--backfill-history",
+            help="After the sync, read older deal history from Pipedrive's deal changelogs"
+            " into deal_history (20 API tokens per deal; the cost is shown first). Resumes"
+            " where the last one stopped: repeat it on later runs until it says complete.",
+        ),
+    ] = False,
+    backfill_max_tokens: Annotated[
+        int | None,
+        typer.Option(
+            "--backfill-max-tokens",
+            help="API tokens this run may spend on the backfill"
+            " \\[default: sources.pipedrive.backfill_max_tokens, else 10000].",
+        ),
+    ] = None,
     pipeline_name: Annotated[
         str | None,
         typer.Option(
@@ -336,6 +364,8 @@ def run(
             hard_deletes=hard_deletes,
             reconcile=reconcile,
             refresh_all=refresh_all,
+            backfill_history=backfill_history,
+            backfill_max_tokens=backfill_max_tokens,
         )
     except Exception as exc:  # noqa: BLE001 - classified: one line and the right exit code
         _fail(exit_codes.classify(exc))
@@ -451,16 +481,19 @@ def demo(
         "organizations": deals // 5,
         "activities": deals,
     }
-    with FakePipedrive(token=DEMO_TOKEN, seed=42, scale=scale) as fake:
+    # deals that moved up their pipelines and were won or lost, as their changelogs tell
+    with FakePipedrive(token=DEMO_TOKEN, seed=42, scale=scale, deal_stories=True) as fake:
         os.environ["PIPEDRIVE_API_TOKEN"] = DEMO_TOKEN
         os.environ["PIPEDRIVE_BASE_URL"] = fake.base_url
         try:
-            # a fresh fake each time: rebuild the demo warehouse instead of syncing increments
+            # a fresh fake each time: rebuild the demo warehouse instead of syncing increments;
+            # the history backfill reads every deal's changelog (no budget to mind here)
             settings = resolve(
                 duckdb_path=duckdb_path,
                 destination="duckdb",
-                dataset="pipedrive",
                 full_refresh=True,
+                backfill_history=True,
+                backfill_max_tokens=20 * deals + 1_000,
             )
         except Exception as exc:  # noqa: BLE001
             _fail(exit_codes.classify(exc))
@@ -472,12 +505,14 @@ def demo(
 
     console = _console()
     path = f" --duckdb-path {duckdb_path}" if duckdb_path != "pipedrive.duckdb" else ""
-    console.print("\nOpen pipeline in EUR by stage (view open_pipeline_summary):", markup=False)
+    console.print(
+        "\nHow deals move through the Sales pipeline (view stage_velocity):", markup=False
+    )
     with _expected_failures(), open_warehouse(duckdb_path) as connection:
         print_cursor(connection.execute(DEMO_SQL), Format.table, sys.stdout, console)
     me = _how_to_call_me()
     console.print(
-        f'\nTry it:  {me} query{path} "SELECT * FROM deals_enriched LIMIT 5"'
+        f'\nTry it:  {me} query{path} "SELECT * FROM deal_stage_history LIMIT 5"'
         f"\n         {me} shell{path}",
         markup=False,
         soft_wrap=True,
@@ -637,7 +672,7 @@ def query(
     if not text.strip():
         _fail(exit_codes.Failure(exit_codes.CONFIG, "no SQL given", expected=True))
     with (
-        _expected_failures(),
+        _expected_failures(whole_sql_errors=True),
         _reader(duckdb_path, dataset, destination) as (_, reader),
         reader.cursor(text) as cursor,
     ):

@@ -34,7 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,7 @@ from sources.pipedrive.identity import Company
 from .destinations import check_destination
 from .exit_codes import RunInProgress
 from .settings import RunSettings
+from .warehouse import DEFAULT_DATASET, LEGACY_DATASET, default_dataset
 
 DUCKDB_ALIAS = "pipedrive_sync_db"
 DUCKDB_MEMORY_LIMIT = "192MB"  # bounds DuckDB at any account size (it spills beyond)
@@ -64,6 +65,8 @@ ATOMIC_JOBS: dict[str, Any] = {"supports_transactions": True}
 HOLDER_SUFFIX = ".sync-holder.json"
 LOCK_SUFFIX = ".sync.lock"  # next to a DuckDB file, per dataset: one writer (run or listen)
 NOTE_SUFFIX = ".sync.json"  # who holds that lock
+# the datasets a run without --dataset may write (which one: the file's, once it is held)
+DEFAULT_DATASETS = (DEFAULT_DATASET, LEGACY_DATASET)
 LOCK_POLL_SECONDS = 0.05
 
 
@@ -266,9 +269,13 @@ def open_target(
     if settings.destination == "duckdb":
         path = settings.duckdb_path.expanduser().resolve()
         with hold_duckdb(settings, holder):
-            destination, connection = _attach_waiting(path, holder, settings.lock_wait)
+            datasets = (settings.dataset,) if settings.dataset_explicit else DEFAULT_DATASETS
+            destination, connection = _attach_waiting(path, holder, datasets, settings.lock_wait)
             note = path.with_name(path.name + HOLDER_SUFFIX)
             try:
+                if not settings.dataset_explicit:  # the file is held now: its own dataset is final
+                    settings.dataset = default_dataset(connection, DUCKDB_ALIAS)
+                    holder = replace(holder, dataset=settings.dataset)
                 _write_holder(note, holder)
                 yield Target(
                     destination, f"duckdb|{path}#{settings.dataset}", settings.dataset, connection
@@ -303,10 +310,11 @@ def _is_postgres(destination: Any) -> bool:
 
 
 def _attach_waiting(
-    path: Path, holder: Holder, wait: float
+    path: Path, holder: Holder, datasets: tuple[str, ...], wait: float
 ) -> tuple[Any, duckdb.DuckDBPyConnection]:
     """Attach the file; while another process holds it, wait up to `wait` seconds unless that
-    is a run of this same dataset (then at once: the next run catches up)."""
+    is a run of this run's dataset (`datasets`: the candidates while the file's own default is
+    not known) — then at once: the next run catches up."""
     deadline = time.monotonic() + wait
     while True:
         try:
@@ -316,7 +324,7 @@ def _attach_waiting(
             if pid is None:
                 raise
             other = _read_holder(path.with_name(path.name + HOLDER_SUFFIX), pid)
-            if other is not None and other.dataset == holder.dataset:
+            if other is not None and other.dataset in datasets:
                 raise RunInProgress(
                     f"another pipedrive-sync run is syncing this warehouse ({path.name}: {other});"
                     " this run stops, the next one catches up"

@@ -77,14 +77,68 @@ LABEL_CHANGE_COLUMNS = [
     ("detected_at", "timestamp", "When the rename was seen"),
     ("applied_at", "timestamp", "When loaded rows were rewritten (NULL: pending)"),
 ]
+HISTORY_COLUMNS = [
+    ("deal_id", "bigint", "**primary key** (with `valid_from`). The deal"),
+    (
+        "valid_from",
+        "timestamp",
+        "**primary key.** When this version began: the deal's `update_time` when a run saw it,"
+        " or the change's time in the changelog (the first backfilled version: `add_time`)",
+    ),
+    ("valid_to", "timestamp", "When the next version began; NULL for the current version"),
+    (
+        "recorded_from",
+        "text",
+        "`sync` (seen by a run) or `changelog` (read back by `--backfill-history`)",
+    ),
+]
+HISTORY_NOTES = {
+    "stage_change_time": "When the deal entered this stage (Pipedrive's own time)",
+    "won_time": "When it was won (the views use it as the time the stay ended)",
+    "lost_time": "When it was lost",
+}
+STAY_COLUMNS = [
+    ("deal_id", "bigint", "The deal"),
+    ("pipeline_id", "bigint", "The pipeline"),
+    ("pipeline_name", "text", "Its name"),
+    ("stage_id", "bigint", "The stage"),
+    ("stage_name", "text", "Its name"),
+    ("stage_order_nr", "bigint", "The stage's position in its pipeline"),
+    (
+        "entered_at",
+        "timestamp",
+        "When the deal entered the stage (its `stage_change_time` when that falls after the"
+        " version before; a deal's first stage: when it entered it, else when it was added)",
+    ),
+    (
+        "left_at",
+        "timestamp",
+        "When it left (moved on, won at `won_time`, lost at `lost_time`, deleted, archived);"
+        " NULL while it is still there",
+    ),
+    ("days_in_stage", "double", "Days between the two (up to now while it is still there)"),
+    (
+        "left_by",
+        "text",
+        "`next stage` (a later stage of the pipeline), `earlier stage`, `other pipeline`,"
+        " `won`, `lost`, `deleted`, `archived`; NULL while it is still there",
+    ),
+    ("is_current", "bool", "The deal is still in this stage (open)"),
+    ("value", "double", "The deal's value when it entered the stage"),
+    ("currency", "text", "Its currency"),
+    ("owner_id", "bigint", "Its owner when it entered the stage"),
+    ("deal_status", "text", "The deal's status now (`deals.status`): open, won, lost, deleted"),
+]
 VIEW_COLUMNS = {
     "deals_enriched": [
         ("(every column of deals)", "", "Standard and custom-field columns, as in `deals`"),
         ("pipeline_name", "text", "pipelines.name of the deal's pipeline"),
         ("stage_name", "text", "stages.name of the deal's stage"),
+        ("stage_order_nr", "bigint", "stages.order_nr: sort stages in pipeline order by it"),
         ("owner_name", "text", "users.name of the owner — only when a `users` table is synced"),
         ("organization_name", "text", "organizations.name of the linked organization"),
         ("person_name", "text", "persons.name of the linked person"),
+        ("is_open", "bool", "status `open`, not deleted, not archived"),
     ],
     "open_pipeline_summary": [
         ("pipeline_id", "bigint", "The pipeline"),
@@ -103,12 +157,168 @@ VIEW_COLUMNS = {
         ),
     ],
 }
+VIEW_COLUMNS.update(
+    {
+        "deal_stage_history": STAY_COLUMNS,
+        "stage_velocity": [
+            ("pipeline_id", "bigint", "The pipeline"),
+            ("pipeline_name", "text", "Its name"),
+            ("stage_id", "bigint", "The stage"),
+            ("stage_name", "text", "Its name"),
+            ("stage_order_nr", "bigint", "The stage's position in its pipeline"),
+            ("deals_entered", "bigint", "Deals that entered the stage (each counted once)"),
+            ("deals_in_stage", "bigint", "Of them, still there"),
+            ("median_days", "double", "Median days in the stage, of the stays that ended"),
+            ("p80_days", "double", "80th percentile of the same"),
+            (
+                "next_stage_rate",
+                "double",
+                "Share of the deals entered that moved on to a later stage of the pipeline",
+            ),
+            ("won_rate", "double", "Share of the deals entered that are won now"),
+        ],
+        "pipeline_daily": [
+            ("day", "date", "The day (UTC); the numbers are those at its end"),
+            ("pipeline_id", "bigint", "The pipeline"),
+            ("pipeline_name", "text", "Its name"),
+            ("stage_id", "bigint", "The stage"),
+            ("stage_name", "text", "Its name"),
+            ("stage_order_nr", "bigint", "The stage's position in its pipeline"),
+            ("currency", "text", "Deal currency: values are never summed across currencies"),
+            ("open_deals", "bigint", "Deals open in the stage (not deleted, not archived)"),
+            ("open_value", "double", "The sum of their value"),
+        ],
+        "win_rate_monthly": [
+            ("month", "date", "First day of the month (UTC) the deals were won or lost"),
+            ("pipeline_id", "bigint", "The pipeline"),
+            ("pipeline_name", "text", "Its name"),
+            ("owner_id", "bigint", "The deals' owner"),
+            ("owner_name", "text", "Their name (when `users` is synced)"),
+            ("won", "bigint", "Deals won that month"),
+            ("lost", "bigint", "Deals lost that month"),
+            ("win_rate", "double", "won / (won + lost)"),
+        ],
+    }
+)
 VIEW_TEXT = {
     "deals_enriched": "Every deal (deleted and archived included: filter on `is_deleted`,"
-    " `is_archived`) with the names of what it refers to. A name column that collides with a"
-    " custom-field column gets `_2`.",
+    " `is_archived`, or `is_open`) with the names of what it refers to. A name column that"
+    " collides with a custom-field column gets `_2`.",
     "open_pipeline_summary": "One row per pipeline, stage and currency over open deals.",
+    "deal_stage_history": "From `deal_history`: one row per stay of a deal in a stage while it"
+    " was open, consecutive versions in one stage taken together. Times are Pipedrive's own"
+    " where it tells them (`stage_change_time`, `won_time`, `lost_time`), else when a run saw"
+    " the change. A deal the sync first saw late counts from when it entered that stage, with"
+    " the values of that first version; `--backfill-history` fills in what came before.",
+    "stage_velocity": "From `deal_stage_history`: one row per pipeline and stage. The rates"
+    " count deals still in the stage as not (yet) converted.",
+    "pipeline_daily": "From `deal_history`: one row per day, pipeline, stage and currency with"
+    " open deals, reconstructed from the versions (a deal counts from when it entered its"
+    " stage, as in `deal_stage_history`). Values are summed per currency, never across"
+    " currencies; days run up to today.",
+    "win_rate_monthly": "From `deals`: deals won and lost per month of closing (`won_time`,"
+    " `lost_time`), pipeline and owner; deleted deals left out. No money: see"
+    " `open_pipeline_summary` and `pipeline_daily` for values per currency.",
 }
+# one worked question per view (and the history table): portable SQL, run by the tests on the
+# demo warehouse and on PostgreSQL
+QUESTIONS: dict[str, tuple[str, str]] = {
+    "deal_history": (
+        "How many open deals were in each stage on 1 March 2024?",
+        """SELECT stage_id, count(*) AS open_deals
+FROM deal_history
+WHERE valid_from <= CAST('2024-03-01 00:00:00+00' AS TIMESTAMP WITH TIME ZONE)
+  AND (valid_to IS NULL OR valid_to > CAST('2024-03-01 00:00:00+00' AS TIMESTAMP WITH TIME ZONE))
+  AND status = 'open'
+GROUP BY stage_id
+ORDER BY stage_id;""",
+    ),
+    "deals_enriched": (
+        "Which are the ten biggest open EUR deals, stage by stage?",
+        """SELECT pipeline_name, stage_name, title, value
+FROM deals_enriched
+WHERE is_open AND currency = 'EUR'
+ORDER BY pipeline_name, stage_order_nr, value DESC, id
+LIMIT 10;""",
+    ),
+    "open_pipeline_summary": (
+        "What is the open pipeline worth per stage, in each currency?",
+        """SELECT pipeline_name, stage_name, currency, open_deals, total_value, weighted_value
+FROM open_pipeline_summary
+ORDER BY pipeline_name, stage_order_nr, currency;""",
+    ),
+    "deal_stage_history": (
+        "Which open deals have sat in their stage for more than 60 days?",
+        """SELECT deal_id, pipeline_name, stage_name, entered_at, round(days_in_stage) AS days
+FROM deal_stage_history
+WHERE is_current AND days_in_stage > 60
+ORDER BY days_in_stage DESC;""",
+    ),
+    "stage_velocity": (
+        "How long do deals stay in each stage of the Sales pipeline, and how many move on?",
+        """SELECT stage_name, deals_entered, round(median_days) AS median_days,
+       round(p80_days) AS p80_days, round(100 * next_stage_rate) AS next_stage_pct,
+       round(100 * won_rate) AS won_pct
+FROM stage_velocity
+WHERE pipeline_name = 'Sales'
+ORDER BY stage_order_nr;""",
+    ),
+    "pipeline_daily": (
+        "How did the open EUR pipeline of Sales move, Monday by Monday?",
+        """SELECT day, sum(open_deals) AS open_deals, sum(open_value) AS open_value
+FROM pipeline_daily
+WHERE pipeline_name = 'Sales' AND currency = 'EUR' AND EXTRACT(DOW FROM day) = 1
+GROUP BY day
+ORDER BY day DESC
+LIMIT 12;""",
+    ),
+    "win_rate_monthly": (
+        "Who wins most in the Sales pipeline, month by month?",
+        """SELECT month, owner_name, won, lost, round(100 * win_rate) AS win_pct
+FROM win_rate_monthly
+WHERE pipeline_name = 'Sales'
+ORDER BY month DESC, win_pct DESC, owner_name
+LIMIT 20;""",
+    ),
+}
+
+
+def _question(name: str) -> list[str]:
+    question, sql = QUESTIONS[name]
+    return [f"*{question}*", "", "```sql", sql, "```", ""]
+
+
+def _history_section() -> list[str]:
+    from sources.pipedrive.deal_history import CUSTOM_TYPES, TRACKED
+    from sources.pipedrive.schema import table_columns
+
+    deal_columns = table_columns("deals")
+    tracked = [
+        (name, deal_columns[name]["data_type"], HISTORY_NOTES.get(name, f"`deals.{name}`"))
+        for name in TRACKED
+        if name in deal_columns
+    ]
+    custom = (
+        "(custom fields)",
+        "",
+        "The columns of the deal custom fields of type "
+        + ", ".join(sorted(CUSTOM_TYPES))
+        + ", as in `deals`",
+    )
+    return [
+        "### deal_history",
+        "",
+        "One row per version of a deal (merged on `deal_id`, `valid_from`). Every deal row a"
+        " run loads is a candidate version; a candidate whose columns below equal the version"
+        " before it is dropped (a title change is not a new version), and `valid_to` closes"
+        " each version when the next begins. `--backfill-history` adds the versions from"
+        " before the first sync, read back from each deal's changelog. Deals flagged deleted"
+        " by id reconciliation get a deleted version.",
+        "",
+        *_column_table([*HISTORY_COLUMNS, *tracked, custom]),
+        "",
+        *_question("deal_history"),
+    ]
 
 
 def _descriptions(entity: Any) -> dict[str, str]:
@@ -162,6 +372,8 @@ def _entity_section(entity: Any) -> list[str]:
     descriptions = _descriptions(entity)
     descriptions.setdefault("is_deleted", "true when the record was deleted in Pipedrive")
     descriptions.setdefault("is_archived", "true when the deal is archived")
+    descriptions.setdefault("value_amount", "The lead's value: its amount (from `value`)")
+    descriptions.setdefault("value_currency", "The lead's value: its currency (from `value`)")
     described: dict[str, str] = {}
     for stream in entity.streams:
         every = getattr(stream, "refresh_every", None)
@@ -207,8 +419,10 @@ def render() -> str:
         "<!-- Generated by `pipedrive-sync docs` from schemas/pipedrive.schema.yaml and the"
         " OpenAPI specs; do not edit by hand. -->",
         "",
-        "Every table lives in the dataset (schema) `pipedrive` unless you chose another with"
-        " `--dataset`. Types are pinned by the dlt schema"
+        "Every table lives in the dataset (schema) `main` of a DuckDB file (the schema any"
+        " DuckDB client reads by default; a file an earlier version made keeps its `pipedrive`)"
+        " and `pipedrive` on other destinations, unless you chose another with `--dataset`."
+        " Types are pinned by the dlt schema"
         " [`schemas/pipedrive.schema.yaml`](../schemas/pipedrive.schema.yaml), so they never"
         " depend on what the first page contained. Timestamps are `TIMESTAMP WITH TIME ZONE`"
         " holding UTC. The bookkeeping tables also have dlt's `_dlt_load_id` and `_dlt_id`.",
@@ -217,9 +431,19 @@ def render() -> str:
         " after the field (rules in the README, *Custom fields*). `pipedrive-sync fields` lists"
         " them, or `SELECT * FROM custom_fields`.",
         "",
+        "**Labels** of option ids: every standard column whose options the account's `*Fields`"
+        " definitions name gets a label column beside it: `<column>_label` (text, e.g."
+        " `visible_to_label`, `channel_label`, `industry_label`, `priority_label`,"
+        " `health_status_label`) or, for several ids, a JSON array of labels (`label_ids` →"
+        " `labels`). A lead's `labels` come from `/v1/leadLabels`, an activity's `type_label`"
+        " from `/v1/activityTypes`. Which ones a table has depends on the account (`DESCRIBE"
+        " deals`); an id no option has any more (a deleted one) is shown as its id, and a renamed"
+        " option is rewritten in the rows already loaded (`custom_field_label_changes`).",
+        "",
         "Contents: "
         + ", ".join(f"[`{e.name}`](#{e.name})" for e in ENTITIES)
-        + ", [bookkeeping tables](#bookkeeping-tables), [views](#views).",
+        + ", [bookkeeping tables](#bookkeeping-tables), [`deal_history`](#deal_history),"
+        " [views](#views).",
         "",
     ]
     for entity in ENTITIES:
@@ -257,6 +481,7 @@ def render() -> str:
             ]
         ),
         "",
+        *_history_section(),
         f"### {RUNS_TABLE}",
         "",
         "One row per entity per run (append-only); `pipedrive-sync status` reads it.",
@@ -271,11 +496,14 @@ def render() -> str:
         "## Views",
         "",
         "Recreated after every run (so new custom-field columns appear), each only when the"
-        " tables it reads exist. Plain SQL that works on DuckDB and PostgreSQL.",
+        " tables it reads exist. Plain SQL that works on DuckDB and PostgreSQL. Money is never"
+        " summed across currencies: every view with a value has a `currency` column to group"
+        " by. Each view below ends with a question it answers in one query.",
         "",
     ]
     for view, columns in VIEW_COLUMNS.items():
         lines += [f"### {view}", "", VIEW_TEXT[view], "", *_column_table(columns), ""]
+        lines += _question(view)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -402,21 +402,9 @@ UNEXPECTED = Cause("unexpected", FAILURE, lambda exc, scope: True, _unexpected_m
 
 def _chain(exc: BaseException) -> list[BaseException]:
     """`exc` and every exception behind it: what dlt wraps, causes, and contexts."""
-    from sources.pipedrive.dlt_adapter import wrapped_exceptions
+    from sources.pipedrive.dlt_adapter import exception_chain
 
-    seen: list[BaseException] = []
-    pending = [exc]
-    while pending:
-        current = pending.pop(0)
-        if any(current is s for s in seen):
-            continue
-        seen.append(current)
-        pending.extend(wrapped_exceptions(current))
-        if current.__cause__ is not None:
-            pending.append(current.__cause__)
-        elif current.__context__ is not None and not current.__suppress_context__:
-            pending.append(current.__context__)
-    return seen
+    return exception_chain(exc, contexts=True)
 
 
 def classify(exc: BaseException, scope: Scope | None = None) -> Failure:

@@ -156,6 +156,10 @@ class Reporter:
     def retrying(self, problem: str) -> None:
         """From the watcher thread, when a new failure is being retried."""
 
+    def notice(self, event: str, text: str, **numbers: Any) -> None:
+        """A step of the run starts or ends (`RunContext.notify`), e.g. the history backfill
+        with what it will cost."""
+
     def close(self) -> None:
         """Release the terminal (idempotent); called before anything goes to stderr."""
 
@@ -298,6 +302,9 @@ class LiveReporter(Reporter):
                 self._live.stop()
                 self._live = None
 
+    def notice(self, event: str, text: str, **numbers: Any) -> None:
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)  # above the table
+
     def run_finished(self, result: RunResult, snapshot: Snapshot) -> None:
         self.close()
         print_summary(result, self.console)
@@ -335,6 +342,9 @@ class PlainReporter(Reporter):
                 f"{_int(entity.rows)} rows ({_rate(entity.rate(snapshot.started))} rows/s)"
             )
 
+    def notice(self, event: str, text: str, **numbers: Any) -> None:
+        self._line(text)
+
     def run_finished(self, result: RunResult, snapshot: Snapshot) -> None:
         print_summary(result, self.console)
         self._line(
@@ -362,6 +372,9 @@ class JsonReporter(Reporter):
         self._last_emit = time.monotonic()
         self._last_rows: dict[str, int] = {}
         self._lock = threading.Lock()
+
+    def notice(self, event: str, text: str, **numbers: Any) -> None:
+        self.emit(event, message=text, **numbers)
 
     def emit(self, event: str, **fields: Any) -> None:
         record = {"ts": _now(), "event": event, **fields}

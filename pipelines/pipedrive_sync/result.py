@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sources.pipedrive import RunContext
+from sources.pipedrive.backfill import BackfillOutcome
 from sources.pipedrive.http import RequestMetrics
 from sources.pipedrive.identity import Company
 
@@ -27,6 +28,7 @@ class RunResult:
     load_ids: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)  # e.g. a load package set aside
     pipeline_name: str = ""
+    backfill: BackfillOutcome | None = None  # what --backfill-history did this run
 
     @property
     def reports(self) -> list[Any]:

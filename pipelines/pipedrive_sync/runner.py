@@ -21,8 +21,17 @@ from typing import Any
 import dlt
 import pyarrow as pa
 
-from sources.pipedrive import RunContext, pipedrive_source, select_entities
+from sources.pipedrive import RunContext, deal_history, pipedrive_source, select_entities
 from sources.pipedrive.account import fetch_company
+from sources.pipedrive.backfill import (
+    LABEL as BACKFILL_LABEL,
+)
+from sources.pipedrive.backfill import (
+    TOKENS_PER_DEAL,
+    BackfillOutcome,
+    backfill_source,
+    plan_backfill,
+)
 from sources.pipedrive.dlt_adapter import (
     adopt_extracted_schemas,
     adopt_legacy_state,
@@ -98,6 +107,8 @@ def run_sync(settings: RunSettings, ctx: RunContext | None = None) -> RunResult:
         _run_chunks(pipeline, settings, ctx, entities, result, target)
         ctx.phase = "finishing"
         _post_load(pipeline, settings, ctx, result)
+        if settings.backfill_history and not ctx.stopping:
+            _backfill_history(pipeline, settings, ctx, result, target)
         result.seconds = time.monotonic() - started
         _decide_outcome(ctx, result)
         record_run(pipeline, result, started_at)
@@ -345,8 +356,87 @@ def _post_load(
         )
     add_planned_columns(pipeline, ctx.planned_columns)  # fields no row has a value of yet
     result.labels_rewritten = apply_label_changes(pipeline, LABEL_CHANGES_TABLE)
-    restore_retired(pipeline, retired_columns(pipeline.state))
+    retired = retired_columns(pipeline.state)
+    restore_retired(pipeline, retired)
+    deal_history.close_versions(pipeline, retired.get("deals", ()))
+    if result.vanished.get("deals"):
+        deal_history.record_flagged_deletions(pipeline)
     create_views(pipeline)  # analytics views, recreated so new custom columns appear
+
+
+# -- history backfill ---------------------------------------------------------------------------
+BACKFILL_CHUNK_DEALS = 2_000  # deals per load: progress is committed at least this often
+
+
+def _backfill_history(
+    pipeline: dlt.Pipeline,
+    settings: RunSettings,
+    ctx: RunContext,
+    result: RunResult,
+    target: Target,
+) -> None:
+    """Read older deal history from the changelogs, within this run's token allowance; the
+    cost is told before it starts (`RunContext.notify`), progress committed per load."""
+    plan = plan_backfill(pipeline)
+    outcome = BackfillOutcome(plan, settings.backfill_max_tokens)
+    result.backfill = outcome
+    ctx.tell("backfill_started", describe_backfill_plan(outcome), **_backfill_numbers(outcome))
+    if plan.done:
+        return
+    file_format = _loader_format(pipeline)
+    while not ctx.stopping:
+        before = outcome.deals
+        source = backfill_source(ctx, pipeline, outcome, BACKFILL_CHUNK_DEALS)
+        pipeline.extract(source, loader_file_format=file_format)  # type: ignore[arg-type]
+        pipeline.normalize()
+        heal_destination_schema(pipeline)
+        with truncated_staging():
+            pipeline.load()
+        if target.connection is not None:
+            release_duckdb_memory(target.connection)
+        result.chunks += 1
+        if outcome.deals - before < BACKFILL_CHUNK_DEALS or outcome.stopped:
+            break
+    deal_history.close_versions(pipeline, retired_columns(pipeline.state).get("deals", ()))
+    spent = ctx.client.metrics.by_label.get(BACKFILL_LABEL)
+    outcome.tokens = spent.tokens if spent else 0
+    left = plan_backfill(pipeline)
+    outcome.left = left.remaining
+    ctx.tell("backfill_finished", describe_backfill_outcome(outcome), **_backfill_numbers(outcome))
+
+
+def _backfill_numbers(outcome: BackfillOutcome) -> dict[str, int]:
+    return {
+        "deals_left": outcome.left if outcome.deals else outcome.plan.remaining,
+        "estimated_tokens": outcome.plan.tokens,
+        "max_tokens": outcome.max_tokens,
+        "deals": outcome.deals,
+        "versions": outcome.versions,
+        "tokens": outcome.tokens,
+    }
+
+
+def describe_backfill_plan(outcome: BackfillOutcome) -> str:
+    plan = outcome.plan
+    if plan.done:
+        return "history backfill: complete (every deal's changelog was read)"
+    runs = -(-plan.tokens // outcome.max_tokens) if plan.tokens else 0
+    return (
+        f"history backfill: {plan.remaining:,} deals left, about {plan.tokens:,} API tokens"
+        f" ({TOKENS_PER_DEAL} per deal); this run spends at most {outcome.max_tokens:,}"
+        + (f" (about {runs} runs to go)" if runs > 1 else "")
+    )
+
+
+def describe_backfill_outcome(outcome: BackfillOutcome) -> str:
+    done = (
+        f"history backfill: {outcome.deals:,} deals read ({outcome.tokens:,} API tokens),"
+        f" {outcome.versions:,} versions"
+    )
+    if not outcome.left:
+        return done + "; complete"
+    why = f" ({outcome.stopped})" if outcome.stopped else ""
+    return done + f"; {outcome.left:,} deals left for the next --backfill-history run{why}"
 
 
 def _decide_outcome(ctx: RunContext, result: RunResult) -> None:
@@ -357,6 +447,8 @@ def _decide_outcome(ctx: RunContext, result: RunResult) -> None:
             if report.more:  # pages left: its data is not current yet (`status` must not say so)
                 report.status = "stopped"
         unfinished = [r.name for r in reports if r.status == "stopped"]
+        if result.backfill is not None and result.backfill.left:
+            unfinished.append(f"the history backfill ({result.backfill.left:,} deals)")
         waiting = ""
         if isinstance(ctx.stopped_by, BudgetExhausted) and ctx.stopped_by.retry_after:
             hours, rest = divmod(int(ctx.stopped_by.retry_after), 3600)

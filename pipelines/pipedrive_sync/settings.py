@@ -82,6 +82,23 @@ def default_data_dir() -> Path:
     return Path(data_dir) if data_dir else Path.home() / ".dlt"
 
 
+# the dataset of destinations other than DuckDB when --dataset is not given
+OTHER_DESTINATIONS_DATASET = "pipedrive"
+
+
+def default_dataset_for(destination: str, duckdb_path: Path) -> str:
+    """The dataset used without --dataset: DuckDB's `main` (any client's default schema), or
+    the older `pipedrive` that an existing file holds; `pipedrive` elsewhere."""
+    if destination != "duckdb":
+        return OTHER_DESTINATIONS_DATASET
+    from .warehouse import peek_default_dataset
+
+    return peek_default_dataset(duckdb_path)
+
+
+# API tokens one run may spend on the history backfill (20 per deal): the day's syncs keep theirs
+DEFAULT_BACKFILL_MAX_TOKENS = 10_000
+
 # how long a run waits for a DuckDB file that another dataset's run holds
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
@@ -97,7 +114,10 @@ class RunSettings:
     entities: list[str] | None = None
     destination: str = "duckdb"
     duckdb_path: Path = Path("pipedrive.duckdb")
-    dataset: str = "pipedrive"
+    # "" = the default: DuckDB `main` (or the older `pipedrive` a file already holds, see
+    # `warehouse.default_dataset`), `pipedrive` on other destinations
+    dataset: str = ""
+    dataset_explicit: bool | None = None  # given by the user (else the run may detect it)
     full_refresh: bool = False
     force_reconcile: bool = False
     reconcile_interval: timedelta = timedelta(hours=24)
@@ -107,6 +127,14 @@ class RunSettings:
     http: HttpSettings = field(default_factory=HttpSettings)
     lock_wait: float = DEFAULT_LOCK_WAIT_SECONDS
     data_dir: Path = field(default_factory=default_data_dir)
+    backfill_history: bool = False  # read older deal history from the changelogs this run
+    backfill_max_tokens: int = DEFAULT_BACKFILL_MAX_TOKENS
+
+    def __post_init__(self) -> None:
+        if self.dataset_explicit is None:
+            self.dataset_explicit = bool(self.dataset)
+        if not self.dataset:
+            self.dataset = default_dataset_for(self.destination, self.duckdb_path)
 
     @property
     def pipelines_dir(self) -> Path:
@@ -127,6 +155,8 @@ def resolve(
     reconcile: bool = False,
     refresh_all: bool = False,
     require_token: bool = True,
+    backfill_history: bool = False,
+    backfill_max_tokens: int | None = None,
 ) -> RunSettings:
     """Build RunSettings; raises ConfigError with a one-line fix for anything missing or invalid."""
     token = _env_or_config("PIPEDRIVE_API_TOKEN", "api_token", secret=True)
@@ -185,6 +215,7 @@ def resolve(
     base_url = _env_or_config("PIPEDRIVE_BASE_URL", "base_url", None)
     if base_url is not None:
         validate_base_url(str(base_url))
+    chosen_dataset = dataset or _config("dataset")
     return RunSettings(
         token=token or "",
         oauth=oauth,
@@ -193,7 +224,7 @@ def resolve(
         entities=entity_list,
         destination=destination or _config("destination", "duckdb"),
         duckdb_path=Path(duckdb_path or _config("duckdb_path", "pipedrive.duckdb")),
-        dataset=dataset or _config("dataset", "pipedrive"),
+        dataset=str(chosen_dataset or ""),
         full_refresh=full_refresh,
         force_reconcile=reconcile,
         reconcile_interval=_minutes(
@@ -204,6 +235,14 @@ def resolve(
         lock_wait=_number("lock_wait_seconds", DEFAULT_LOCK_WAIT_SECONDS, float),
         daily_token_budget=_optional_int(_config("daily_token_budget"), "daily_token_budget"),
         start_date_asked=start_date is not None,
+        backfill_history=backfill_history,
+        backfill_max_tokens=_optional_int(
+            backfill_max_tokens
+            if backfill_max_tokens is not None
+            else _config("backfill_max_tokens", DEFAULT_BACKFILL_MAX_TOKENS),
+            "backfill_max_tokens",
+        )
+        or DEFAULT_BACKFILL_MAX_TOKENS,
     )
 
 

@@ -19,21 +19,64 @@ READ_WAIT_ENV = "PIPEDRIVE_SYNC_READ_WAIT_SECONDS"
 DEFAULT_READ_WAIT_SECONDS = 15.0
 READ_RETRY_SECONDS = 0.05
 
+# A DuckDB warehouse's tables live in `main`, the schema every DuckDB client reads by default,
+# so `duckdb pipedrive.duckdb -c "SELECT count(*) FROM deals"` needs no setup. Files made by
+# earlier versions hold the dataset `pipedrive`: without --dataset they keep using it.
+DEFAULT_DATASET = "main"
+LEGACY_DATASET = "pipedrive"
+SYNCED_MARKER = "_dlt_version"  # a schema with dlt's version table holds a synced dataset
+
 
 class WarehouseBusy(Exception):
     """Another process (usually a running sync) holds the DuckDB file's write lock."""
 
 
+def synced_schemas(connection: duckdb.DuckDBPyConnection, catalog: str | None = None) -> list[str]:
+    """Schemas of the catalog (default: the connection's) that hold a synced dataset."""
+    rows = connection.execute(
+        "SELECT DISTINCT table_schema FROM information_schema.tables"
+        " WHERE table_catalog = coalesce(?, current_database()) AND table_name = ?"
+        " ORDER BY 1",
+        [catalog, SYNCED_MARKER],
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
+def default_dataset(connection: duckdb.DuckDBPyConnection, catalog: str | None = None) -> str:
+    """The dataset a command uses when --dataset is not given: `main`, unless the file holds
+    only the older default `pipedrive`."""
+    found = synced_schemas(connection, catalog)
+    if DEFAULT_DATASET not in found and LEGACY_DATASET in found:
+        return LEGACY_DATASET
+    return DEFAULT_DATASET
+
+
+def peek_default_dataset(path: Path) -> str:
+    """`default_dataset` of a file, without waiting: `main` when there is no file yet, or when
+    another process writes it (the run checks again once it holds the file)."""
+    file = path.expanduser()
+    if not file.is_file():
+        return DEFAULT_DATASET
+    try:
+        with duckdb.connect(str(file), read_only=True) as connection:
+            return default_dataset(connection)
+    except duckdb.Error:
+        return DEFAULT_DATASET
+
+
 def open_duckdb(
-    path: Path | str, dataset: str = "pipedrive", read_only: bool = True
+    path: Path | str, dataset: str | None = None, read_only: bool = True
 ) -> duckdb.DuckDBPyConnection:
     """A connection where `SELECT * FROM deals` just works.
 
-    The dataset becomes the default schema, addressed through the file's own catalog name so
-    that `pipedrive.duckdb` + dataset `pipedrive` is not ambiguous; times display in UTC.
+    The dataset (default: the file's own, see `default_dataset`) becomes the default schema,
+    addressed through the file's own catalog name so that `pipedrive.duckdb` + dataset
+    `pipedrive` is not ambiguous; times display in UTC.
     """
     connection = duckdb.connect(str(path), read_only=read_only)
     catalog = connection.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+    if dataset is None:
+        dataset = default_dataset(connection)
     schema = f"{quote_identifier(catalog)}.{quote_identifier(dataset)}"
     exists = connection.execute(
         "SELECT count(*) FROM information_schema.schemata WHERE catalog_name = ? AND schema_name = ?",
@@ -50,7 +93,7 @@ def quote_identifier(name: str) -> str:
 
 
 def open_warehouse(
-    path: Path | str, dataset: str = "pipedrive", read_only: bool = True
+    path: Path | str, dataset: str | None = None, read_only: bool = True
 ) -> duckdb.DuckDBPyConnection:
     """`open_duckdb` for the commands that read an existing warehouse (status, query, shell…).
 
@@ -63,6 +106,8 @@ def open_warehouse(
             f"no DuckDB warehouse at {file}: run `pipedrive-sync run` first, or pass --duckdb-path"
         )
     connection = _open_waiting(file, dataset, read_only, read_wait())
+    if dataset is None:
+        dataset = default_dataset(connection)
     datasets = dataset_names(connection)
     if dataset not in datasets:
         connection.close()
@@ -84,7 +129,7 @@ def read_wait() -> float:
 
 
 def _open_waiting(
-    file: Path, dataset: str, read_only: bool, wait: float
+    file: Path, dataset: str | None, read_only: bool, wait: float
 ) -> duckdb.DuckDBPyConnection:
     """`open_duckdb`, retried while another process writes the file, up to `wait` seconds."""
     deadline = time.monotonic() + wait
@@ -105,11 +150,10 @@ def _open_waiting(
 
 
 def dataset_names(connection: duckdb.DuckDBPyConnection) -> list[str]:
-    """Datasets in the file: schemas with tables, except `main` and dlt's `<dataset>_staging`."""
+    """Datasets in the file: schemas with tables, except dlt's `<dataset>_staging`."""
     rows = connection.execute(
         "SELECT DISTINCT table_schema FROM information_schema.tables"
-        " WHERE table_catalog = current_database() AND table_schema <> 'main'"
-        " ORDER BY 1"
+        " WHERE table_catalog = current_database() ORDER BY 1"
     ).fetchall()
     names = [row[0] for row in rows]
     return [n for n in names if not (n.endswith("_staging") and n[: -len("_staging")] in names)]

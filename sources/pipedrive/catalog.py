@@ -17,6 +17,7 @@ from typing import Any
 
 from dlt.common.pipeline import TPipelineState
 
+from . import labels
 from .context import RunContext
 from .custom_fields import (
     ColumnPlan,
@@ -28,10 +29,12 @@ from .custom_fields import (
     known_labels,
     option_label_changes,
     parse_definitions,
+    renamed_options,
 )
 from .custom_fields import option_ids as _option_ids
-from .entities import Entity
+from .entities import ENTITY_BY_NAME, Entity
 from .http import CursorPaginator, OffsetPaginator, Paginator
+from .labels import OptionLabels, default_label_columns
 from .schema import standard_types
 
 # columns dlt adds and suffixes we use; custom fields must never take these names
@@ -53,6 +56,7 @@ class FieldCatalog:
         self._refreshed: set[str] = set()  # fields paths read from the API in this run
         self._recovered: set[str] = set()  # entities whose pins were checked against the mapping
         self._plans: dict[str, ColumnPlan] = {}
+        self._option_labels: dict[str, list[OptionLabels]] = {}
         self.label_changes: dict[str, list[LabelChange]] = {}
 
     # -- definitions -----------------------------------------------------------------------
@@ -122,6 +126,7 @@ class FieldCatalog:
             definitions = parse_definitions(raw, entity.effective_fields_api)
             entry = self._entry(entity)
             reserved = set(standard_types(entity.name)) | SYSTEM_COLUMNS
+            reserved |= default_label_columns(entity, definitions)  # standard fields' labels
             previous = [FieldDef.from_dict(d) for d in entry["known"].values()]
             superseded = _supersede_retyped(entry, definitions, previous, reserved)
             history = frozenset(c for columns in superseded.values() for c in columns)
@@ -156,6 +161,85 @@ class FieldCatalog:
         with self._lock:
             self.plan(entity)
             return bool(self._entry(entity).pop("reread", False))
+
+    # -- labels of standard option fields (`labels`) -----------------------------------------
+    def option_labels(self, entity: Entity, *, force: bool = False) -> list[OptionLabels]:
+        """The label columns of the entity's standard option fields (from its definitions, or
+        another list, see `labels.OPTION_LISTS`); a renamed option becomes a label change."""
+        with self._lock:
+            if force:
+                self._option_labels.pop(entity.singular, None)
+                self.plan(entity, force=True)
+            if entity.singular in self._option_labels:
+                return self._option_labels[entity.singular]
+            plan = self.plan(entity)
+            definitions = parse_definitions(
+                self.raw_definitions(entity), entity.effective_fields_api
+            )
+            standard = standard_types(entity.name)
+            found = labels.from_definitions(definitions, standard)
+            for source, spec in labels.OPTION_LISTS.get(entity.name, {}).items():
+                if source in standard and source not in {o.source for o in found}:
+                    rows = self._option_list(entity, spec.entity)
+                    found.append(labels.from_list(source, rows, spec))
+            taken = {o.name for fp in plan.fields for o in fp.outputs}
+            found = [labels.avoiding(o, taken) for o in found]
+            self._note_renames(entity, found)
+            self._option_labels[entity.singular] = found
+            return found
+
+    def _option_list(self, entity: Entity, name: str) -> list[dict[str, Any]]:
+        """Rows of a list that names a field's options (lead labels…), re-read with the
+        entity's definitions."""
+        from .streams import make_paginator
+
+        source = ENTITY_BY_NAME[name]
+        stream = source.streams[0]
+        lists = self._entry(entity).setdefault("option_lists", {})
+        if name not in lists or self.refreshed_this_run(entity):
+            rows: list[dict[str, Any]] = []
+            limit = min(self.ctx.client.settings.page_limit, stream.page_limit or 500)
+            for page in self.ctx.client.iter_pages(
+                source.api,
+                stream.path,
+                dict(stream.params),
+                make_paginator(source, limit),
+                cost=stream.token_cost,
+                label=f"{entity.fields_path}:{stream.path}",
+                data_key=stream.data_key,
+            ):
+                rows.extend(page.rows)
+            spec = next(s for s in labels.OPTION_LISTS[entity.name].values() if s.entity == name)
+            lists[name] = [{k: r.get(k) for k in (spec.id_key, spec.label_key)} for r in rows]
+        found: list[dict[str, Any]] = lists[name]
+        return found
+
+    def ignored_option_ids(self, entity: Entity) -> dict[str, list[str]]:
+        """Label column → option ids still unknown after a refresh (deleted options)."""
+        ignored: dict[str, list[str]] = self._entry(entity).setdefault("unknown_option_ids", {})
+        return ignored
+
+    def ignore_option_ids(self, entity: Entity, unknown: Mapping[str, Iterable[str]]) -> None:
+        """Stop re-reading the definitions for these ids (they stay as their ids)."""
+        with self._lock:
+            ignored = self.ignored_option_ids(entity)
+            for column, ids in unknown.items():
+                known = ignored.setdefault(column, [])
+                known.extend(sorted(set(ids) - set(known)))
+
+    def _note_renames(self, entity: Entity, found: list[OptionLabels]) -> None:
+        """Options renamed since the last run: label changes, like custom fields' options."""
+        known: dict[str, dict[str, str]] = self._entry(entity).setdefault("option_labels", {})
+        changes = []
+        for option_labels in found:
+            before = known.get(option_labels.column)
+            kind = option_labels.field_type
+            changes.extend(
+                renamed_options(option_labels.column, kind, before, option_labels.labels)
+            )
+            known[option_labels.column] = dict(option_labels.labels)
+        if changes:
+            self.label_changes.setdefault(entity.singular, []).extend(changes)
 
     def cached_plan(self, entity: Entity) -> ColumnPlan | None:
         """The plan already made in this run (never fetches definitions)."""

@@ -9,7 +9,10 @@ arrow form loses information (objects, where a missing member and a null look al
 converted from the page's parsed records, parsed once with orjson when first needed.
 
 Values of another JSON type than declared are declined per column (`PageSchema`): the page is
-read again without their keys, and those columns alone are converted from the parsed records.
+read again without their keys, and those columns alone are converted from their values, which
+msgspec cuts out of the page as raw JSON (skipping everything else in C) and orjson parses
+column by column (`LeftOut`); the page is parsed whole only when that cannot give what the
+parsed records would.
 A page is declined (`None`) and takes the exact path only for a custom field or option the
 definitions do not know yet (the exact path refreshes them) and for odd envelopes. Every value
 goes through the one conversion layer, `convert`. Pure: no I/O.
@@ -18,10 +21,13 @@ goes through the one conversion layer, `convert`. Pure: no I/O.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from operator import attrgetter
+from types import GenericAlias
 from typing import Any
 
+import msgspec
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -65,9 +71,11 @@ def parse_schema(standard: Mapping[str, str], plan: ColumnPlan | None) -> PageSc
         if dtype in _READ_TYPES
     ]
     custom = None
+    planned = None
     if plan is not None:
         custom = [f for f in (_custom_read_field(fp) for fp in plan.fields) if f is not None]
-    return PageSchema(fields, custom)
+        planned = tuple(fp.field.key for fp in plan.fields)
+    return PageSchema(fields, custom, tuple(standard), planned)
 
 
 def _custom_read_field(fp: FieldPlan) -> pa.Field | None:
@@ -92,24 +100,175 @@ def _custom_read_field(fp: FieldPlan) -> pa.Field | None:
 class Reading:
     """How `pyarrow.json` parses a page: with the explicit schema and other keys inferred
     (`infer`), or, once a page held values of another JSON type than declared, without the
-    keys that did and ignoring every key the schema does not declare: the records then give
-    whatever is not in the arrow columns (`ColumnarPage.fill_from_rows`)."""
+    keys that did and ignoring every key the schema does not declare: `left_out` then reads
+    whatever is not in the arrow columns from the page (`ColumnarPage.left_out`)."""
 
     schema: pa.Schema
     infer: bool
+    left_out: LeftOut | None = None
+
+
+@dataclass
+class RecordValues:
+    """What a narrowed reading leaves out of the arrow columns, one value per record, as the
+    parsed records hold it (None where a key is missing): the standard keys arrow did not
+    read, the planned custom fields it did not read, the undeclared keys some record has,
+    and whether a record holds a custom field the plan does not know."""
+
+    count: int
+    standard: dict[str, list[Any]]
+    custom: dict[str, list[Any]]
+    undeclared: dict[str, list[Any]] = field(default_factory=dict)
+    unknown_custom: bool = False
+
+    @classmethod
+    def concat(cls, parts: Sequence[RecordValues]) -> RecordValues:
+        """The values of consecutive pages read with one `LeftOut`, as one."""
+        undeclared = sorted({name for part in parts for name in part.undeclared})
+        return cls(
+            sum(part.count for part in parts),
+            _concat(parts, "standard", parts[0].standard),
+            _concat(parts, "custom", parts[0].custom),
+            _concat(parts, "undeclared", undeclared),
+            any(part.unknown_custom for part in parts),
+        )
+
+
+def _concat(
+    parts: Sequence[RecordValues], member: str, names: Iterable[str]
+) -> dict[str, list[Any]]:
+    joined: dict[str, list[Any]] = {}
+    for name in names:
+        values: list[Any] = []
+        for part in parts:
+            values += getattr(part, member).get(name) or [None] * part.count
+        joined[name] = values
+    return joined
+
+
+_MISSING = msgspec.Raw(b"")  # a key the record does not have
+_NULL = b"null"
+
+
+class LeftOut:
+    """Reads the values of the keys a narrowed reading leaves out (`RecordValues`) from a
+    page's bytes: msgspec skips every other value in C and keeps each wanted value's raw
+    JSON, and orjson parses them a column at a time, so that they are exactly what parsing
+    the page gives. Every key a record may hold is declared (a raw value is cheap), so that an
+    undeclared key or a custom field the plan does not know is noticed: such a page, a
+    `custom_fields` that is not an object and anything else msgspec rejects are parsed whole
+    instead (`from_rows`)."""
+
+    def __init__(
+        self,
+        standard: Sequence[str],
+        declared: Sequence[str],
+        custom: Sequence[str] | None,
+        planned: Sequence[str] | None,
+        undeclared: Iterable[str] = (),
+    ) -> None:
+        self.standard = tuple(standard)  # read from the records
+        self.custom = tuple(custom or ())
+        self.declared = frozenset(declared) | {"custom_fields"}
+        self.planned = None if planned is None else frozenset(planned)
+        self.undeclared = tuple(sorted(set(undeclared) - self.declared))
+        record_keys = [*sorted(set(declared) - {"custom_fields"}), *self.undeclared]
+        holder: Any = msgspec.Raw
+        if planned is not None:
+            holder = _struct("CustomFields", sorted(self.planned or ())) | None
+        record = _struct("Record", record_keys, ("custom_fields", holder))
+        page = msgspec.defstruct("Page", [("data", GenericAlias(list, (record,)))])
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(page)
+        self._standard = [(key, attrgetter(_attr(record_keys, key))) for key in self.standard]
+        self._undeclared = [(key, attrgetter(_attr(record_keys, key))) for key in self.undeclared]
+        planned_keys = sorted(self.planned or ())
+        self._custom = [(key, attrgetter(_attr(planned_keys, key))) for key in self.custom]
+
+    def read(self, content: bytes, count: int) -> RecordValues | None:
+        """The values from the page's bytes; None where only the parsed records give them."""
+        try:
+            records = self._decoder.decode(content).data
+        except msgspec.DecodeError:
+            return None
+        if len(records) != count:
+            return None
+        holders = [record.custom_fields for record in records]
+        try:
+            standard = {key: _parsed(map(get, records)) for key, get in self._standard}
+            custom = {
+                key: _parsed(_NULL if h is None else get(h) for h in holders)
+                for key, get in self._custom
+            }
+            undeclared = {}
+            for key, get in self._undeclared:
+                raws = list(map(get, records))
+                if any(raws):
+                    undeclared[key] = _parsed(raws)
+        except orjson.JSONDecodeError:
+            return None
+        return RecordValues(count, standard, custom, undeclared)
+
+    def from_rows(self, rows: list[dict[str, Any]]) -> RecordValues:
+        """The values from the page's parsed records."""
+        holders = v2_holders(rows) if self.planned is not None else []
+        present = set().union(*holders) if holders else set()
+        undeclared = sorted(set().union(*rows) - self.declared) if rows else []
+        return RecordValues(
+            len(rows),
+            {key: [row.get(key) for row in rows] for key in self.standard},
+            {key: [h.get(key) for h in holders] for key in self.custom},
+            {key: [row.get(key) for row in rows] for key in undeclared},
+            self.planned is not None and not present <= self.planned,
+        )
+
+
+def _keys(rows: list[Any], declared: Iterable[str]) -> frozenset[str]:
+    """The keys of `rows` outside `declared` (and `custom_fields`)."""
+    return (
+        frozenset(set().union(*rows) - set(declared) - {"custom_fields"}) if rows else frozenset()
+    )
+
+
+def _attr(keys: Sequence[str], key: str) -> str:
+    return f"k{keys.index(key)}"
+
+
+def _struct(name: str, keys: Sequence[str], *more: tuple[str, Any]) -> Any:
+    """A msgspec struct of raw values named by `keys`, every other key refused."""
+    fields: list[tuple[str, Any, Any]] = [
+        (f"k{i}", msgspec.Raw, _MISSING) for i in range(len(keys))
+    ]
+    fields += [(attr, kind, None) for attr, kind in more]
+    rename = {f"k{i}": key for i, key in enumerate(keys)}
+    return msgspec.defstruct(name, fields, rename=rename, forbid_unknown_fields=True, gc=False)
+
+
+def _parsed(raws: Iterable[Any]) -> list[Any]:
+    """Raw JSON values (empty for missing) → their values, in one orjson call."""
+    return orjson.loads(b"[" + b",".join([raw or _NULL for raw in raws]) + b"]")
 
 
 class PageSchema:
     """The explicit schema of an entity's pages, narrowed for the rest of the run to leave out
     the keys that held values of another JSON type than declared (messy accounts have them
-    on every page): those columns alone then come from the parsed records, by the exact
-    converters, instead of the whole page taking the exact path. Shared by decode threads."""
+    on every page): those columns alone then come from the records' values (`LeftOut`), by
+    the exact converters, instead of the whole page taking the exact path. Shared by decode
+    threads."""
 
-    def __init__(self, fields: list[pa.Field], custom: list[pa.Field] | None) -> None:
+    def __init__(
+        self,
+        fields: list[pa.Field],
+        custom: list[pa.Field] | None,
+        standard: Sequence[str] = (),
+        planned: Sequence[str] | None = None,
+    ) -> None:
         self.fields = fields
         self.custom = custom
+        self.standard = tuple(standard) or tuple(f.name for f in fields)
+        self.planned = planned
         self.messy: frozenset[str] = frozenset()  # standard keys left out
         self.messy_custom: frozenset[str] = frozenset()  # custom field keys left out
+        self.undeclared: frozenset[str] = frozenset()  # keys seen outside the schema
         self.reading = Reading(self._schema(fields, custom, envelope=False), infer=True)
         self._lock = threading.Lock()
 
@@ -134,14 +293,42 @@ class PageSchema:
                 else:
                     values = [h or _EMPTY for h in holders]
                     messy_custom |= {f.name for f in self.custom if not _column_fits(values, f)}
-            if self.reading.infer or messy != self.messy or messy_custom != self.messy_custom:
-                fields = [f for f in self.fields if f.name not in messy]
-                custom = None
-                if self.custom is not None and "custom_fields" not in messy:
-                    custom = [f for f in self.custom if f.name not in messy_custom]
+            undeclared = self.undeclared | _keys(rows, self.standard)
+            if (
+                self.reading.infer
+                or messy != self.messy
+                or messy_custom != self.messy_custom
+                or undeclared != self.undeclared
+            ):
                 self.messy, self.messy_custom = messy, messy_custom
-                self.reading = Reading(self._schema(fields, custom, envelope=True), infer=False)
+                self.undeclared = undeclared
+                self.reading = self._narrowed_reading()
             return self.reading
+
+    def learn_undeclared(self, reading: Reading, keys: Iterable[str]) -> None:
+        """Keys outside the schema that `reading`'s records held: the pages after it read
+        them with the rest of what arrow leaves out, instead of being parsed whole."""
+        with self._lock:
+            undeclared = self.undeclared | set(keys)
+            if reading is self.reading and undeclared != self.undeclared:
+                self.undeclared = undeclared
+                self.reading = self._narrowed_reading()
+
+    def _narrowed_reading(self) -> Reading:
+        fields = [f for f in self.fields if f.name not in self.messy]
+        custom = None
+        if self.custom is not None and "custom_fields" not in self.messy:
+            custom = [f for f in self.custom if f.name not in self.messy_custom]
+        read = {f.name for f in fields} | {"custom_fields"}
+        custom_read = {f.name for f in custom or ()}
+        left_out = LeftOut(
+            [name for name in self.standard if name not in read],
+            self.standard,
+            None if self.planned is None else [k for k in self.planned if k not in custom_read],
+            self.planned,
+            self.undeclared,
+        )
+        return Reading(self._schema(fields, custom, envelope=True), infer=False, left_out=left_out)
 
 
 _EMPTY: Mapping[str, Any] = {}
@@ -177,7 +364,7 @@ class ColumnarPage(LazyItems):
     """Records as one arrow struct array, plus the page bodies for the exact path.
 
     `fill_from_rows`: the page was read without some keys (`Reading`); every column the arrow
-    records lack is then taken from the parsed records.
+    records lack is then taken from `left_out`, the records' values of those keys.
     """
 
     def __init__(
@@ -186,15 +373,30 @@ class ColumnarPage(LazyItems):
         *contents: bytes,
         reading: Reading | None = None,
         rows: list[dict[str, Any]] | None = None,
+        left_out: RecordValues | None = None,
     ) -> None:
         self.records = records
         self.contents = contents
         self.reading = reading
         self._rows = rows
+        self._left_out = left_out
 
     @property
     def fill_from_rows(self) -> bool:
         return self.reading is not None and not self.reading.infer
+
+    @property
+    def left_out(self) -> RecordValues:
+        """The values of the keys the reading left out (parsing the records if need be)."""
+        if self._left_out is None:
+            assert self.reading is not None and self.reading.left_out is not None
+            self._left_out = self.reading.left_out.from_rows(self.rows())
+        return self._left_out
+
+    @property
+    def parsed(self) -> bool:
+        """Whether the records have been parsed whole (`rows`)."""
+        return self._rows is not None
 
     def __len__(self) -> int:
         return len(self.records)
@@ -234,7 +436,8 @@ class ColumnarPage(LazyItems):
                 return None
             records = table.to_struct_array().combine_chunks()
         contents = (body for page in pages for body in page.contents)
-        return cls(records, *contents, reading=pages[0].reading)
+        left_out = RecordValues.concat([page.left_out for page in pages]) if narrowed else None
+        return cls(records, *contents, reading=pages[0].reading, left_out=left_out)
 
 
 def _read(content: bytes, reading: Reading) -> pa.Table | None:
@@ -267,7 +470,8 @@ def decode_page(content: bytes, schema: PageSchema) -> dict[str, Any] | None:
 
     `content` has been through `http.jsonbody.clean` (no lone surrogates, no NUL). A page that
     arrow cannot read as declared is read again without the keys that hold values of another
-    JSON type (`PageSchema.narrowed`), and so are the pages after it.
+    JSON type (`PageSchema.narrowed`), and so are the pages after it; the values of the keys
+    left out are read here too (`LeftOut`), in the decode thread.
     """
     reading = schema.reading
     rows = None
@@ -289,7 +493,16 @@ def decode_page(content: bytes, schema: PageSchema) -> dict[str, Any] | None:
     records = data.flatten()
     if records.null_count:
         return None
-    body["data"] = ColumnarPage(records, content, reading=reading, rows=rows)
+    left_out = None
+    if reading.left_out is not None:
+        left_out = reading.left_out.read(content, len(records)) if rows is None else None
+        if left_out is None:  # only the parsed records give them
+            rows = rows if rows is not None else _records(content)
+            if rows is None or len(rows) != len(records):
+                return None
+            left_out = reading.left_out.from_rows(rows)
+            schema.learn_undeclared(reading, left_out.undeclared)
+    body["data"] = ColumnarPage(records, content, reading=reading, rows=rows, left_out=left_out)
     return body
 
 
@@ -358,6 +571,9 @@ class _Builder:
             self.arrays.append(variant)
 
     def from_rows(self, name: str) -> list[Any]:
+        """A standard key's values as the parsed records hold them."""
+        if self.page.fill_from_rows and name in self.page.left_out.standard:
+            return self.page.left_out.standard[name]
         return [row.get(name) for row in self.page.rows()]
 
     def table(self) -> pa.Table:
@@ -366,9 +582,9 @@ class _Builder:
                 self.add(name, *self.standard_column(name, dtype))
         skip = set(self.standard) | set(self.constants) | {"custom_fields"}
         if self.page.fill_from_rows:  # undeclared keys were not parsed by arrow
-            rows = self.page.rows()
-            for name in sorted(set().union(*rows) - skip if rows else ()):
-                self.add(name, string_array([as_text(v) for v in self.from_rows(name)]))
+            undeclared = self.page.left_out.undeclared
+            for name in sorted(set(undeclared) - skip):
+                self.add(name, string_array([as_text(v) for v in undeclared[name]]))
         for name in sorted(set(self.columns) - skip):
             array = self.columns[name]
             if pa.types.is_string(array.type):
@@ -404,11 +620,16 @@ class _Builder:
     def custom_columns(self, plan: ColumnPlan) -> None:
         holder = self.columns.get("custom_fields")
         fields = _struct_children(holder) if holder is not None else {}
-        present = set(fields)
-        if self.page.fill_from_rows:  # the reading ignored keys it does not declare
-            present = set().union(*self.custom_holders())
         planned = {fp.field.key for fp in plan.fields}
-        if present - planned:
+        reading = self.page.reading
+        if reading is not None and reading.left_out is not None:  # undeclared keys ignored
+            if reading.left_out.planned == planned:
+                unknown = self.page.left_out.unknown_custom
+            else:  # read for other definitions than these
+                unknown = not set().union(*self.custom_holders()) <= planned
+        else:
+            unknown = not set(fields) <= planned
+        if unknown:
             raise Declined("a custom field the definitions do not know")  # refresh them
         for fp in plan.fields:
             raw = fields.get(fp.field.key)
@@ -425,7 +646,9 @@ class _Builder:
 
     def custom_field_from_rows(self, fp: FieldPlan) -> None:
         """A field left out of the reading: the exact converters on its values alone."""
-        raw = [cf.get(fp.field.key) for cf in self.custom_holders()]
+        raw = self.page.left_out.custom.get(fp.field.key)
+        if raw is None:  # not left out by the plan the page was read for
+            raw = [cf.get(fp.field.key) for cf in self.custom_holders()]
         if fp.field.field_type in ("enum", "set") and fp.field.is_active:
             known = set(fp.labels) | set(self.deleted.get(fp.field.key, ()))
             present = {option for value in raw if value is not None for option in option_ids(value)}

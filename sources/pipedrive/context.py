@@ -7,7 +7,7 @@ runner reads it to build the summary and pick the exit code. One `RunContext` pe
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -86,6 +86,8 @@ class RunContext:
     event_parents: Mapping[str, frozenset[Any]] | None = None
     # entity → ids of `event_ids` that no list returned: deleted (or no longer visible)
     missing_ids: dict[str, set[Any]] = field(default_factory=dict)
+    # tells whoever runs the sync about a step as it starts or ends: (event, text, **numbers)
+    notify: Callable[..., None] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def report(self, name: str) -> EntityReport:
@@ -142,6 +144,11 @@ class RunContext:
             return None
         identity = identity_to_write(self.stored.identity, self.company, self.pipeline_name)
         return identity.row() if identity is not None else None
+
+    def tell(self, event: str, text: str, **numbers: Any) -> None:
+        """Pass a note on a step (e.g. what the history backfill will cost) to `notify`."""
+        if self.notify is not None:
+            self.notify(event, text, **numbers)
 
     def begin_chunk(self) -> None:
         """Reset per-chunk flags before the next `pipeline.run` of a chunked sync."""

@@ -95,6 +95,7 @@ __all__ = [
     "option_ids",
     "option_label_changes",
     "parse_definitions",
+    "renamed_options",
     "v2_holders",
 ]
 
@@ -482,21 +483,31 @@ def option_label_changes(
         ft = fp.field.field_type
         if ft not in ("enum", "set"):
             continue
-        old = previous.get(fp.field.key)
-        if not old:
+        kind: Literal["enum", "set"] = "enum" if ft == "enum" else "set"
+        changes.extend(renamed_options(fp.column, kind, previous.get(fp.field.key), fp.labels))
+    return changes
+
+
+def renamed_options(
+    column: str,
+    kind: Literal["enum", "set"],
+    old: Mapping[str, str] | None,
+    new: Mapping[str, str],
+) -> list[LabelChange]:
+    """The unambiguous label changes of one label column (rules: `option_label_changes`)."""
+    if not old:
+        return []
+    old_counts = Counter(old.values())
+    changes: list[LabelChange] = []
+    for oid, new_label in new.items():
+        old_label = old.get(oid)
+        if old_label is None or old_label == new_label or old_counts[old_label] > 1:
             continue
-        old_counts = Counter(old.values())
-        new = fp.labels
-        for oid, new_label in new.items():
-            old_label = old.get(oid)
-            if old_label is None or old_label == new_label or old_counts[old_label] > 1:
-                continue
-            if any(lbl == old_label for k, lbl in new.items() if k != oid):
-                continue
-            if any(lbl == new_label for k, lbl in old.items() if k != oid):
-                continue
-            kind: Literal["enum", "set"] = "enum" if ft == "enum" else "set"
-            changes.append(LabelChange(fp.column, kind, old_label, new_label))
+        if any(lbl == old_label for k, lbl in new.items() if k != oid):
+            continue
+        if any(lbl == new_label for k, lbl in old.items() if k != oid):
+            continue
+        changes.append(LabelChange(column, kind, old_label, new_label))
     return changes
 
 

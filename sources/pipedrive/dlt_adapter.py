@@ -464,8 +464,9 @@ class LoadFailure:
     refused: bool  # a job failed terminally or a migration was refused: a retry may fail alike
 
 
-def _exception_chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and everything behind it: what dlt wraps, then Python's causes."""
+def exception_chain(exc: BaseException, contexts: bool = False) -> list[BaseException]:
+    """`exc` and everything behind it: what dlt wraps, then Python's causes (and, with
+    `contexts`, the exceptions being handled when one was raised)."""
     chain: list[BaseException] = []
     pending = [exc]
     while pending:
@@ -476,6 +477,8 @@ def _exception_chain(exc: BaseException) -> list[BaseException]:
         pending.extend(wrapped_exceptions(current))
         if current.__cause__ is not None:
             pending.append(current.__cause__)
+        elif contexts and current.__context__ is not None and not current.__suppress_context__:
+            pending.append(current.__context__)
     return chain
 
 
@@ -486,7 +489,7 @@ def _first_line(text: str) -> str:
 
 def load_failure(exc: BaseException) -> LoadFailure | None:
     """The package, table and cause of dlt's load step failing in `exc` (None: not that)."""
-    chain = _exception_chain(exc)
+    chain = exception_chain(exc)
     step = next((e for e in chain if failed_step(e) == "load"), None)
     if step is None:
         return None

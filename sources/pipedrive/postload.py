@@ -19,6 +19,8 @@ from dlt.destinations.exceptions import DatabaseException, DatabaseUndefinedRela
 from .dlt_adapter import create_or_extend_tables, cursor_columns, job_client_for
 
 ID_BATCH = 1000
+# table → tables holding copies of its columns, rewritten along with it
+DERIVED_TABLES: dict[str, tuple[str, ...]] = {"deals": ("deal_history",)}
 
 
 def _sql_client(pipeline: SupportsPipeline) -> Any:
@@ -129,30 +131,39 @@ def apply_label_changes(pipeline: SupportsPipeline, changes_table: str) -> int:
         )
         applied = 0
         for row_id, table, column, field_type, old, new in pending or []:
-            target = client.make_qualified_table_name(table)
-            col = client.escape_column_name(column)
+            # tables that copy the column (a deal's history) show the new label too
+            copies = [t for t in DERIVED_TABLES.get(table, ()) if _column_exists(client, t, column)]
             with client.begin_transaction():
-                if field_type == "set":
-                    old_json = orjson.dumps(old).decode()
-                    new_json = orjson.dumps(new).decode()
-                    text = _cast_text(client, col)
-                    replaced = f"REPLACE({text}, %s, %s)"
-                    client.execute_sql(
-                        f"UPDATE {target} SET {col} = {_cast_json(client, replaced)}"
-                        f" WHERE {text} <> {replaced}",
-                        old_json,
-                        new_json,
-                        old_json,
-                        new_json,
-                    )
-                else:
-                    client.execute_sql(f"UPDATE {target} SET {col} = %s WHERE {col} = %s", new, old)
+                for name in (table, *copies):
+                    _rewrite_label(client, name, column, field_type, old, new)
                 client.execute_sql(
                     f"UPDATE {qualified} SET applied_at = CURRENT_TIMESTAMP WHERE _dlt_id = %s",
                     row_id,
                 )
             applied += 1
         return applied
+
+
+def _rewrite_label(
+    client: Any, table: str, column: str, field_type: str, old: str, new: str
+) -> None:
+    target = client.make_qualified_table_name(table)
+    col = client.escape_column_name(column)
+    if field_type == "set":
+        old_json = orjson.dumps(old).decode()
+        new_json = orjson.dumps(new).decode()
+        text = _cast_text(client, col)
+        replaced = f"REPLACE({text}, %s, %s)"
+        client.execute_sql(
+            f"UPDATE {target} SET {col} = {_cast_json(client, replaced)}"
+            f" WHERE {text} <> {replaced}",
+            old_json,
+            new_json,
+            old_json,
+            new_json,
+        )
+    else:
+        client.execute_sql(f"UPDATE {target} SET {col} = %s WHERE {col} = %s", new, old)
 
 
 def _dialect(client: Any) -> str:
@@ -205,7 +216,7 @@ def _column_exists(client: Any, table: str, column: str) -> bool:
     with client.execute_query(
         f"SELECT * FROM {client.make_qualified_table_name(table)} WHERE 1 = 0"
     ) as cursor:
-        names = {str(d[0]).lower() for d in cursor.description}
+        names = {name.lower() for name in cursor_columns(cursor)}
     return column.lower() in names
 
 

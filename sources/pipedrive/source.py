@@ -5,7 +5,7 @@ Usable in any dlt pipeline with any destination:
     import dlt
     from sources.pipedrive import pipedrive_source
 
-    pipeline = dlt.pipeline("pipedrive", destination="duckdb", dataset_name="pipedrive")
+    pipeline = dlt.pipeline("pipedrive", destination="duckdb", dataset_name="main")
     pipeline.run(pipedrive_source(entities=["deals", "persons"]), loader_file_format="parquet")
 
 The token comes from dlt secrets (`sources.pipedrive.api_token`) or the argument.
@@ -26,6 +26,7 @@ from dlt.common.destination.exceptions import SqlClientNotAvailable
 from dlt.common.schema.utils import has_table_seen_data
 from dlt.extract.resource import DltResource
 
+from . import deal_history, labels
 from .account import fetch_company
 from .catalog import FieldCatalog
 from .columnar import ColumnarPage, PageSchema, build_columnar, decode_page, parse_schema
@@ -89,6 +90,7 @@ class EntityExtractor:
             and entity.name not in ctx.event_ids
         )
         self._append_ids: set[Any] | None = set() if appendable else None  # ids this chunk
+        self._history_hinted: list[str] | None = None  # tracked custom columns last hinted
 
     @property
     def catalog(self) -> FieldCatalog | None:
@@ -157,6 +159,8 @@ class EntityExtractor:
         if plan is not None:
             for name, column in plan.columns().items():
                 hints.setdefault(name, column)
+        for option_labels in self._option_labels():
+            hints.setdefault(option_labels.column, option_labels.hint())
         if self.ctx.options.hard_deletes and "is_deleted" in hints:
             hints["is_deleted"] = {**hints["is_deleted"], "hard_delete": True}
         return hints
@@ -315,6 +319,7 @@ class EntityExtractor:
         """
         if table is None or table.num_rows == 0:
             return
+        table = self._labelled(table)
         disposition: Literal["append", "merge"] | None = None
         if self._append_ids is not None:
             column = table[self.entity.id_column]
@@ -330,6 +335,7 @@ class EntityExtractor:
             else:
                 self._append_ids |= distinct
                 disposition = None if self._hinted else "append"
+        yield from self._history(table)
         plan = self._current_plan()
         if not self._hinted or plan is not self._hinted_plan:
             # the first batch, or the first after the definitions were re-read: the column
@@ -351,6 +357,47 @@ class EntityExtractor:
         """The plan the batches are built with now (None: no custom fields)."""
         catalog = self._made_catalog
         return catalog.cached_plan(self.entity) if catalog is not None else None
+
+    def _option_labels(self, table: pa.Table | None = None) -> list[labels.OptionLabels]:
+        """The entity's label columns (`labels`); when `table` holds an option id the
+        definitions do not know, they are read again first (once a run)."""
+        catalog = self.catalog
+        if catalog is None:
+            return []
+        found = catalog.option_labels(self.entity)
+        if table is None:
+            return found
+        ignored = catalog.ignored_option_ids(self.entity)
+        unknown = labels.unknown_ids(table, found, ignored)
+        if unknown and not catalog.refreshed_this_run(self.entity):
+            found = catalog.option_labels(self.entity, force=True)
+            unknown = labels.unknown_ids(table, found, ignored)
+        if unknown:  # still unknown after a refresh: deleted options, kept as their ids
+            catalog.ignore_option_ids(self.entity, unknown)
+        return found
+
+    def _labelled(self, table: pa.Table) -> pa.Table:
+        """The batch with its label columns (and a lead's value as columns)."""
+        if self.entity.name == "leads":
+            table = labels.add_lead_value(table)
+        found = self._option_labels(table)
+        return labels.add_labels(table, found) if found else table
+
+    def _history(self, table: pa.Table) -> Iterator[Any]:
+        """Deals: the batch's candidate versions for `deal_history` (see `deal_history`)."""
+        if self.entity.name != HISTORY_ENTITY:
+            return
+        custom = deal_history.tracked_custom_columns(self._plan())
+        versions = deal_history.candidates(table, custom)
+        if not versions.num_rows:
+            return
+        if custom == self._history_hinted:
+            yield dlt.mark.with_table_name(versions, deal_history.HISTORY_TABLE)
+            return
+        self._history_hinted = custom  # the first batch, or tracked custom fields changed
+        columns = deal_history.column_hints(self._column_hints(), custom)
+        hints = dlt.mark.make_hints(table_name=deal_history.HISTORY_TABLE, columns=columns)
+        yield dlt.mark.with_hints(versions, hints, create_table_variant=True)
 
     def _seen_in_earlier_chunks(self, ids: pa.ChunkedArray) -> bool:
         if self._prior_ids is None or not len(self._prior_ids):
@@ -405,6 +452,7 @@ class EntityExtractor:
         raw = catalog.raw_definitions(self.entity)
         if raw:
             yield dlt.mark.with_table_name(raw, definitions_table(self.entity))
+        self._option_labels()  # renamed options of standard fields, even with no row read
         changes = catalog.label_changes.pop(self.entity.singular, [])
         if changes:
             now = datetime.now(UTC)
@@ -425,6 +473,7 @@ class EntityExtractor:
 
 
 BATCH_ROWS = 10_000  # rows per item handed to dlt (its per-item overhead is high)
+HISTORY_ENTITY = "deals"  # whose rows also feed `deal_history`
 MAPPING_TABLE = "custom_fields"
 LABEL_CHANGES_TABLE = "custom_field_label_changes"
 
@@ -589,6 +638,13 @@ def build_resources(
         )
         if entity.has_custom_fields:
             _register_metadata_tables(resource, entity)
+        if entity.name == HISTORY_ENTITY:
+            resource.apply_hints(
+                table_name=deal_history.HISTORY_TABLE,
+                write_disposition="merge",
+                primary_key=list(deal_history.KEY),
+                create_table_variant=True,
+            )
         resource.apply_hints(columns=table_columns(entity.name))  # type: ignore[arg-type]
         resources[entity.name] = resource
     for entity in entities:

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import random
 import re
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import orjson
@@ -275,3 +276,73 @@ def _older(
         first["value"] = _older(rng, "text", first["value"], f, stage_pipeline, org_count)
         return [first, *value[1:]] if first["value"] else value[1:]
     raise ValueError(kind)
+
+
+# --- deal stories (FakePipedrive(deal_stories=True), the demo) -----------------------------------
+
+
+def _ms(value: Any) -> int | None:
+    """Epoch milliseconds of a served v2 time ("2024-06-01T12:00:00Z"), or None."""
+    if not isinstance(value, str) or not value:
+        return None
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return int(parsed.timestamp() * 1000)
+
+
+def deal_story(
+    seed: int, record_id: int, data: dict[str, Any], at: int, ut: int, stages: list[int]
+) -> list[dict[str, Any]]:
+    """The changelog of a generated deal that lived like one: it moved up its pipeline's
+    `stages` (ordered) to the stage it is in, the last move at its stage_change_time, its
+    value was revised on the way, and it was won or lost at its close_time (deleted at its
+    update_time). Oldest first, ending with its current values."""
+    rng = random.Random(f"{seed}/story/deals/{record_id}")
+    status = data.get("status")
+    close = _ms(data.get("close_time"))
+    end = close if status in ("won", "lost") and close is not None else ut
+    events: list[tuple[int, dict[str, Any], dict[str, Any]]] = []
+    events += _stage_moves(rng, data, at, end, stages)
+    value = data.get("value")
+    if isinstance(value, int | float) and value and rng.random() < 0.4 and end - at > 4000:
+        revised = at + 1000 + int(rng.random() * (end - at - 2000))
+        old = round(value * rng.choice((0.5, 0.8, 1.25)), 2)
+        events.append((revised, {"value": old}, {"value": value}))
+    if status in ("won", "lost") and close is not None:
+        times = ("close_time", f"{status}_time")
+        before: dict[str, Any] = {"status": "open", **dict.fromkeys(times)}
+        after: dict[str, Any] = {"status": status, **{k: data.get(k) for k in times}}
+        if status == "lost" and data.get("lost_reason"):
+            before["lost_reason"], after["lost_reason"] = None, data["lost_reason"]
+        events.append((close, before, after))
+    elif status == "deleted":
+        deleted = (
+            {"status": "open", "is_deleted": False},
+            {"status": "deleted", "is_deleted": True},
+        )
+        events.append((ut, *deleted))
+    owner: int = data["owner_id"] if data.get("owner_id") in USER_IDS else 1
+    made = []
+    for ms, old_values, new_values in sorted(events, key=lambda e: e[0]):
+        for field_key, a, b in diff("deals", old_values, new_values):
+            made.append(entry(0, field_key, a, b, ms - ms % 1000, owner))
+    for n, e in enumerate(made, 1):
+        e["seq"] = n
+    return made
+
+
+def _stage_moves(
+    rng: random.Random, data: dict[str, Any], at: int, end: int, stages: list[int]
+) -> list[tuple[int, dict[str, Any], dict[str, Any]]]:
+    """Moves from an earlier stage up to the current one, the last at stage_change_time."""
+    moved = _ms(data.get("stage_change_time"))
+    stage = data.get("stage_id")
+    if moved is None or stage not in stages or stages.index(stage) == 0:
+        return []
+    last = min(moved, end)
+    path = stages[rng.randint(0, stages.index(stage) - 1) : stages.index(stage) + 1]
+    span = max(0, last - at - 2000)
+    times = [*sorted(at + 1000 + int(rng.random() * span) for _ in path[2:]), last]
+    return [
+        (ms, {"stage_id": old}, {"stage_id": new})
+        for (old, new), ms in zip(pairwise(path), times, strict=True)
+    ]

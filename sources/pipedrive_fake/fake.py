@@ -131,6 +131,7 @@ class FakePipedrive(HttpApi):
         compact_threshold: int = 200_000,
         company: Mapping[str, Any] | None = None,
         messy: bool = False,
+        deal_stories: bool = False,
     ) -> None:
         unknown = set(scale or {}) - set(DEFAULT_SCALE)
         if unknown:
@@ -139,6 +140,9 @@ class FakePipedrive(HttpApi):
             )
         self.token = token
         self.seed = seed
+        # generated deals' changelogs tell how they moved up their pipeline and were won or
+        # lost (`changelog.deal_story`); otherwise 0-3 changes of random fields
+        self.deal_stories = deal_stories
         self.scale = {**DEFAULT_SCALE, **(scale or {})}
         self.rate_limit = rate_limit
         self.daily_budget = daily_budget
@@ -710,6 +714,7 @@ class FakePipedrive(HttpApi):
         if bad:
             raise ValueError(f"{t} records have no field(s) {bad}; known: {sorted(allowed)}")
         old_status = data.get("status")
+        old_stage = data.get("stage_id")
         for key, value in fields.items():
             if key == "custom_fields":
                 data["custom_fields"] = self._merged_custom_fields(t, data, value)
@@ -720,7 +725,7 @@ class FakePipedrive(HttpApi):
             else:
                 data[key] = value
         if t == "deals":
-            self._apply_deal(data, fields, ms, old_status)
+            self._apply_deal(data, fields, ms, old_status, old_stage)
         elif t == "projects":
             if data["status"] not in PROJECT_STATUSES:
                 raise ValueError(f"project status must be one of {PROJECT_STATUSES}")
@@ -744,7 +749,12 @@ class FakePipedrive(HttpApi):
         return merged
 
     def _apply_deal(
-        self, data: dict[str, Any], fields: dict[str, Any], ms: int, old_status: Any
+        self,
+        data: dict[str, Any],
+        fields: dict[str, Any],
+        ms: int,
+        old_status: Any,
+        old_stage: Any,
     ) -> None:
         """What Pipedrive changes along with a deal's status or stage."""
         status = data["status"]
@@ -754,6 +764,11 @@ class FakePipedrive(HttpApi):
             _deal_status_changed(data, fields, status, fmt_v2(ms))
         if "stage_id" in fields and "pipeline_id" not in fields:
             data["pipeline_id"] = self._ctx.stage_pipeline.get(data["stage_id"])
+        # Pipedrive stamps a stage change (stage_change_time: "the last updated date and time
+        # of the deal stage")
+        moved = "stage_id" in fields and fields["stage_id"] != old_stage
+        if moved and "stage_change_time" not in fields:
+            data["stage_change_time"] = fmt_v2(ms)
 
     def _sync_flags(self, t: str, row: Row, data: dict[str, Any]) -> None:
         if t == "deals":
@@ -853,6 +868,8 @@ class FakePipedrive(HttpApi):
             if "custom_fields" in data:
                 data["custom_fields"] = dict.fromkeys(data["custom_fields"])  # start empty
             self._apply(t, data, fields, ms)
+            if t == "deals" and "stage_change_time" not in fields:
+                data["stage_change_time"] = None  # a new deal's stage never changed
             rid = data[KINDS[t].id_key] if t in KINDS else data["id"]
             row = Row(rid, i, data, ms, ms, status=status, archived=archived)
             self._sync_flags(t, row, data)
@@ -1298,7 +1315,11 @@ class FakePipedrive(HttpApi):
         log = self._changelogs.get((t, row.id))
         if log is None:
             log = []
-            if row.seq <= self.scale[t]:  # generated, not added by a test
+            if row.seq <= self.scale[t] and t == "deals" and self.deal_stories:
+                log = clog.deal_story(
+                    self.seed, row.id, table.data(row), row.at, row.ut, self._pipeline_stages(row)
+                )
+            elif row.seq <= self.scale[t]:  # generated, not added by a test
                 log = clog.history(
                     self.seed,
                     t,
@@ -1312,6 +1333,17 @@ class FakePipedrive(HttpApi):
                 )
             self._changelogs[(t, row.id)] = log
         return log
+
+    def _pipeline_stages(self, row: Row) -> list[int]:
+        """The stages of a deal's pipeline, in pipeline order."""
+        stages = self.tables["stages"]
+        pipeline = self.tables["deals"].data(row).get("pipeline_id")
+        found = [stages.data(r) for r in stages.by_seq]
+        return [
+            s["id"]
+            for s in sorted(found, key=lambda s: s["order_nr"])
+            if s["pipeline_id"] == pipeline
+        ]
 
     def changelog(self, entity: str, id: Any) -> list[dict[str, Any]]:
         """The field-change history of a deal, person or organization as

@@ -509,6 +509,19 @@ _STD_OPTIONS: dict[str, list[tuple[Any, str]]] = {
         ("deleted", "Deleted"),
     ],
     "health_status": [(10, "On track"), (20, "At risk"), (30, "Off track")],
+    # the options generated records use (generate.py)
+    "channel": [(1, "Website"), (2, "Events"), (52, "Partner referral")],
+    "industry": [
+        (1, "Software"),
+        (2, "Manufacturing"),
+        (3, "Retail"),
+        (4, "Healthcare"),
+        (5, "Finance"),
+        (6, "Education"),
+        (7, "Logistics"),
+        (8, "Energy"),
+    ],
+    "priority": [(1, "Low"), (2, "Medium"), (3, "High")],
     "lead_label_ids": [  # lead labels have UUID ids (generate.LEAD_LABELS)
         ("f08b42a0-4e75-11ea-9643-03698ef1cfd6", "Hot"),
         ("f08b42a1-4e75-11ea-9643-03698ef1cfd6", "Warm"),

@@ -217,7 +217,7 @@ def organization(ctx: Context, rng: random.Random, i: int, at: int, ut: int) -> 
         "label_ids": [] if r() < 0.6 else sorted(rng.sample([1, 2, 3, 4, 5], rng.randint(1, 2))),
         "website": f"https://www.example{i}.com" if r() < 0.6 else None,
         "linkedin": f"https://www.linkedin.com/company/example-{i}" if r() < 0.3 else None,
-        "industry": rng.randint(1, 40) if r() < 0.4 else None,
+        "industry": rng.randint(1, 8) if r() < 0.4 else None,  # organizationFields' options
         "annual_revenue": rng.choice([0, 50_000, 1_200_000, 75_000_000]) if r() < 0.3 else None,
         "employee_count": rng.choice([1, 8, 45, 250, 12_000]) if r() < 0.5 else None,
         "custom_fields": ctx.custom_values("organizations", rng),
