@@ -30,6 +30,7 @@ from .entities import ENTITY_BY_NAME
 from .http import CursorPaginator, EntityUnavailable, TemporaryError
 from .pages import ARROW_TYPES
 from .schema import load_schema
+from .sync_state import committed_resource, source_state
 
 RESOURCE = "deal_history_backfill"
 LABEL = "deal_history"  # API metrics label of the changelog requests
@@ -69,10 +70,7 @@ class BackfillOutcome:
 
 def backfill_state(pipeline_state: Mapping[str, Any]) -> dict[str, Any]:
     """The backfill's cursor as the warehouse committed it ({} before the first backfill)."""
-    sources = pipeline_state.get("sources") or {}
-    resources = (sources.get("pipedrive") or {}).get("resources") or {}
-    state: dict[str, Any] = resources.get(RESOURCE) or {}
-    return state
+    return committed_resource(source_state(pipeline_state), RESOURCE)
 
 
 def _scalar(client: Any, sql: str, *params: Any) -> Any:

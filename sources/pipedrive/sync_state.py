@@ -165,10 +165,16 @@ def source_state(pipeline_state: Mapping[str, Any] | None, key: str = SOURCE_KEY
     return sources.get(key) or {}
 
 
+def committed_resource(source: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """One resource's state in a source state ({} when it never ran); read it only."""
+    resources = source.get("resources") or {}
+    state: dict[str, Any] = resources.get(name) or {}
+    return state
+
+
 def committed_streams(source: Mapping[str, Any], entity: str) -> Iterator[tuple[str, StreamState]]:
     """(stream key, its state) of one entity in a source state; read them only."""
-    resources = source.get("resources") or {}
-    streams = (resources.get(entity) or {}).get("streams") or {}
+    streams = committed_resource(source, entity).get("streams") or {}
     for key, raw in streams.items():
         yield key, StreamState(raw)
 
