@@ -225,3 +225,40 @@ def test_swapped_labels_are_not_rewritten_into_one(syncer: Syncer) -> None:
     rows = table_rows(syncer, "deals").values()
     names = {tuple(json.loads(r["labels"])) for r in rows if r["labels"]}
     assert any("Hot" in n for n in names) and any("Cold" in n for n in names)
+
+
+def _type_labels(syncer: Syncer) -> list[tuple[Any, Any]]:
+    names = {t["key_string"]: t["name"] for t in syncer.fake.records("activity_types")}
+    rows = table_rows(syncer, "activities")
+    assert rows
+    return [(row.get("type_label"), names[row["type"]]) for row in rows.values()]
+
+
+def test_an_option_list_failing_stops_the_run_before_any_row_and_the_next_labels_all(
+    syncer: Syncer,
+) -> None:
+    """The activity types a label column needs fail (500): the run stops like any failing list
+    (75, one line), before loading rows it could not label; the next run labels every row."""
+    from dataclasses import replace
+
+    from conftest import FAST_HTTP
+
+    from sources.pipedrive_fake import FaultRule
+
+    syncer.fake.add_fault(FaultRule(path=r"/v1/activityTypes$", kind="status", status=500))
+    result = syncer.run(entities="activities", http=replace(FAST_HTTP, max_attempts=1))
+    assert result.code == 75, result.message
+    assert "activityTypes" in result.message and "\n" not in result.message
+    syncer.fake.clear_faults()
+    assert syncer.run(entities="activities").code == 0
+    assert all(label == name for label, name in _type_labels(syncer))
+
+
+def test_an_option_list_the_token_may_not_read_leaves_the_ids(syncer: Syncer) -> None:
+    """403 on the activity types: the run goes on, the type ids stay without labels."""
+    from sources.pipedrive_fake import FaultRule
+
+    syncer.fake.add_fault(FaultRule(path=r"/v1/activityTypes$", kind="status", status=403))
+    result = syncer.run(entities="activities")
+    assert result.code == 0, result.message
+    assert all(label is None for label, _ in _type_labels(syncer))

@@ -33,7 +33,7 @@ from .custom_fields import (
 )
 from .custom_fields import option_ids as _option_ids
 from .entities import ENTITY_BY_NAME, Entity
-from .http import CursorPaginator, OffsetPaginator, Paginator
+from .http import CursorPaginator, EntityUnavailable, OffsetPaginator, Paginator
 from .labels import OptionLabels, default_label_columns
 from .schema import standard_types
 
@@ -180,7 +180,10 @@ class FieldCatalog:
             found = labels.from_definitions(definitions, standard)
             for source, spec in labels.OPTION_LISTS.get(entity.name, {}).items():
                 if source in standard and source not in {o.source for o in found}:
-                    rows = self._option_list(entity, spec.entity)
+                    try:
+                        rows = self._option_list(entity, spec.entity)
+                    except EntityUnavailable:
+                        continue  # the token may not read that list: its ids stay ids
                     found.append(labels.from_list(source, rows, spec))
             taken = {o.name for fp in plan.fields for o in fp.outputs}
             found = [labels.avoiding(o, taken) for o in found]

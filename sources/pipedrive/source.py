@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -198,9 +199,9 @@ class EntityExtractor:
             yield from self._rows_by_id(ids)
             return
         report = self.ctx.report(self.entity.name)
-        streams_state = EntityStreams(dlt.current.resource_state())
-        if self._reread_due():
-            streams_state.forget()  # a field changed its type: every row again, in the new one
+        streams_state = self._streams_to_read(report)
+        if streams_state is None:
+            return
         batcher = TableBatcher(BATCH_ROWS)
         skipped: list[str] = []
         for stream in self.entity.streams:
@@ -250,6 +251,31 @@ class EntityExtractor:
             self._reconcile(report)
         self._note_new_columns()
         yield from self._metadata()
+
+    def _streams_to_read(self, report: EntityReport) -> EntityStreams | None:
+        """The entity's stream states, started over when a field changed its type (every row
+        again, in the new type); None when the run stops before any row is read."""
+        streams_state = EntityStreams(dlt.current.resource_state())
+        if self._reread_due():
+            streams_state.forget()
+        return streams_state if self._labels_read(report) else None
+
+    def _labels_read(self, report: EntityReport) -> bool:
+        """Read what the label columns need before any row, so that no row is loaded without
+        its labels; False when that failed and the run stops (as a list's failure stops it)."""
+        if self.ctx.stopping:
+            report.status = "stopped"
+            return False
+        try:
+            self._option_labels()
+        except EntityUnavailable:
+            pass  # the definitions cannot be read: the first page says so, in its place
+        except TemporaryError as exc:
+            report.status = "stopped"
+            report.message = str(self.ctx.stopped_by or exc)
+            self.ctx.stop(exc)
+            return False
+        return True
 
     def _reread_due(self) -> bool:
         """Must the entity be read from the start (see `FieldCatalog.take_reread`)?"""
@@ -370,7 +396,10 @@ class EntityExtractor:
         ignored = catalog.ignored_option_ids(self.entity)
         unknown = labels.unknown_ids(table, found, ignored)
         if unknown and not catalog.refreshed_this_run(self.entity):
-            found = catalog.option_labels(self.entity, force=True)
+            try:
+                found = catalog.option_labels(self.entity, force=True)
+            except (EntityUnavailable, TemporaryError):
+                return found  # not now (a stopping run…): the unknown ids stay ids, asked again
             unknown = labels.unknown_ids(table, found, ignored)
         if unknown:  # still unknown after a refresh: deleted options, kept as their ids
             catalog.ignore_option_ids(self.entity, unknown)
@@ -452,7 +481,8 @@ class EntityExtractor:
         raw = catalog.raw_definitions(self.entity)
         if raw:
             yield dlt.mark.with_table_name(raw, definitions_table(self.entity))
-        self._option_labels()  # renamed options of standard fields, even with no row read
+        with suppress(EntityUnavailable, TemporaryError):  # read before the rows, or never
+            self._option_labels()  # renamed options of standard fields, even with no row read
         changes = catalog.label_changes.pop(self.entity.singular, [])
         if changes:
             now = datetime.now(UTC)
