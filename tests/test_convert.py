@@ -378,3 +378,13 @@ def test_vectorized_casts_of_all_null_columns_and_other_types() -> None:
     assert cast_strings(pa.nulls(3, pa.string()), "date").to_pylist() == [None] * 3  # type: ignore[union-attr]
     assert cast_strings(pa.array([1, 2]), "date") is None
     assert cast_strings(pa.array(["a"]), "bigint") is None
+
+
+def test_json_columns_read_back_from_any_warehouse() -> None:
+    from sources.pipedrive.convert import from_json_text
+
+    assert from_json_text('{"a": [1, "é"]}') == {"a": [1, "é"]}  # DuckDB, SQLite: text
+    assert from_json_text(b"[1, 2]") == [1, 2]
+    assert from_json_text([{"id": 1}]) == [{"id": 1}]  # PostgreSQL's driver: parsed
+    assert from_json_text("not json") is None
+    assert from_json_text(None) is None

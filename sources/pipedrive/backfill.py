@@ -26,6 +26,7 @@ from dlt.extract.resource import DltResource
 
 from . import deal_history
 from .context import RunContext
+from .convert import from_json_text
 from .entities import ENTITY_BY_NAME
 from .http import CursorPaginator, EntityUnavailable, TemporaryError
 from .pages import ARROW_TYPES
@@ -124,7 +125,7 @@ def custom_changes(
     for key, column, field_type, options in rows or []:
         if field_type not in deal_history.CUSTOM_TYPES or column not in wanted:
             continue
-        labels = {str(o.get("id")): str(o.get("label")) for o in _json(options) or []}
+        labels = {str(o.get("id")): str(o.get("label")) for o in from_json_text(options) or []}
         found[key] = deal_history.CustomColumn(
             column, types.get(column, "text"), labels, field_type
         )
@@ -133,15 +134,6 @@ def custom_changes(
                 f"{column}_currency", "text", {}, "text"
             )
     return found
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str | bytes):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None
-    return value
 
 
 def _history_types(pipeline: Any) -> dict[str, str]:
@@ -289,7 +281,7 @@ def _finish(state: dict[str, Any]) -> None:
 def _json_value(name: str, value: Any, types: Mapping[str, str]) -> Any:
     """A value read from the warehouse as dlt loads it again (JSON columns as objects)."""
     if types.get(name) == "json":
-        return _json(value)
+        return from_json_text(value)
     return value
 
 

@@ -114,6 +114,17 @@ def json_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def from_json_text(value: Any) -> Any:
+    """A JSON column's value as a warehouse returns it (text, bytes or already parsed) →
+    Python (None for text that is not JSON)."""
+    if isinstance(value, str | bytes):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value
+
+
 def as_text(value: Any) -> str | None:
     """A value for a text column: strings as they are, None as None, others as JSON text."""
     if value is None or type(value) is str:

@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 
+from .convert import from_json_text
 from .dlt_adapter import cursor_columns
 from .identity import IDENTITY_TABLE, Identity
 
@@ -47,7 +47,7 @@ def read_stored(client: Any) -> Stored:
     identity = Identity.from_row(identities[0]) if identities else None
     mapping: dict[str, list[dict[str, Any]]] = {}
     for row in _select(client, MAPPING_TABLE, MAPPING_COLUMNS) or []:
-        row["options"] = _json(row.get("options"))
+        row["options"] = from_json_text(row.get("options"))
         mapping.setdefault(str(row["entity"]), []).append(row)
     return Stored(identity, {entity: tuple(rows) for entity, rows in mapping.items()})
 
@@ -63,12 +63,3 @@ def _select(client: Any, table: str, columns: tuple[str, ...]) -> list[dict[str,
             return [dict(zip(described, row, strict=True)) for row in cursor.fetchall()]
     except DestinationUndefinedEntity:
         return None
-
-
-def _json(value: Any) -> Any:
-    if isinstance(value, str | bytes):
-        try:
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return None
-    return value
