@@ -71,6 +71,24 @@ def fake() -> Iterator[FakePipedrive]:
         server.stop()
 
 
+def synced_warehouse(work: Path, seed: int) -> Path:
+    """A DuckDB warehouse in `work`, synced once from a small fake (for a module's shared
+    read-only fixture; copy it before changing it)."""
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        FakePipedrive(token=TOKEN, seed=seed, scale=dict(SMALL_SCALE)) as fake,
+    ):
+        patch.setenv("DLT_DATA_DIR", str(work / "dlt-data"))
+        settings = RunSettings(
+            token=TOKEN,
+            base_url=fake.base_url,
+            duckdb_path=work / "pipedrive.duckdb",
+            http=FAST_HTTP,
+        )
+        assert run_sync(settings).code == 0
+    return work / "pipedrive.duckdb"
+
+
 class Syncer:
     """Runs syncs against a fake into one DuckDB file, like cron would."""
 

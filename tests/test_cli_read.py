@@ -9,19 +9,16 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import pytest
-from conftest import FAST_HTTP, SMALL_SCALE, TOKEN
+from conftest import TOKEN, synced_warehouse
 from typer.testing import CliRunner
 
 from pipelines.pipedrive_sync import shell as shell_module
 from pipelines.pipedrive_sync.cli import app
-from pipelines.pipedrive_sync.runner import run_sync
-from pipelines.pipedrive_sync.settings import RunSettings
 from pipelines.pipedrive_sync.views import VIEWS
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.entities import DEFAULT_ENTITIES
@@ -33,22 +30,9 @@ ENTITIES = list(DEFAULT_ENTITIES)
 
 
 @pytest.fixture(scope="module")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One warehouse synced from the fake, shared by this module's (read-only) tests."""
-    work = tmp_path_factory.mktemp("read-commands")
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        FakePipedrive(token=TOKEN, seed=3, scale=dict(SMALL_SCALE)) as fake,
-    ):
-        patch.setenv("DLT_DATA_DIR", str(work / "dlt-data"))
-        settings = RunSettings(
-            token=TOKEN,
-            base_url=fake.base_url,
-            duckdb_path=work / "pipedrive.duckdb",
-            http=FAST_HTTP,
-        )
-        assert run_sync(settings).code == 0
-    yield work / "pipedrive.duckdb"
+    return synced_warehouse(tmp_path_factory.mktemp("read-commands"), seed=3)
 
 
 @pytest.fixture

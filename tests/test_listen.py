@@ -28,6 +28,7 @@ import pytest
 import requests
 from conftest import FAST_HTTP as FAST_HTTP_SETTINGS
 from conftest import TOKEN, Syncer, table_rows
+from pg_server import rows as pg_rows
 from rich.console import Console
 
 from pipelines.pipedrive_sync.listen import Listener, ListenLog, ListenSettings
@@ -806,18 +807,6 @@ def test_registration_respects_the_40_webhooks_per_user_limit(fake: FakePipedriv
 
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
-def _pg(url: str, sql: str) -> list[tuple[Any, ...]]:
-    import psycopg2
-
-    connection = psycopg2.connect(url)
-    try:
-        with connection.cursor() as cursor:
-            cursor.execute(sql)
-            return list(cursor.fetchall())
-    finally:
-        connection.close()
-
-
 @pytest.mark.postgres
 def test_listen_keeps_a_postgresql_warehouse_current_and_holds_it(
     postgres: Any, syncer: Syncer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -839,11 +828,11 @@ def test_listen_keeps_a_postgresql_warehouse_current_and_holds_it(
         )
     assert while_listening.returncode == 75, while_listening.stderr
     assert "pipedrive-sync listen pid" in while_listening.stderr
-    assert _pg(url, f"SELECT title FROM pipedrive.deals WHERE id = {deal}") == [
+    assert pg_rows(url, f"SELECT title FROM pipedrive.deals WHERE id = {deal}") == [
         ("Postgres sees it",)
     ]
-    flags = dict(_pg(url, "SELECT id, coalesce(is_deleted, false) FROM pipedrive.persons"))
+    flags = dict(pg_rows(url, "SELECT id, coalesce(is_deleted, false) FROM pipedrive.persons"))
     assert (flags[persons[0]], flags[persons[1]], flags[persons[2]]) == (True, True, False)
-    assert _pg(url, f"SELECT name FROM pipedrive.persons WHERE id = {persons[2]}") == [
+    assert pg_rows(url, f"SELECT name FROM pipedrive.persons WHERE id = {persons[2]}") == [
         ("Survivor",)
     ]

@@ -10,18 +10,15 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_HTTP, SMALL_SCALE, TOKEN
+from conftest import SMALL_SCALE, TOKEN, synced_warehouse
 from pg_server import Server
 from test_cli_read import _cli, _one_error_line
 
-from pipelines.pipedrive_sync.runner import run_sync
-from pipelines.pipedrive_sync.settings import RunSettings
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.entities import DEFAULT_ENTITIES
 from sources.pipedrive_fake import FakePipedrive
@@ -31,21 +28,8 @@ CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 
 
 @pytest.fixture(scope="module")
-def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    work = tmp_path_factory.mktemp("monitoring")
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        FakePipedrive(token=TOKEN, seed=5, scale=dict(SMALL_SCALE)) as fake,
-    ):
-        patch.setenv("DLT_DATA_DIR", str(work / "dlt-data"))
-        settings = RunSettings(
-            token=TOKEN,
-            base_url=fake.base_url,
-            duckdb_path=work / "pipedrive.duckdb",
-            http=FAST_HTTP,
-        )
-        assert run_sync(settings).code == 0
-    yield work / "pipedrive.duckdb"
+def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synced_warehouse(tmp_path_factory.mktemp("monitoring"), seed=5)
 
 
 @pytest.fixture
