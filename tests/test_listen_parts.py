@@ -10,6 +10,7 @@ import pytest
 
 from pipelines.pipedrive_sync import journal as journal_module
 from pipelines.pipedrive_sync.journal import Journal
+from pipelines.pipedrive_sync.listen import BatchDurations, events_to_apply
 from sources.pipedrive.events import InvalidEvent, WebhookEvent, parse_event, plan_events
 from sources.pipedrive_fake import FakePipedrive
 
@@ -212,3 +213,38 @@ def test_every_change_is_its_own_event_and_every_retry_the_same() -> None:
     second = parse_event(body("Anna", 1))
     assert first.event_id == retry.event_id
     assert second.event_id != first.event_id
+
+
+def test_the_batch_estimate_follows_the_slow_batches_not_the_mean_nor_one_outlier() -> None:
+    durations = BatchDurations(first_guess=1.0)
+    assert durations.estimate == 1.0  # nothing measured yet
+    durations.add(0.6)
+    assert durations.estimate == 0.6
+    for seconds in (0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 4.0):  # one outlier in ten
+        durations.add(seconds)
+    assert durations.estimate == 0.5
+    for seconds in (0.5, 1.5, 0.5, 1.5, 0.5, 1.5, 0.5, 1.5, 0.5, 1.5):  # a noisy machine
+        durations.add(seconds)
+    assert durations.estimate == 1.5  # a mean (1.0) would let half the batches overshoot
+    for _ in range(10):
+        durations.add(0.4)
+    assert durations.estimate == 0.4  # only the recent batches count
+
+
+@pytest.mark.parametrize(
+    ("pending", "due", "applied"),
+    [
+        (0, False, 0),
+        (0, True, 0),
+        (40, False, 0),
+        (40, True, 40),
+        (100, False, 100),
+        (170, False, 100),
+        (170, True, 170),
+        (299, False, 200),
+    ],
+)
+def test_before_the_oldest_event_is_due_only_whole_requests_are_applied(
+    pending: int, due: bool, applied: int
+) -> None:
+    assert events_to_apply(pending, due) == applied

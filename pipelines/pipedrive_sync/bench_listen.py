@@ -192,7 +192,7 @@ def _phase(
         "visible": len(latencies),
         "p50": _quantile(latencies, 0.50),
         "p99": _quantile(latencies, 0.99),
-        "max": latencies[-1] if latencies else None,
+        "max": round(latencies[-1], 2) if latencies else None,
         "tokens": tokens,
         "tokens_per_100": round(100 * tokens / count, 1),
         "batches": len(batches),

@@ -9,21 +9,23 @@ Lifecycle (one worker thread; the main thread only waits for SIGTERM / Ctrl-C):
 3. with `--public-url`: the webhooks registered (`sources.pipedrive.webhooks`);
 4. a catch-up incremental run, then ready (`/healthz` 200);
 5. events applied in batches (`event_batch`). Events are gathered for as long as the latency
-   target allows (`webhook_latency_seconds` minus what recent batches took): the more records
-   a batch reads, the fewer API tokens per record (100 ids per 10-token request); 100 waiting
-   events start a batch at once. The normal incremental run every `--poll-minutes`
-   (reconciling ids on its daily cadence);
+   target allows (`webhook_latency_seconds` minus what the slower recent batches took): the
+   more records a batch reads, the fewer API tokens per record (100 ids per 10-token
+   request); 100 waiting events start a batch at once. The normal incremental run every
+   `--poll-minutes` (reconciling ids on its daily cadence);
 6. on SIGTERM / Ctrl-C: the receiver closes, what is journaled is applied, exit 0 — within
    10 s (what could not be applied by then stays journaled for the next start).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -57,8 +59,9 @@ from .runner import _use_oauth_api_domain, make_context, make_pipeline, run_sync
 from .settings import SECTION, RunSettings, _config, _env_or_config
 
 USER_ENV, PASSWORD_ENV = "PIPEDRIVE_WEBHOOK_USER", "PIPEDRIVE_WEBHOOK_PASSWORD"
-DEFAULT_LATENCY_SECONDS = 4.0  # event → visible, what batching aims for
+DEFAULT_LATENCY_SECONDS = 4.5  # event → visible, what batching aims for
 FIRST_BATCH_GUESS = 1.0  # seconds a batch takes, until one was measured
+RECENT_BATCHES = 10  # the batch durations the estimate looks at
 FULL_BATCH = 100  # events that start a batch at once (one `ids` request holds 100 records)
 MAX_BATCH = 5_000  # events in one batch at most
 ATTACH_WAIT = 1.0  # seconds a batch waits for a reader to let go of the DuckDB file, per try
@@ -68,6 +71,35 @@ BUSY_RETRY = 0.5  # then it tries again this much later
 READER_GAP = 0.25
 STOP_SECONDS = 9.5  # from SIGTERM to exit, whatever is still under way
 MAX_BACKOFF = 60.0
+
+
+def events_to_apply(pending: int, due: bool) -> int:
+    """How many of the oldest pending events to apply now: all once the oldest is due; before
+    that only whole requests' worth (100 records per 10 tokens), the rest gathering on."""
+    if due:
+        return pending
+    return pending - pending % FULL_BATCH
+
+
+class BatchDurations:
+    """How long the next batch will take: the 80th percentile of the recent ones. A high
+    quantile rather than a mean, so that the events gathered longest still become visible
+    within the latency target on a machine whose batches vary; one slow outlier (the first
+    batch's imports, a checkpoint) is not enough to shorten every gathering after it."""
+
+    def __init__(self, first_guess: float = FIRST_BATCH_GUESS) -> None:
+        self._recent: deque[float] = deque(maxlen=RECENT_BATCHES)
+        self._first_guess = first_guess
+
+    def add(self, seconds: float) -> None:
+        self._recent.append(seconds)
+
+    @property
+    def estimate(self) -> float:
+        if not self._recent:
+            return self._first_guess
+        ordered = sorted(self._recent)
+        return ordered[math.ceil(0.8 * len(ordered)) - 1]
 
 
 @dataclass
@@ -214,7 +246,7 @@ class Listener:
         self._retry_at = 0.0
         self._failures = 0
         self._busy_since: float | None = None
-        self._batch_estimate = FIRST_BATCH_GUESS  # seconds, a moving average
+        self._batch_durations = BatchDurations()
         self._readers_turn = 0.0  # no batch before this (monotonic): readers' turn
         self._registered = listen.public_url is None
         self._caught_up = False
@@ -346,7 +378,7 @@ class Listener:
     def _due_at(self, oldest: Entry) -> float:
         """When (monotonic) the batch that `oldest` opens is due: as late as the latency
         target allows, given how long batches take (more events per batch, fewer tokens)."""
-        gather = max(0.0, self.listen.latency_seconds - self._batch_estimate)
+        gather = max(0.0, self.listen.latency_seconds - self._batch_durations.estimate)
         return time.monotonic() + oldest.received + gather - time.time()
 
     # -- receiving ----------------------------------------------------------------------------
@@ -472,11 +504,10 @@ class Listener:
         if not self._caught_up or now < max(self._retry_at, self._readers_turn):
             return False
         pending = self._journal.pending(MAX_BATCH)
-        if not pending:
+        size = events_to_apply(len(pending), due=bool(pending) and now >= self._due_at(pending[0]))
+        if not size:
             return False
-        if len(pending) < FULL_BATCH and now < self._due_at(pending[0]):
-            return False
-        self._apply(pending)
+        self._apply(pending[:size])
         return True
 
     def _apply(self, entries: list[Entry]) -> bool:
@@ -508,7 +539,7 @@ class Listener:
         if times:
             self.status.last_event_time = max([*times, self.status.last_event_time or 0.0])
         self.status.applied += len(entries)
-        self._batch_estimate = 0.7 * self._batch_estimate + 0.3 * result.seconds
+        self._batch_durations.add(result.seconds)
         self.status.last_batch = datetime.now(UTC)
         self._failures, self._busy_since = 0, None
         objects: dict[str, int] = {}
