@@ -252,7 +252,7 @@ class PipedriveClient:
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """`get_json` for any method (`body`: sent as JSON); only a GET's envelope must hold
         `data` (a DELETE answers without one). What each attempt leads to is `RequestPolicy`'s
-        decision; this method is the transport that carries it out."""
+        decision; this method carries it out, each attempt sent through `transport`."""
         params = dict(params or {})
         url = self.url(api, path)
         what = f"{label}: {self.describe(api, path, params, method)}"
