@@ -10,6 +10,8 @@ from sources.pipedrive.entities import (
     ENTITY_BY_NAME,
     ME_PATH,
     ME_TOKEN_COST,
+    WEBHOOKS_PATH,
+    WEBHOOKS_TOKEN_COST,
     Strategy,
     select_entities,
 )
@@ -32,6 +34,13 @@ def test_custom_field_endpoints_exist_and_cost_what_the_spec_says(entity) -> Non
 def test_the_company_check_costs_what_the_spec_says() -> None:
     operation = load_spec("v1")["paths"]["/" + ME_PATH]["get"]
     assert operation["x-token-cost"] == ME_TOKEN_COST
+
+
+def test_registering_webhooks_costs_what_the_spec_says() -> None:
+    paths = load_spec("v1")["paths"]
+    for method, cost in WEBHOOKS_TOKEN_COST.items():
+        path = "/" + WEBHOOKS_PATH + ("/{id}" if method == "delete" else "")
+        assert paths[path][method]["x-token-cost"] == cost, method
 
 
 def test_the_committed_schema_is_generated_from_the_specs_and_the_entity_table() -> None:

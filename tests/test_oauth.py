@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from pipelines.pipedrive_sync.runner import make_context, run_sync
 from pipelines.pipedrive_sync.settings import resolve
 from schemas.generate import load_spec
 from sources.pipedrive.entities import ENTITIES
-from sources.pipedrive_fake import FakePipedrive
+from sources.pipedrive_fake import FakePipedrive, FaultRule
 
 CLIENT_ID, CLIENT_SECRET, SEED_REFRESH = (
     "app-client-id",
@@ -140,6 +143,47 @@ def test_a_revoked_refresh_token_exits_77_with_a_clear_message(
     assert failure.code == 77
     assert "re-authorize" in failure.message
     assert install.refresh_token not in failure.message and CLIENT_SECRET not in failure.message
+
+
+@pytest.mark.parametrize("kind", ["status", "drop"])
+def test_a_token_endpoint_failing_once_is_retried(
+    fake: FakePipedrive, oauth_env: Path, tmp_path: Path, kind: str
+) -> None:
+    """A 503 (or a dropped connection) from the token endpoint is retried like any request."""
+    fake.oauth_client(CLIENT_ID, CLIENT_SECRET, SEED_REFRESH)
+    fault = fake.add_fault(FaultRule(path=r"^/oauth/token$", kind=kind, status=503, times=1))
+    result = run_sync(_settings(tmp_path))
+    assert result.code == 0, result.message
+    assert fault.fired == 1
+    assert [r.status for r in _token_requests(fake) if r.fault is None] == [200]
+    assert_matches_fake(_syncer(fake, tmp_path), "deals", all_deals(fake))
+
+
+def test_a_token_endpoint_that_stays_down_exits_75_in_one_line(
+    fake: FakePipedrive, oauth_env: Path, tmp_path: Path
+) -> None:
+    fake.oauth_client(CLIENT_ID, CLIENT_SECRET, SEED_REFRESH)
+    fake.add_fault(FaultRule(path=r"^/oauth/token$", kind="status", status=503, times=None))
+    env = {k: v for k, v in os.environ.items() if k != "PIPEDRIVE_BASE_URL"}
+    env.update(
+        DLT_DATA_DIR=str(tmp_path / "dlt-data"),
+        SOURCES__PIPEDRIVE__MAX_ATTEMPTS="3",
+        SOURCES__PIPEDRIVE__BACKOFF_BASE="0.01",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipelines.pipedrive_sync", "run"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 75, proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "OAuth token endpoint" in proc.stderr and "gave up after 3 attempts" in proc.stderr
+    assert len(_token_requests(fake)) == 3
+    assert CLIENT_SECRET not in proc.stderr and SEED_REFRESH not in proc.stderr
 
 
 def test_a_scope_limited_app_loads_what_it_may_and_names_what_it_skipped(

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
+from sources.pipedrive.postload import retired_columns
 from sources.pipedrive.sync_state import (
     BOUNDARY_LIMIT,
+    BackfillState,
     Cursor,
     EntityStreams,
     ResumePoint,
     StreamState,
+    committed_field_states,
     committed_stream,
     committed_streams,
+    field_state,
     has_cursor,
     source_state,
 )
@@ -143,3 +147,50 @@ def test_committed_views():
     assert has_cursor(source, "deals")
     assert not has_cursor(source, "persons")
     assert not has_cursor(source, "organizations")
+
+
+# one entity's custom-field catalog as an existing warehouse commits it
+STORED_FIELDS = {
+    "raw": [{"key": "abc", "name": "Budget"}],
+    "fetched_at": "2024-05-01T12:30:00+00:00",
+    "pinned": {"abc": "budget"},
+    "known": {"abc": {"key": "abc"}},
+    "labels": {"abc": {"1": "Low"}},
+    "retired": {"def": ["old_column"], "abc before its type changed": ["budget"]},
+    "reread": True,
+}
+
+
+def test_field_catalog_reads_and_writes_the_stored_format():
+    source = {"custom_fields": {"deal": {**STORED_FIELDS}}, "resources": {}}
+    fields = field_state(source, "deal")
+    assert fields.definitions == STORED_FIELDS["raw"] and fields.fetched_at == T0
+    assert fields.pinned == {"abc": "budget"} and fields.labels == {"abc": {"1": "Low"}}
+    assert fields.take_reread() and not fields.take_reread()
+    fields.save_definitions([], T0 + timedelta(days=1))
+    fields.pinned = {"abc": "budget_2"}
+    raw = source["custom_fields"]["deal"]
+    assert raw["raw"] == [] and raw["fetched_at"] == "2024-05-02T12:30:00+00:00"
+    assert raw["pinned"] == {"abc": "budget_2"} and "reread" not in raw
+    assert field_state(source, "person").definitions is None  # created empty
+    assert retired_columns({"sources": {"pipedrive": source}}) == {
+        "deals": ["old_column", "budget"]
+    }
+    assert dict(committed_field_states({})) == {}
+
+
+def test_backfill_progress_in_the_stored_format():
+    raw: dict = {}
+    state = BackfillState(raw)
+    state.start(500, T0)
+    state.start(900, T0 + timedelta(days=1))  # the range is fixed by the first run
+    state.advance(120)
+    assert (state.after, state.until, state.done) == (120, 500, False)
+    state.finish(T0)
+    assert raw == {
+        "until": 500,
+        "started_at": "2024-05-01T12:30:00+00:00",
+        "after": 120,
+        "done": True,
+        "finished_at": "2024-05-01T12:30:00+00:00",
+    }

@@ -319,7 +319,8 @@ def run(
         typer.Option(
             "--backfill-history",
             help="After the sync, read older deal history from Pipedrive's deal changelogs"
-            " into deal_history (20 API tokens per deal; the cost is shown first). Resumes"
+            " into deal_history (one changelog request per deal; the cost in API tokens is shown"
+            " first). Resumes"
             " where the last one stopped: repeat it on later runs until it says complete.",
         ),
     ] = False,

@@ -10,9 +10,10 @@ Lifecycle (one worker thread; the main thread only waits for SIGTERM / Ctrl-C):
 4. a catch-up incremental run, then ready (`/healthz` 200);
 5. events applied in batches (`event_batch`). Events are gathered for as long as the latency
    target allows (`webhook_latency_seconds` minus what the slower recent batches took): the
-   more records a batch reads, the fewer API tokens per record (100 ids per 10-token
-   request); 100 waiting events start a batch at once. The normal incremental run every
-   `--poll-minutes` (reconciling ids on its daily cadence);
+   more records a batch reads, the fewer API tokens per record (up to 100 ids per request);
+   100 waiting events start a batch at once, and before the oldest is due only whole
+   hundreds are applied. The normal incremental run every `--poll-minutes` (reconciling ids
+   on its daily cadence);
 6. on SIGTERM / Ctrl-C: the receiver closes, what is journaled is applied, exit 0 — within
    10 s (what could not be applied by then stays journaled for the next start).
 """

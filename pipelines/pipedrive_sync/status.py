@@ -266,10 +266,10 @@ def _committed_state(reader: Reader) -> dict[str, Any]:
 def read_cadences(reader: Reader, runs: _Runs, settings: RunSettings) -> dict[str, list[Cadence]]:
     """entity → its cadences: slow lists, id reconciliation, field definitions."""
     from sources.pipedrive.entities import ENTITIES, Strategy
-    from sources.pipedrive.sync_state import committed_stream
+    from sources.pipedrive.sync_state import committed_field_states, committed_stream
 
     state = _committed_state(reader)
-    fields = state.get("custom_fields") or {}
+    fields = dict(committed_field_states(state))
     options = settings.options
     result: dict[str, list[Cadence]] = {}
     for entity in ENTITIES:
@@ -287,7 +287,7 @@ def read_cadences(reader: Reader, runs: _Runs, settings: RunSettings) -> dict[st
             start = last or runs.first_run[entity.name]
             found.append(Cadence("id reconciliation", last, start + settings.reconcile_interval))
         entry = fields.get(entity.singular) if entity.has_custom_fields else None
-        fetched = _aware(entry.get("fetched_at")) if entry else None
+        fetched = entry.fetched_at if entry else None
         if fetched is not None:
             found.append(Cadence("field definitions", fetched, fetched + options.fields_refresh))
         result[entity.name] = found

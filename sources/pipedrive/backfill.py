@@ -1,5 +1,5 @@
 """`--backfill-history`: the versions of deals from before the sync saw them, read back from
-each deal's changelog (`/v1/deals/{id}/changelog`, 20 API tokens per deal).
+each deal's changelog (`/v1/deals/{id}/changelog`, `TOKENS_PER_DEAL` API tokens a deal).
 
 The deals are read in id order, up to the highest id when the backfill began (deals created
 since are observed from their first version on); a cursor (the last deal done) is committed
@@ -31,7 +31,7 @@ from .entities import ENTITY_BY_NAME
 from .http import CursorPaginator, EntityUnavailable, TemporaryError
 from .pages import ARROW_TYPES
 from .schema import load_schema
-from .sync_state import committed_resource, source_state
+from .sync_state import BackfillState, committed_resource, source_state
 
 RESOURCE = "deal_history_backfill"
 LABEL = "deal_history"  # API metrics label of the changelog requests
@@ -69,9 +69,9 @@ class BackfillOutcome:
     messages: list[str] = field(default_factory=list)
 
 
-def backfill_state(pipeline_state: Mapping[str, Any]) -> dict[str, Any]:
-    """The backfill's cursor as the warehouse committed it ({} before the first backfill)."""
-    return committed_resource(source_state(pipeline_state), RESOURCE)
+def backfill_state(pipeline_state: Mapping[str, Any]) -> BackfillState:
+    """The backfill's progress as the warehouse committed it (empty before the first one)."""
+    return BackfillState(committed_resource(source_state(pipeline_state), RESOURCE))
 
 
 def _scalar(client: Any, sql: str, *params: Any) -> Any:
@@ -82,16 +82,16 @@ def _scalar(client: Any, sql: str, *params: Any) -> Any:
 def plan_backfill(pipeline: Any) -> BackfillPlan:
     """How many deals are left to backfill (the range is fixed by the first backfill)."""
     state = backfill_state(pipeline.state)
-    if state.get("done"):
-        return BackfillPlan(state.get("after"), state.get("until"), 0, done=True)
+    if state.done:
+        return BackfillPlan(state.after, state.until, 0, done=True)
     with pipeline.sql_client() as client:
         deals = client.make_qualified_table_name("deals")
         pk = client.escape_column_name("id")
         try:
-            until = state.get("until")
+            until = state.until
             if until is None:
                 until = _scalar(client, f"SELECT max({pk}) FROM {deals}")
-            after = state.get("after")
+            after = state.after
             remaining = _scalar(
                 client,
                 f"SELECT count(*) FROM {deals} WHERE {pk} > %s AND {pk} <= %s",
@@ -190,31 +190,28 @@ class Backfill:
         return max(0, left // TOKENS_PER_DEAL)
 
     def rows(self) -> Iterator[Any]:
-        state = dlt.current.resource_state()
+        state = BackfillState(dlt.current.resource_state())
         plan = self.outcome.plan
         if plan.until is None:
             return  # no deal synced yet: nothing to read back
-        state.setdefault("until", plan.until)
-        state.setdefault("started_at", datetime.now(UTC).isoformat())
+        state.start(plan.until, datetime.now(UTC))
         read = 0
-        while not self.ctx.stopping and read < self.deals_limit and not state.get("done"):
+        while not self.ctx.stopping and read < self.deals_limit and not state.done:
             batch = min(BATCH_DEALS, self.deals_limit - read, self._allowance())
             if batch <= 0:
                 self.outcome.stopped = "its token allowance for this run is spent"
                 return
-            deals = _current_deals(
-                self.pipeline, self.columns, state.get("after"), state["until"], batch
-            )
+            deals = _current_deals(self.pipeline, self.columns, state.after, state.until, batch)
             if not deals:
-                _finish(state)
+                state.finish(datetime.now(UTC))
                 return
             versions, done = self._read(deals)
             read += done
             if done:
-                state["after"] = deals[done - 1]["id"]
+                state.advance(deals[done - 1]["id"])
                 self.outcome.deals += done
-                if state["after"] == state["until"]:
-                    _finish(state)
+                if state.after == state.until:
+                    state.finish(datetime.now(UTC))
             if versions:
                 self.outcome.versions += len(versions)
                 yield self._table(versions)
@@ -271,11 +268,6 @@ class Backfill:
             version[deal_history.RECORDED_FROM] = "changelog"
             version["valid_to"] = None
         return versions, done
-
-
-def _finish(state: dict[str, Any]) -> None:
-    state["done"] = True
-    state["finished_at"] = datetime.now(UTC).isoformat()
 
 
 def _json_value(name: str, value: Any, types: Mapping[str, str]) -> Any:

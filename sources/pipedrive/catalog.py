@@ -36,6 +36,7 @@ from .entities import ENTITY_BY_NAME, Entity
 from .http import CursorPaginator, EntityUnavailable, OffsetPaginator, Paginator
 from .labels import OptionLabels, default_label_columns
 from .schema import standard_types
+from .sync_state import FieldState, field_state
 
 # columns dlt adds and suffixes we use; custom fields must never take these names
 SYSTEM_COLUMNS = frozenset({"_dlt_id", "_dlt_load_id", "custom_fields"})
@@ -50,8 +51,7 @@ class FieldCatalog:
 
     def __init__(self, ctx: RunContext, source_state: TPipelineState | dict[str, Any]) -> None:
         self.ctx = ctx
-        state: dict[str, Any] = source_state  # type: ignore[assignment]
-        self._state = state.setdefault("custom_fields", {})
+        self._source_state: dict[str, Any] = source_state  # type: ignore[assignment]
         self._lock = threading.RLock()
         self._refreshed: set[str] = set()  # fields paths read from the API in this run
         self._recovered: set[str] = set()  # entities whose pins were checked against the mapping
@@ -60,11 +60,8 @@ class FieldCatalog:
         self.label_changes: dict[str, list[LabelChange]] = {}
 
     # -- definitions -----------------------------------------------------------------------
-    def _entry(self, entity: Entity) -> dict[str, Any]:
-        entry: dict[str, Any] = self._state.setdefault(entity.singular, {})
-        entry.setdefault("pinned", {})
-        entry.setdefault("labels", {})
-        entry.setdefault("known", {})  # field key -> FieldDef.to_dict(), to plan deleted fields
+    def _entry(self, entity: Entity) -> FieldState:
+        entry = field_state(self._source_state, entity.singular)
         if entity.singular not in self._recovered:
             self._recovered.add(entity.singular)
             recover_from_mapping(entry, self.ctx.stored.mapping_rows(entity.singular))
@@ -95,20 +92,20 @@ class FieldCatalog:
         with self._lock:
             entry = self._entry(entity)
             path = entity.fields_path or ""
-            fetched_at = entry.get("fetched_at")
+            fetched_at = entry.fetched_at
             due = (
                 force
                 or self.ctx.options.force_fields_refresh
-                or "raw" not in entry
+                or entry.definitions is None
                 or fetched_at is None
-                or _now() - datetime.fromisoformat(fetched_at) >= self.ctx.options.fields_refresh
+                or _now() - fetched_at >= self.ctx.options.fields_refresh
             )
             if due and path not in self._refreshed:
-                entry["raw"] = self._fetch(entity)
-                entry["fetched_at"] = _now().isoformat()
+                entry.save_definitions(self._fetch(entity), _now())
                 self._refreshed.add(path)
                 self._plans.pop(entity.singular, None)
-            raw: list[dict[str, Any]] = entry["raw"]
+            raw = entry.definitions
+            assert raw is not None
             return raw
 
     def refreshed_this_run(self, entity: Entity) -> bool:
@@ -127,28 +124,27 @@ class FieldCatalog:
             entry = self._entry(entity)
             reserved = set(standard_types(entity.name)) | SYSTEM_COLUMNS
             reserved |= default_label_columns(entity, definitions)  # standard fields' labels
-            previous = [FieldDef.from_dict(d) for d in entry["known"].values()]
+            previous = [FieldDef.from_dict(d) for d in entry.known.values()]
             superseded = _supersede_retyped(entry, definitions, previous, reserved)
             history = frozenset(c for columns in superseded.values() for c in columns)
             plan, pinned = build_plan(
-                definitions, reserved, entry["pinned"], previous=previous, taken=history
+                definitions, reserved, entry.pinned, previous=previous, taken=history
             )
-            entry["pinned"] = pinned
+            entry.pinned = pinned
             for field in definitions:
                 if field.is_custom:
-                    entry["known"][field.key] = field.to_dict()
+                    entry.known[field.key] = field.to_dict()
             current = {d.key for d in definitions if d.is_custom}
             # fields deleted in Pipedrive, and columns a field left when its type changed: the
             # runner keeps the values already loaded
-            entry["retired"] = {
+            retired = {
                 fp.field.key: [o.name for o in fp.outputs]
                 for fp in plan.fields
                 if fp.field.key not in current and fp.outputs
             }
-            entry["retired"].update(
-                {f"{key} before its type changed": c for key, c in superseded.items()}
-            )
-            changes = option_label_changes(entry["labels"], plan)
+            retired.update({f"{key} before its type changed": c for key, c in superseded.items()})
+            entry.save_retired(retired)
+            changes = option_label_changes(entry.labels, plan)
             if changes:
                 self.label_changes.setdefault(entity.singular, []).extend(changes)
             plan = _with_removed_labels(entry, plan)
@@ -160,7 +156,7 @@ class FieldCatalog:
         its type: rows already loaded hold values of the old type)."""
         with self._lock:
             self.plan(entity)
-            return bool(self._entry(entity).pop("reread", False))
+            return self._entry(entity).take_reread()
 
     # -- labels of standard option fields (`labels`) -----------------------------------------
     def option_labels(self, entity: Entity, *, force: bool = False) -> list[OptionLabels]:
@@ -198,7 +194,7 @@ class FieldCatalog:
 
         source = ENTITY_BY_NAME[name]
         stream = source.streams[0]
-        lists = self._entry(entity).setdefault("option_lists", {})
+        lists = self._entry(entity).option_lists
         if name not in lists or self.refreshed_this_run(entity):
             rows: list[dict[str, Any]] = []
             limit = min(self.ctx.client.settings.page_limit, stream.page_limit or 500)
@@ -219,8 +215,7 @@ class FieldCatalog:
 
     def ignored_option_ids(self, entity: Entity) -> dict[str, list[str]]:
         """Label column → option ids still unknown after a refresh (deleted options)."""
-        ignored: dict[str, list[str]] = self._entry(entity).setdefault("unknown_option_ids", {})
-        return ignored
+        return self._entry(entity).unknown_option_ids
 
     def ignore_option_ids(self, entity: Entity, unknown: Mapping[str, Iterable[str]]) -> None:
         """Stop re-reading the definitions for these ids (they stay as their ids)."""
@@ -232,7 +227,7 @@ class FieldCatalog:
 
     def _note_renames(self, entity: Entity, found: list[OptionLabels]) -> None:
         """Options renamed since the last run: label changes, like custom fields' options."""
-        known: dict[str, dict[str, str]] = self._entry(entity).setdefault("option_labels", {})
+        known = self._entry(entity).option_labels
         changes = []
         for option_labels in found:
             before = known.get(option_labels.column)
@@ -250,8 +245,7 @@ class FieldCatalog:
 
     def deleted_options(self, entity: Entity) -> dict[str, list[str]]:
         """Option ids per field key that stayed unknown after a refresh (deleted options)."""
-        deleted: dict[str, list[str]] = self._entry(entity).get("deleted_options", {})
-        return deleted
+        return self._entry(entity).deleted_options
 
     def unknown_options(self, entity: Entity, rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
         """(field key, option id) pairs in `rows` that the definitions do not know yet.
@@ -259,7 +253,7 @@ class FieldCatalog:
         Options remembered as deleted (still unknown after a refresh) are not reported again.
         """
         plan = self.plan(entity)
-        deleted = self._entry(entity).setdefault("deleted_options", {})
+        deleted = self._entry(entity).deleted_options
         shape = entity.api
         unknown: set[tuple[str, str]] = set()
         for field_plan in plan.fields:
@@ -277,7 +271,7 @@ class FieldCatalog:
 
     def remember_deleted_options(self, entity: Entity, pairs: set[tuple[str, str]]) -> None:
         """Option ids still unknown after a refresh belong to deleted options: stop asking."""
-        deleted = self._entry(entity).setdefault("deleted_options", {})
+        deleted = self._entry(entity).deleted_options
         for key, option in pairs:
             ids = deleted.setdefault(key, [])
             if option not in ids:
@@ -305,7 +299,7 @@ class FieldCatalog:
         ]
 
 
-def recover_from_mapping(entry: dict[str, Any], rows: Iterable[Mapping[str, Any]]) -> None:
+def recover_from_mapping(entry: FieldState, rows: Iterable[Mapping[str, Any]]) -> None:
     """Take pinned names, last-known labels and definitions from the warehouse's mapping.
 
     The `custom_fields` table says which column holds which field in the tables users query:
@@ -317,11 +311,11 @@ def recover_from_mapping(entry: dict[str, Any], rows: Iterable[Mapping[str, Any]
         key, column = row.get("field_key"), row.get("column_name")
         if not key or not column:
             continue
-        entry["pinned"][key] = column
+        entry.pinned[key] = column
         options = [o for o in row.get("options") or [] if isinstance(o, Mapping) and "id" in o]
         field_type = str(row.get("field_type") or "")
-        if field_type and key not in entry["known"]:
-            entry["known"][key] = FieldDef(
+        if field_type and key not in entry.known:
+            entry.known[key] = FieldDef(
                 key=key,
                 name=str(row.get("field_name") or ""),
                 field_type=field_type,
@@ -329,12 +323,12 @@ def recover_from_mapping(entry: dict[str, Any], rows: Iterable[Mapping[str, Any]
                 is_custom=True,
                 is_active=row.get("is_active") is not False,
             ).to_dict()
-        if field_type in ("enum", "set") and key not in entry["labels"]:
-            entry["labels"][key] = {str(o["id"]): str(o.get("label") or "") for o in options}
+        if field_type in ("enum", "set") and key not in entry.labels:
+            entry.labels[key] = {str(o["id"]): str(o.get("label") or "") for o in options}
 
 
 def _supersede_retyped(
-    entry: dict[str, Any],
+    entry: FieldState,
     definitions: list[FieldDef],
     previous: list[FieldDef],
     reserved: set[str],
@@ -342,14 +336,14 @@ def _supersede_retyped(
     """Fields whose type changed since the last plan: flag the entity for a full re-read, and
     unpin those whose columns cannot hold the new type (they get new ones; the old columns
     keep their history). Returns field key → columns kept as history."""
-    superseded: dict[str, list[str]] = entry.setdefault("superseded", {})
+    superseded = entry.superseded
     known = {d.key: d for d in previous}
-    pinned: dict[str, str] = entry["pinned"]
+    pinned = entry.pinned
     for field in definitions:
         old = known.get(field.key)
         if not field.is_custom or old is None or old.field_type == field.field_type:
             continue
-        entry["reread"] = True
+        entry.flag_reread()
         column = pinned.get(field.key)
         if column is None:
             continue
@@ -380,16 +374,16 @@ def _fits(old: FieldDef, new: FieldDef, column: str, taken: set[str]) -> bool:
     return True
 
 
-def _with_removed_labels(entry: dict[str, Any], plan: ColumnPlan) -> ColumnPlan:
+def _with_removed_labels(entry: FieldState, plan: ColumnPlan) -> ColumnPlan:
     """Options removed from a definition keep the label last seen: rows loaded before and rows
     read after the removal hold the same text. Updates the remembered labels in `entry`."""
-    removed: dict[str, dict[str, str]] = entry.setdefault("removed_labels", {})
-    previous: dict[str, dict[str, str]] = entry["labels"]
+    removed = entry.removed_labels
+    previous = entry.labels
     for fp in plan.fields:
         gone = {k: v for k, v in previous.get(fp.field.key, {}).items() if k not in fp.labels}
         if gone:
             removed.setdefault(fp.field.key, {}).update(gone)
-    entry["labels"] = known_labels(plan)
+    entry.labels = known_labels(plan)
     if not removed:
         return plan
     return ColumnPlan(

@@ -35,7 +35,7 @@ import pyarrow.json as pa_json
 
 from .convert import ARROW_TYPES, VARIANT_SUFFIX, as_text, cast_strings, string_array, typed_column
 from .custom_fields import ColumnPlan, FieldPlan, normalize_v2_field, option_ids, v2_holders
-from .http.client import LazyItems, peek_envelope
+from .http.client import PageItems, peek_envelope
 
 # the JSON type each kind of value is read as (strings are converted by us, never by arrow)
 _READ_TYPES: Mapping[str, pa.DataType] = {
@@ -360,7 +360,7 @@ def _fits(value: Any, data_type: pa.DataType) -> bool:
     return False
 
 
-class ColumnarPage(LazyItems):
+class ColumnarPage(PageItems):
     """Records as one arrow struct array, plus the page bodies for the exact path.
 
     `fill_from_rows`: the page was read without some keys (`Reading`); every column the arrow
@@ -408,7 +408,7 @@ class ColumnarPage(LazyItems):
         return self._rows
 
     @classmethod
-    def joined(cls, parts: Sequence[LazyItems]) -> ColumnarPage | None:
+    def joined(cls, parts: Sequence[PageItems]) -> ColumnarPage | None:
         """Consecutive pages as one, so that arrow's per-call cost is paid once for all of
         them (converting 10 pages together is about 4 times cheaper than one by one).
 

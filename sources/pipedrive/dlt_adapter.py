@@ -26,6 +26,8 @@ from dlt.common.destination.exceptions import DestinationUndefinedEntity
 from dlt.common.versioned_state import decompress_state
 from dlt.version import __version__ as DLT_VERSION
 
+from .sync_state import put_source_state, source_state
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_DLT = ("1.",)
@@ -104,17 +106,17 @@ def adopt_legacy_state(pipeline: dlt.Pipeline, source: str) -> str | None:
     path; their cursors and pinned names live in `_dlt_pipeline_state` under that name. Used
     when the warehouse has no state for the pipeline's own name; returns the adopted name.
     """
-    if pipeline.state.get("sources", {}).get(source):
+    if source_state(pipeline.state, source):
         return None
     legacy = _newest_other_state(pipeline)
     if legacy is None:
         return None
     name, state = legacy
-    adopted = (state.get("sources") or {}).get(source)
+    adopted = source_state(state, source)
     if not adopted:
         return None
     with pipeline.managed_state() as current:  # extracted with the run's first package
-        current.setdefault("sources", {})[source] = adopted
+        put_source_state(current, adopted, source)
     return name
 
 

@@ -2,8 +2,8 @@
 
 Adding an entity is one `Entity(...)` entry below (plus data in the fake server). The HTTP layer,
 the dlt source, the schema generator, the docs and the token accounting all read this table;
-nothing else knows paths, API versions, costs or scopes (`*Fields` and `users/me` included). Costs
-and scopes are checked against the official specs by the tests.
+nothing else knows paths, API versions, costs or scopes (`*Fields`, `users/me` and `webhooks`
+included). Costs and scopes are checked against the official specs by the tests.
 """
 
 from __future__ import annotations
@@ -29,6 +29,9 @@ LIST_TOKEN_COST: Mapping[Api, int] = MappingProxyType({Api.V1: 20, Api.V2: 10})
 # `/v1/users/me`: whose credentials these are, asked once per run (see `account`)
 ME_PATH = "users/me"
 ME_TOKEN_COST = 2
+# `/v1/webhooks` (see `webhooks`): tokens per request by method; a DELETE is on `webhooks/{id}`
+WEBHOOKS_PATH = "webhooks"
+WEBHOOKS_TOKEN_COST: Mapping[str, int] = MappingProxyType({"get": 10, "post": 10, "delete": 6})
 
 
 class Pagination(StrEnum):

@@ -196,8 +196,8 @@ def plan_events(events: Iterable[WebhookEvent], synced: Collection[str]) -> Even
 
 
 def _read_cheapest(plan: EventPlan, name: str, ids: set[Any]) -> None:
-    """v1 records: one detail request each (2 tokens), or the list(s) read as a poll reads
-    them when that costs less (20 tokens a page; archived leads' list 40)."""
+    """v1 records: one detail request each, or the list(s) read as a poll reads them when
+    that costs less (each stream's costs are in `entities`)."""
     entity = ENTITY_BY_NAME[name]
     detail = entity.detail_stream
     lists = [s for s in entity.streams if s.refresh_every is None or name in plan.due_now]

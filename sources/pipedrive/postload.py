@@ -193,13 +193,12 @@ RETIRED_PREFIX = "_retired__"
 def retired_columns(pipeline_state: Any) -> dict[str, list[str]]:
     """table → columns of custom fields deleted in Pipedrive, from the source's dlt state."""
     from .entities import ENTITIES
-    from .sync_state import source_state
+    from .sync_state import committed_field_states, source_state
 
     tables = {e.singular: e.name for e in ENTITIES if e.singular}
-    catalog = source_state(pipeline_state).get("custom_fields") or {}
     result: dict[str, list[str]] = {}
-    for singular, entry in catalog.items():
-        for columns in (entry.get("retired") or {}).values():
+    for singular, entry in committed_field_states(source_state(pipeline_state)):
+        for columns in entry.retired.values():
             if singular in tables:
                 result.setdefault(tables[singular], []).extend(columns)
     return result

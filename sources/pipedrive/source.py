@@ -42,7 +42,7 @@ from .http import (
     PipedriveClient,
     TemporaryError,
 )
-from .http.client import DEFAULT_BASE_URL, LazyItems
+from .http.client import DEFAULT_BASE_URL, PageItems
 from .identity import IDENTITY_COLUMNS, IDENTITY_TABLE, Identity, WrongCompany, check_company
 from .pages import TableBatcher, build_table
 from .schema import load_schema, table_columns
@@ -145,10 +145,13 @@ class EntityExtractor:
             self._schemas = {id(plan): schema}  # the plan object lives as long as the run
         return decode_page(content, schema)
 
-    def build(self, items: LazyItems, constants: Mapping[str, Any]) -> pa.Table | None:
-        """`ColumnarPath.build`: the page's table, or None for the exact path."""
+    def build(self, items: PageItems, constants: Mapping[str, Any]) -> pa.Table | None:
+        """`ColumnarPath.build`: the page's table, or None for the exact path (items this
+        path did not decode, or a plan not ready)."""
+        if not isinstance(items, ColumnarPage):
+            return None
         ready, plan = self._ready_plan()
-        if not ready or not isinstance(items, ColumnarPage):
+        if not ready:
             return None
         catalog = self._made_catalog
         deleted = catalog.deleted_options(self.entity) if catalog is not None else {}

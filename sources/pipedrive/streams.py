@@ -41,7 +41,7 @@ from .http import (
     RequestFailed,
     SinglePage,
 )
-from .http.client import LazyItems
+from .http.client import PageItems, RowItems
 from .sync_state import Cursor, ResumePoint, StreamState, rfc3339
 
 GROUP_ROWS = 5_000  # columnar pages converted together (arrow's cost per call is per group)
@@ -57,7 +57,7 @@ class ColumnarPath(Protocol):
 
     def decode(self, content: bytes) -> dict[str, Any] | None: ...
 
-    def build(self, items: LazyItems, constants: Mapping[str, Any]) -> pa.Table | None: ...
+    def build(self, items: PageItems, constants: Mapping[str, Any]) -> pa.Table | None: ...
 
 
 def row_hash(row: Mapping[str, Any]) -> str:
@@ -89,8 +89,8 @@ def grouped_pages(pages: Iterator[Page], chunk_pages: int | None) -> Iterator[tu
     def flush() -> Iterator[tuple[Page, int]]:
         nonlocal rows
         rows = 0
-        parts = [page.items for page in group if isinstance(page.items, LazyItems)]
-        joined = type(parts[0]).joined(parts) if len(parts) == len(group) > 1 else None
+        parts = [page.items for page in group]
+        joined = type(parts[0]).joined(parts) if len(parts) > 1 else None
         if joined is None:
             yield from ((page, 1) for page in group)
         else:
@@ -100,8 +100,8 @@ def grouped_pages(pages: Iterator[Page], chunk_pages: int | None) -> Iterator[tu
     try:
         for page in pages:
             taken += 1
-            items = page.items.resolve() if isinstance(page.items, LazyItems) else page.items
-            if not isinstance(items, LazyItems):  # the exact path's rows: nothing to join
+            items = page.items.resolve()
+            if not items.joinable:  # the exact path's rows: nothing to join
                 yield from flush()
                 yield replace(page, items=items), 1
                 continue
@@ -198,23 +198,16 @@ class StreamReader:
             decode=self.columnar.decode if columnar and self.columnar is not None else None,
         )
 
-    def _table(self, items: list[dict[str, Any]] | LazyItems) -> pa.Table | None:
+    def _table(self, items: PageItems) -> pa.Table | None:
         """The page's table: columnar when the fast path takes the page, else exact."""
-        if isinstance(items, LazyItems):
-            items = items.resolve()
+        items = items.resolve()
         if not len(items):
             return None
-        if isinstance(items, LazyItems):
-            if self.columnar is not None:
-                table = self.columnar.build(items, dict(self.stream.set_columns))
-                if table is not None:
-                    return table
-            items = items.rows()
-        return self.build(items)
-
-    @staticmethod
-    def _rows(items: list[dict[str, Any]] | LazyItems) -> list[dict[str, Any]]:
-        return items.rows() if isinstance(items, LazyItems) else items
+        if self.columnar is not None:
+            table = self.columnar.build(items, dict(self.stream.set_columns))
+            if table is not None:
+                return table
+        return self.build(items.rows())
 
     def read(self) -> Iterator[pa.Table]:
         if self.stream.mode is Mode.UPDATED_SINCE:
@@ -290,7 +283,7 @@ class StreamReader:
         """The page's table less the boundary rows loaded already; the cursor advanced."""
         items = page.items
         if this_pass.offset:
-            items = this_pass.new_rows(page, self._rows(items), self.entity.id_column)
+            items = RowItems(this_pass.new_rows(page, page.rows, self.entity.id_column))
         table = self._table(items)
         if table is None:
             return None

@@ -11,9 +11,13 @@ dlt keeps a resource state per entity, committed with the data in the warehouse'
         read_at   ISO timestamp of the last complete read of a stream on a cadence
     }
 
+Next to the resources, the source state holds the custom-field catalog of each entity
+(`custom_fields.<singular>`, see `FieldState`); the history backfill keeps its progress in its
+own resource's state (`BackfillState`).
+
 That format is what existing warehouses hold and resume from; it must not change. Everything
-else goes through `StreamState` (a typed view writing through to the dict dlt commits) and the
-read-only helpers for a committed or local pipeline state.
+else goes through `StreamState`, `FieldState` and `BackfillState` (typed views writing through
+to the dicts dlt commits) and the read-only helpers for a committed or local pipeline state.
 """
 
 from __future__ import annotations
@@ -158,11 +162,164 @@ class EntityStreams:
         self._streams.clear()
 
 
+# -- the custom-field catalog ------------------------------------------------------------------
+_CUSTOM_FIELDS = "custom_fields"
+
+
+class FieldState:
+    """One entity's custom-field catalog, a typed view over its dict in the source state.
+
+    raw, fetched_at    the `*Fields` items as last read, and when
+    pinned             field key → the column name it keeps
+    known              field key → its definition (`FieldDef.to_dict`), to plan deleted fields
+    labels             field key → {option id: label} as last seen
+    removed_labels     the same for options removed from a definition
+    retired            field key → columns of a deleted field (or of a field's earlier type)
+    superseded         field key → columns its earlier type wrote, kept as history
+    reread             a field changed its type: read the entity again from the start
+    option_lists, option_labels, unknown_option_ids, deleted_options   standard fields' labels
+    """
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self._raw = raw
+
+    # -- definitions --------------------------------------------------------------------
+    @property
+    def definitions(self) -> list[dict[str, Any]] | None:
+        """The raw `*Fields` items as last read (None: never read)."""
+        return self._raw.get("raw")
+
+    @property
+    def fetched_at(self) -> datetime | None:
+        return _time(self._raw.get("fetched_at"))
+
+    def save_definitions(self, items: list[dict[str, Any]], moment: datetime) -> None:
+        self._raw["raw"] = items
+        self._raw["fetched_at"] = moment.isoformat()
+
+    @property
+    def known(self) -> dict[str, dict[str, Any]]:
+        return self._dict("known")
+
+    # -- column names and labels ---------------------------------------------------------
+    @property
+    def pinned(self) -> dict[str, str]:
+        return self._dict("pinned")
+
+    @pinned.setter
+    def pinned(self, value: dict[str, str]) -> None:
+        self._raw["pinned"] = value
+
+    @property
+    def labels(self) -> dict[str, dict[str, str]]:
+        return self._dict("labels")
+
+    @labels.setter
+    def labels(self, value: dict[str, dict[str, str]]) -> None:
+        self._raw["labels"] = value
+
+    @property
+    def removed_labels(self) -> dict[str, dict[str, str]]:
+        return self._dict("removed_labels")
+
+    @property
+    def retired(self) -> dict[str, list[str]]:
+        """Read only; `save_retired` replaces it."""
+        retired: dict[str, list[str]] = self._raw.get("retired") or {}
+        return retired
+
+    def save_retired(self, value: dict[str, list[str]]) -> None:
+        self._raw["retired"] = value
+
+    @property
+    def superseded(self) -> dict[str, list[str]]:
+        return self._dict("superseded")
+
+    # -- a field that changed its type -------------------------------------------------
+    def flag_reread(self) -> None:
+        self._raw["reread"] = True
+
+    def take_reread(self) -> bool:
+        """Whether a re-read was flagged; the flag is cleared."""
+        return bool(self._raw.pop("reread", False))
+
+    # -- labels of standard option fields ----------------------------------------------
+    @property
+    def option_lists(self) -> dict[str, list[dict[str, Any]]]:
+        return self._dict("option_lists")
+
+    @property
+    def option_labels(self) -> dict[str, dict[str, str]]:
+        return self._dict("option_labels")
+
+    @property
+    def unknown_option_ids(self) -> dict[str, list[str]]:
+        return self._dict("unknown_option_ids")
+
+    @property
+    def deleted_options(self) -> dict[str, list[str]]:
+        return self._dict("deleted_options")
+
+    def _dict(self, key: str) -> dict[str, Any]:
+        value: dict[str, Any] = self._raw.setdefault(key, {})
+        return value
+
+
+def field_state(source: dict[str, Any], singular: str) -> FieldState:
+    """One entity's catalog in a source state dlt commits (created when missing)."""
+    catalog: dict[str, Any] = source.setdefault(_CUSTOM_FIELDS, {})
+    return FieldState(catalog.setdefault(singular, {}))
+
+
+def committed_field_states(source: Mapping[str, Any]) -> Iterator[tuple[str, FieldState]]:
+    """(entity singular, its catalog) in a source state; read them only."""
+    for singular, raw in (source.get(_CUSTOM_FIELDS) or {}).items():
+        yield singular, FieldState(raw)
+
+
+# -- the history backfill ---------------------------------------------------------------------
+class BackfillState:
+    """The history backfill's progress in its resource's state: the deals it reads are those
+    with `after` < id <= `until` (the range fixed by its first run), oldest first."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        self._raw = raw
+
+    @property
+    def done(self) -> bool:
+        return bool(self._raw.get("done"))
+
+    @property
+    def after(self) -> Any:
+        return self._raw.get("after")
+
+    @property
+    def until(self) -> Any:
+        return self._raw.get("until")
+
+    def start(self, until: Any, moment: datetime) -> None:
+        """Fix the range at the first run (later runs keep it)."""
+        self._raw.setdefault("until", until)
+        self._raw.setdefault("started_at", moment.isoformat())
+
+    def advance(self, after: Any) -> None:
+        self._raw["after"] = after
+
+    def finish(self, moment: datetime) -> None:
+        self._raw["done"] = True
+        self._raw["finished_at"] = moment.isoformat()
+
+
 # -- read-only views of a whole source state ---------------------------------------------------
 def source_state(pipeline_state: Mapping[str, Any] | None, key: str = SOURCE_KEY) -> dict[str, Any]:
     """The source's part of a pipeline state (a local one, or one the warehouse committed)."""
     sources = (pipeline_state or {}).get("sources") or {}
     return sources.get(key) or {}
+
+
+def put_source_state(pipeline_state: Any, adopted: dict[str, Any], key: str = SOURCE_KEY) -> None:
+    """Put a whole source state (taken over from an older pipeline) into a pipeline state."""
+    pipeline_state.setdefault("sources", {})[key] = adopted
 
 
 def committed_resource(source: Mapping[str, Any], name: str) -> dict[str, Any]:

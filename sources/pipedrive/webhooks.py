@@ -15,12 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .entities import Api
+from .entities import ME_PATH, ME_TOKEN_COST, WEBHOOKS_PATH, WEBHOOKS_TOKEN_COST, Api
 from .http import BadResponse, EntityUnavailable, PipedriveClient, PipedriveError
 
 MAX_WEBHOOKS_PER_USER = 40
 ALL_OBJECTS = "*"
-LIST_COST, CREATE_COST, DELETE_COST, ME_COST = 10, 10, 6, 2  # x-token-cost in the v1 spec
 
 
 class WebhookSetupError(PipedriveError):
@@ -116,12 +115,14 @@ def _current(hook: Mapping[str, Any], wanted: Wanted) -> bool:
 
 
 def _my_user_id(client: PipedriveClient) -> Any:
-    body, _ = client.get_json(Api.V1, "users/me", cost=ME_COST, label="users/me")
+    body, _ = client.get_json(Api.V1, ME_PATH, cost=ME_TOKEN_COST, label=ME_PATH)
     return (body.get("data") or {}).get("id")
 
 
 def _list(client: PipedriveClient) -> list[dict[str, Any]]:
-    body, _ = client.get_json(Api.V1, "webhooks", cost=LIST_COST, label="webhooks")
+    body, _ = client.get_json(
+        Api.V1, WEBHOOKS_PATH, cost=WEBHOOKS_TOKEN_COST["get"], label=WEBHOOKS_PATH
+    )
     data = body.get("data")
     return [h for h in data if isinstance(h, dict)] if isinstance(data, list) else []
 
@@ -130,7 +131,7 @@ def _create(client: PipedriveClient, wanted: Wanted, obj: str) -> int:
     body, _ = client.request_json(
         "POST",
         Api.V1,
-        "webhooks",
+        WEBHOOKS_PATH,
         body={
             "subscription_url": wanted.url,
             "event_action": "*",
@@ -140,8 +141,8 @@ def _create(client: PipedriveClient, wanted: Wanted, obj: str) -> int:
             "http_auth_password": wanted.password,
             "version": "2.0",
         },
-        cost=CREATE_COST,
-        label="webhooks",
+        cost=WEBHOOKS_TOKEN_COST["post"],
+        label=WEBHOOKS_PATH,
     )
     created = (body.get("data") or {}).get("id")
     if not isinstance(created, int):
@@ -154,7 +155,11 @@ def _create(client: PipedriveClient, wanted: Wanted, obj: str) -> int:
 def _delete(client: PipedriveClient, webhook_id: int) -> None:
     try:
         client.request_json(
-            "DELETE", Api.V1, f"webhooks/{webhook_id}", cost=DELETE_COST, label="webhooks"
+            "DELETE",
+            Api.V1,
+            f"{WEBHOOKS_PATH}/{webhook_id}",
+            cost=WEBHOOKS_TOKEN_COST["delete"],
+            label=WEBHOOKS_PATH,
         )
     except EntityUnavailable as exc:
         if exc.status != 404:  # already gone: nothing to remove

@@ -1,7 +1,7 @@
 """HTTP layer: client, auth, paginators, rate limiting, status table, redaction."""
 
 from .auth import ApiTokenAuth, Auth, FileTokenStore, OAuthAuth, OAuthError, TokenStore
-from .client import HttpSettings, Page, PipedriveClient, RequestMetrics
+from .client import Page, PipedriveClient
 from .errors import (
     AuthError,
     BadResponse,
@@ -17,6 +17,7 @@ from .errors import (
 from .paginators import CursorPaginator, OffsetPaginator, Paginator, SinglePage
 from .ratelimit import RateLimiter
 from .redact import redact, register_secret
+from .transport import HttpSettings, RequestMetrics
 
 __all__ = [
     "ApiTokenAuth",

@@ -1,4 +1,5 @@
-"""How requests prove who they are. Credentials only ever travel in headers."""
+"""How requests prove who they are. Credentials only ever travel in headers (and, to the
+OAuth token endpoint, in the form body its specification asks for)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
-import requests
 
 from .errors import AuthError, TemporaryError
+from .policy import Accept, Decision, Fail, RenewAuth, RequestPolicy, Retry, json_object, not_json
+from .ratelimit import RateLimiter
 from .redact import redact, register_secret
+from .transport import HttpSettings, RequestMetrics, Transport
+
+TOKEN_LABEL = "OAuth token endpoint"
 
 
 class Auth(Protocol):
@@ -25,6 +30,10 @@ class Auth(Protocol):
     def on_unauthorized(self, sent: Mapping[str, str]) -> bool:
         """Called on a 401 with the headers that were sent; True if credentials were renewed
         (or renewed meanwhile by another thread) and the request may be retried."""
+        ...
+
+    def use_transport(self, transport: Transport) -> None:
+        """Send the auth's own requests (a token refresh) through the client's `transport`."""
         ...
 
 
@@ -40,6 +49,9 @@ class ApiTokenAuth:
 
     def on_unauthorized(self, sent: Mapping[str, str]) -> bool:
         return False
+
+    def use_transport(self, transport: Transport) -> None:
+        pass  # a personal token is never renewed
 
     def __repr__(self) -> str:
         return "ApiTokenAuth(***)"
@@ -83,6 +95,31 @@ class OAuthError(AuthError):
     """The OAuth grant failed (revoked or rotated-away refresh token, wrong client)."""
 
 
+def _rejected(status: int, content: bytes) -> OAuthError:
+    """The one-line error for a refusal, with what the endpoint said (redacted)."""
+    body = json_object(content) or {}
+    detail = body.get("error_description") or body.get("message") or body.get("error")
+    return OAuthError(
+        f"the OAuth refresh was rejected ({status}"
+        + (f": {redact(str(detail))}" if detail else "")
+        + "); the refresh token may be revoked or already used — re-authorize the app"
+    )
+
+
+class TokenPolicy(RequestPolicy):
+    """The status table's decisions for the token endpoint: what it retries is retried like
+    any request; any other refusal means the grant is gone (exit 77), never renewed."""
+
+    def on_response(
+        self, status: int, headers: Mapping[str, str], content: bytes, now: float
+    ) -> Decision:
+        decision = super().on_response(status, headers, content, now)
+        refused = isinstance(decision, RenewAuth) or (
+            isinstance(decision, Fail) and not isinstance(decision.error, TemporaryError)
+        )
+        return Fail(_rejected(status, content)) if refused else decision
+
+
 @dataclass
 class OAuthGrant:
     access_token: str
@@ -120,6 +157,7 @@ class OAuthAuth:
         self.timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
+        self._transport: Transport | None = None
         register_secret(client_secret)
         register_secret(refresh_token)
         stored = store.load() or {}
@@ -158,6 +196,9 @@ class OAuthAuth:
         self.refresh(stale=current)
         return True
 
+    def use_transport(self, transport: Transport) -> None:
+        self._transport = transport
+
     # -- grants --------------------------------------------------------------------------
     def grant(self) -> OAuthGrant:
         """A valid grant, refreshed first when it expires within `leeway` seconds."""
@@ -187,35 +228,7 @@ class OAuthAuth:
         with self._lock:
             if stale is not None and self._grant is not None and self._grant.access_token != stale:
                 return self._grant
-            try:
-                response = requests.post(
-                    self.token_url,
-                    data={"grant_type": "refresh_token", "refresh_token": self._refresh_token},
-                    auth=(self.client_id, self._client_secret),
-                    headers={"Accept": "application/json"},
-                    timeout=self.timeout,
-                )
-            except requests.RequestException as exc:
-                raise OAuthUnavailable(
-                    f"could not reach the OAuth token endpoint ({type(exc).__name__})"
-                ) from None
-            if response.status_code >= 500:
-                raise OAuthUnavailable(f"the OAuth token endpoint answered {response.status_code}")
-            try:
-                body = orjson.loads(response.content)
-            except orjson.JSONDecodeError:
-                body = {}
-            if (
-                response.status_code != 200
-                or not isinstance(body, dict)
-                or "access_token" not in body
-            ):
-                detail = body.get("error_description") or body.get("message") or body.get("error")
-                raise OAuthError(
-                    f"the OAuth refresh was rejected ({response.status_code}"
-                    + (f": {redact(str(detail))}" if detail else "")
-                    + "); the refresh token may be revoked or already used — re-authorize the app"
-                )
+            body = self._request_grant()
             for secret in (body.get("access_token"), body.get("refresh_token")):
                 register_secret(secret)
             scope = body.get("scope") or ""
@@ -245,9 +258,36 @@ class OAuthAuth:
             self._grant = grant
             return grant
 
+    def _request_grant(self) -> dict[str, Any]:
+        """The token endpoint's answer to a refresh, through the transport with the same
+        retries, rate limiting and stop-aware waits as any API request."""
+        transport = self._transport or Transport(
+            HttpSettings(), RateLimiter(), RequestMetrics(), threading.Event()
+        )
+        policy = TokenPolicy(transport.settings, f"{TOKEN_LABEL}: POST {redact(self.token_url)}")
+        form = {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+        while True:
+            sent = transport.attempt(
+                policy,
+                "POST",
+                self.token_url,
+                f"PIPEDRIVE_OAUTH_TOKEN_URL {self.token_url}",
+                data=form,
+                auth=(self.client_id, self._client_secret),
+            )
+            decision = sent.decision
+            if sent.response is not None and isinstance(decision, Accept):
+                transport.metrics.note_answered(TOKEN_LABEL)
+                body = json_object(sent.response.content)
+                if body is not None and "access_token" in body:
+                    return body
+                if body is not None:
+                    raise _rejected(sent.response.status_code, sent.response.content)
+                decision = policy.on_failure(not_json(sent.response.content))
+            if isinstance(decision, Fail):
+                raise decision.error
+            assert isinstance(decision, Retry)  # TokenPolicy never renews credentials
+            transport.wait(decision, TOKEN_LABEL)
+
     def __repr__(self) -> str:
         return f"OAuthAuth(client_id={self.client_id!r}, ***)"
-
-
-class OAuthUnavailable(TemporaryError):
-    """The token endpoint could not be reached or failed (temporary)."""

@@ -1,63 +1,41 @@
-"""Requests to Pipedrive's API: retries, rate limits, envelopes, metrics (the OAuth token
-endpoint is `auth`'s)."""
+"""Pipedrive's API: requests and their envelopes, pages, prefetching and metrics. Each attempt
+goes through `transport.py`; what it leads to is `policy.py`'s decision."""
 
 from __future__ import annotations
 
 import email.utils
 import queue
-import re
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
-import requests
-import urllib3
 
 from ..entities import API_PREFIX, Api
 from .auth import Auth
-from .errors import (
-    BadResponse,
-    BaseUrlError,
-    PipedriveError,
-    RunStopped,
-    TemporaryError,
-)
+from .errors import BadResponse, PipedriveError, RunStopped, TemporaryError
 from .jsonbody import clean as clean_json
 from .paginators import Paginator
-from .policy import Accept, Decision, Fail, RenewAuth, RequestPolicy
+from .policy import Accept, Decision, Fail, RenewAuth, RequestPolicy, json_object, not_json
 from .ratelimit import STOP_POLL_SECONDS, RateLimiter
 from .redact import redact
+from .transport import HttpSettings, RequestMetrics, Transport
 
 DEFAULT_BASE_URL = "https://api.pipedrive.com"
 
 
-@dataclass(frozen=True)
-class HttpSettings:
-    """Timeouts, retries and rate-limit behaviour; all configurable (see config/config.toml)."""
+class PageItems:
+    """A page's items, in the form the page was read in: parsed rows (`RowItems`) or decoded
+    by a `Decoder` into another form (e.g. arrow columns). Consumers ask for what they need
+    (`rows`, `len`, `resolve`) whatever the form."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    max_attempts: int = 6  # per request, for 5xx, bad bodies, dropped connections and stalls
-    backoff_base: float = 1.0
-    backoff_max: float = 30.0
-    max_rate_limit_retries: int = 30  # 429s are waited out, but not forever
-    max_rate_limit_wait: float = 120.0  # a longer wait than this means the daily budget is spent
-    ratelimit_reserve: int = 1
-    page_limit: int = 500
-    prefetch: int = 4  # pages fetched ahead while the previous one is processed; lists in flight
-    decode_threads: int = 2  # pages parsed at once (the parse releases the GIL)
-
-
-class LazyItems:
-    """A page's items decoded by a `Decoder` into another form (e.g. arrow columns)."""
+    joinable = True  # consecutive pages of this form may be converted together (`joined`)
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -66,7 +44,7 @@ class LazyItems:
         """The items as parsed JSON objects."""
         raise NotImplementedError
 
-    def resolve(self) -> list[dict[str, Any]] | LazyItems:
+    def resolve(self) -> PageItems:
         """The items in their final form (waits for a decode still under way)."""
         return self
 
@@ -75,12 +53,26 @@ class LazyItems:
         callback(len(self))
 
     @classmethod
-    def joined(cls, parts: Sequence[LazyItems]) -> LazyItems | None:
+    def joined(cls, parts: Sequence[PageItems]) -> PageItems | None:
         """Several pages' items as one (processed together), or None where they cannot be."""
         return None
 
 
-class DeferredItems(LazyItems):
+class RowItems(list[dict[str, Any]], PageItems):
+    """Items already parsed into rows: the list itself, for the exact path as it is."""
+
+    joinable = False
+
+    def rows(self) -> list[dict[str, Any]]:
+        return self
+
+
+def page_items(data: list[dict[str, Any]] | PageItems) -> PageItems:
+    """A page's `data` as `PageItems` (a parsed list becomes `RowItems`)."""
+    return data if isinstance(data, PageItems) else RowItems(data)
+
+
+class DeferredItems(PageItems):
     """Items still being decoded in the client's decode thread.
 
     The next page was requested as soon as the envelope's tail gave its cursor. A body that
@@ -90,7 +82,7 @@ class DeferredItems(LazyItems):
 
     def __init__(
         self,
-        pending: Future[list[dict[str, Any]] | LazyItems],
+        pending: Future[PageItems],
         refetch: Callable[[], dict[str, Any]],
         envelope: dict[str, Any],
         what: str,
@@ -99,13 +91,13 @@ class DeferredItems(LazyItems):
         self._refetch = refetch
         self._envelope = envelope
         self._what = what
-        self._items: list[dict[str, Any]] | LazyItems | None = None
+        self._items: PageItems | None = None
         self._counters: list[Callable[[int], None]] = []
 
-    def resolve(self) -> list[dict[str, Any]] | LazyItems:
+    def resolve(self) -> PageItems:
         if self._items is None:
             try:
-                items = self._pending.result()
+                items = page_items(self._pending.result())
             except (PipedriveError, ValueError):
                 body = self._refetch()
                 if body.get("additional_data") != self._envelope.get("additional_data"):
@@ -115,7 +107,7 @@ class DeferredItems(LazyItems):
                         " again; the next run continues from the last good page"
                     ) from None
                 data = body.get("data")
-                items = data if isinstance(data, list) else []
+                items = RowItems(data if isinstance(data, list) else [])
             self._items = items
             for callback in self._counters:
                 callback(len(items))
@@ -125,8 +117,7 @@ class DeferredItems(LazyItems):
         return len(self.resolve())
 
     def rows(self) -> list[dict[str, Any]]:
-        items = self.resolve()
-        return items.rows() if isinstance(items, LazyItems) else items
+        return self.resolve().rows()
 
     def on_count(self, callback: Callable[[int], None]) -> None:
         if self._items is None:
@@ -152,7 +143,7 @@ def peek_envelope(content: bytes) -> dict[str, Any] | None:
     return {"additional_data": extra} if isinstance(extra, dict) else None
 
 
-# content -> the envelope (its `data` a list or LazyItems), or None for the plain JSON parse
+# content -> the envelope (its `data` a list or PageItems), or None for the plain JSON parse
 Decoder = Callable[[bytes], "dict[str, Any] | None"]
 
 
@@ -160,76 +151,20 @@ Decoder = Callable[[bytes], "dict[str, Any] | None"]
 class Page:
     """One list response: its items and where the next page starts (for resuming)."""
 
-    items: list[dict[str, Any]] | LazyItems
+    items: PageItems
     body: dict[str, Any]
     request: str
     next_position: Any
     is_last: bool
     server_time: datetime | None = None
 
+    def __post_init__(self) -> None:
+        self.items = page_items(self.items)
+
     @property
     def rows(self) -> list[dict[str, Any]]:
         """The items as parsed JSON objects, whatever form the decoder gave them."""
-        return self.items.rows() if isinstance(self.items, LazyItems) else self.items
-
-
-@dataclass
-class EndpointStats:
-    requests: int = 0
-    tokens: int = 0
-    rows: int = 0
-
-
-@dataclass
-class RequestMetrics:
-    """Counters for the run summary; shared by every thread."""
-
-    by_label: dict[str, EndpointStats] = field(default_factory=dict)
-    retries: int = 0
-    rate_limited: int = 0
-    problems: dict[str, str] = field(default_factory=dict)  # label → what is being retried
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def record(self, label: str, tokens: int, rows: int = 0) -> None:
-        with self._lock:
-            stats = self.by_label.setdefault(label, EndpointStats())
-            stats.requests += 1
-            stats.tokens += tokens
-            stats.rows += rows
-
-    def add_rows(self, label: str, rows: int) -> None:
-        with self._lock:
-            self.by_label.setdefault(label, EndpointStats()).rows += rows
-
-    def note_retry(self, rate_limited: bool = False, label: str = "", why: str = "") -> None:
-        """Count a retry; `why` (one line, no secrets) is what is failing, for progress views."""
-        with self._lock:
-            if rate_limited:
-                self.rate_limited += 1
-            else:
-                self.retries += 1
-            if why:
-                self.problems[label] = why
-
-    def note_answered(self, label: str) -> None:
-        """A request of `label` succeeded: whatever failed for it before is over."""
-        if label in self.problems:
-            with self._lock:
-                self.problems.pop(label, None)
-
-    @property
-    def problem(self) -> str | None:
-        """The latest failure still being retried, if any (safe to call from any thread)."""
-        problems = list(self.problems.items())
-        return f"{problems[-1][0]}: {problems[-1][1]}" if problems else None
-
-    @property
-    def requests(self) -> int:
-        return sum(s.requests for s in self.by_label.values())
-
-    @property
-    def tokens(self) -> int:
-        return sum(s.tokens for s in self.by_label.values())
+        return self.items.rows()
 
 
 def normalize_base_url(url: str | None) -> str:
@@ -241,52 +176,6 @@ def normalize_base_url(url: str | None) -> str:
         if url.endswith(suffix):
             url = url[: -len(suffix)]
     return url
-
-
-def _read_body(response: requests.Response) -> None:
-    """Read the whole body in one call: requests reads 10 KB chunks, which for a 2 MB page
-    costs more CPU than the socket reads themselves."""
-    try:
-        response._content = response.raw.read(decode_content=True)
-    except urllib3.exceptions.HTTPError as exc:
-        response.close()  # a half-read connection is not reused
-        if isinstance(exc, urllib3.exceptions.TimeoutError):
-            raise requests.Timeout(str(exc)) from None
-        raise requests.ConnectionError(type(exc).__name__) from None
-    response.raw.release_conn()
-
-
-# TLS failures that repeat on every attempt: the URL (or the machine's CA bundle) is wrong
-_TLS_MISMATCH = (
-    "WRONG_VERSION_NUMBER",
-    "RECORD_LAYER_FAILURE",
-    "PACKET_LENGTH_TOO_LONG",
-    "UNKNOWN_PROTOCOL",
-    "HTTP_REQUEST",
-)
-
-
-def _tls_misconfigured(exc: requests.exceptions.SSLError) -> str | None:
-    """What is wrong with the API root when TLS fails for a reason no retry can change."""
-    text = str(exc)
-    reason = re.search(r"\[SSL: ([A-Z_]+)\]", text)
-    code = reason.group(1) if reason else ""
-    if code in _TLS_MISMATCH:
-        return (
-            f"does not answer over TLS ({code}): write http:// for a plain-HTTP server,"
-            " or check the URL"
-        )
-    if code == "CERTIFICATE_VERIFY_FAILED":
-        return (
-            "presents a TLS certificate this machine does not trust: check the URL, or set"
-            " REQUESTS_CA_BUNDLE to your CA bundle"
-        )
-    return None
-
-
-def _not_json(content: bytes) -> str:
-    html = b"<html" in content[:512].lower()
-    return "the response was not JSON" + (" (an HTML page)" if html else "")
 
 
 def _parse_http_date(value: str | None) -> datetime | None:
@@ -318,30 +207,18 @@ class PipedriveClient:
         self.limiter = limiter or RateLimiter(
             reserve=self.settings.ratelimit_reserve, stop_event=self.stop_event
         )
-        self._local = threading.local()
+        self.transport = Transport(self.settings, self.limiter, self.metrics, self.stop_event)
+        auth.use_transport(self.transport)
         self._decoder: ThreadPoolExecutor | None = None
         self._decoder_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------------------
-    def _session(self) -> requests.Session:
-        session = getattr(self._local, "session", None)
-        if session is None:
-            session = requests.Session()
-            session.headers["Accept"] = "application/json"
-            session.headers["User-Agent"] = "pipedrive-sync"
-            self._local.session = session
-        return session
-
     def url(self, api: Api, path: str) -> str:
         return f"{self.base_url}{API_PREFIX[api]}/{path.lstrip('/')}"
 
     def describe(self, api: Api, path: str, params: Mapping[str, Any], method: str = "GET") -> str:
         query = urlencode(params) if params else ""
         return redact(f"{method} {API_PREFIX[api]}/{path}" + (f"?{query}" if query else ""))
-
-    def _sleep(self, seconds: float) -> None:
-        if self.stop_event.wait(seconds):
-            raise RunStopped("the run is stopping; no further requests")
 
     # -- one request ----------------------------------------------------------------------
     def get_json(
@@ -375,71 +252,34 @@ class PipedriveClient:
     ) -> tuple[dict[str, Any], Mapping[str, str]]:
         """`get_json` for any method (`body`: sent as JSON); only a GET's envelope must hold
         `data` (a DELETE answers without one). What each attempt leads to is `RequestPolicy`'s
-        decision; this method is the transport that carries it out."""
+        decision; this method carries it out, each attempt sent through `transport`."""
         params = dict(params or {})
         url = self.url(api, path)
         what = f"{label}: {self.describe(api, path, params, method)}"
         policy = RequestPolicy(self.settings, what)
         refetch = partial(self._refetch, api, path, params, cost, label)
         while True:
-            if self.stop_event.is_set():
-                raise RunStopped(f"{what}: not sent, the run is stopping")
             headers = self.auth.headers()
-            sent = self._send(method, url, params, body, headers)
-            if isinstance(sent, str):
-                decision: Decision = policy.on_failure(sent)
-            else:
-                self.metrics.record(label, cost)
-                decision = policy.on_response(
-                    sent.status_code, sent.headers, sent.content, time.time()
-                )
-                if isinstance(decision, Accept):
-                    self.metrics.note_answered(label)
-                    parsed = self._read_answer(sent.content, method, what, decode, refetch)
-                    if parsed is not None:
-                        return parsed, sent.headers
-                    decision = policy.on_failure(_not_json(sent.content))
-            self._carry_out(decision, headers, label)
-
-    def _send(
-        self,
-        method: str,
-        url: str,
-        params: Mapping[str, Any],
-        body: Mapping[str, Any] | None,
-        headers: Mapping[str, str],
-    ) -> requests.Response | str:
-        """One attempt through the rate limiter: the response with its body read, or why
-        none came."""
-        window = self.limiter.before_request()
-        try:
-            response = self._session().request(
+            sent = self.transport.attempt(
+                policy,
                 method,
                 url,
+                f"PIPEDRIVE_BASE_URL {self.base_url}",
                 params=params,
                 json=body,
                 headers=headers,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                stream=True,
             )
-            _read_body(response)
-        except requests.Timeout:
-            self.limiter.after_response(None, window)
-            return "timed out"
-        except requests.exceptions.SSLError as exc:
-            self.limiter.after_response(None, window)
-            wrong = _tls_misconfigured(exc)
-            if wrong:
-                raise BaseUrlError(f"PIPEDRIVE_BASE_URL {self.base_url} {wrong}") from None
-            return "connection failed (SSLError)"
-        except requests.RequestException as exc:
-            self.limiter.after_response(None, window)
-            return f"connection failed ({type(exc).__name__})"
-        except BaseException:
-            self.limiter.after_response(None, window)  # never counted in flight for ever
-            raise
-        self.limiter.after_response(response.headers, window)
-        return response
+            decision = sent.decision
+            if sent.response is not None:
+                self.metrics.record(label, cost)
+            if sent.response is not None and isinstance(decision, Accept):
+                self.metrics.note_answered(label)
+                content = sent.response.content
+                parsed = self._read_answer(content, method, what, decode, refetch)
+                if parsed is not None:
+                    return parsed, sent.response.headers
+                decision = policy.on_failure(not_json(content))
+            self._carry_out(decision, headers, label)
 
     def _read_answer(
         self,
@@ -455,7 +295,7 @@ class PipedriveClient:
         if decode is not None:
             parsed = self._deferred(content, decode, what, refetch) or decode(content)
         if parsed is None:
-            parsed = self._parse(content)
+            parsed = json_object(content)
         if parsed is not None and method == "GET":
             self._check_envelope(parsed, what)
         return parsed
@@ -470,11 +310,7 @@ class PipedriveClient:
             return
         if isinstance(decision, Accept):  # an accepted answer is returned, never carried out
             raise AssertionError("an accepted answer reached the retry path")
-        self.metrics.note_retry(rate_limited=decision.rate_limited, label=label, why=decision.why)
-        if decision.rate_limited:
-            self.limiter.wait(decision.wait)
-        else:
-            self._sleep(decision.wait)
+        self.transport.wait(decision, label)
 
     def _deferred(
         self, content: bytes, decode: Decoder, what: str, refetch: Callable[[], dict[str, Any]]
@@ -497,9 +333,7 @@ class PipedriveClient:
     ) -> dict[str, Any]:
         return self.get_json(api, path, params, cost=cost, label=label)[0]
 
-    def _decode_items(
-        self, content: bytes, decode: Decoder, what: str
-    ) -> list[dict[str, Any]] | LazyItems:
+    def _decode_items(self, content: bytes, decode: Decoder, what: str) -> PageItems:
         body = decode(content)
         if body is None:
             body = orjson.loads(content)
@@ -507,17 +341,9 @@ class PipedriveClient:
                 raise BadResponse(f"{what}: the response is not a JSON object")
         self._check_envelope(body, what)
         data = body.get("data")
-        if isinstance(data, list | LazyItems):
-            return data
+        if isinstance(data, list | PageItems):
+            return page_items(data)
         raise BadResponse(f"{what}: 'data' is not a list")
-
-    @staticmethod
-    def _parse(content: bytes) -> dict[str, Any] | None:
-        try:
-            body = orjson.loads(content)
-        except orjson.JSONDecodeError:
-            return None
-        return body if isinstance(body, dict) else None
 
     @staticmethod
     def _check_envelope(body: dict[str, Any], what: str) -> None:
@@ -630,22 +456,17 @@ class PipedriveClient:
             data = body.get("data")
             if data_key is not None and isinstance(data, dict):
                 data = data.get(data_key)
-            items: list[dict[str, Any]] | LazyItems
             if data is None:
-                items = []
-            elif isinstance(data, list | LazyItems):
-                items = data
-            else:
+                data = []
+            if not isinstance(data, list | PageItems):
                 raise BadResponse(
                     f"{label}: {self.describe(api, path, page_params)}: 'data' is a "
                     f"{type(data).__name__}, expected a list"
                 )
+            items = page_items(data)
             request = self.describe(api, path, page_params)
             following = paginator.next_params(body, items)
-            if isinstance(items, LazyItems):
-                items.on_count(partial(self.metrics.add_rows, label))
-            else:
-                self.metrics.add_rows(label, len(items))
+            items.on_count(partial(self.metrics.add_rows, label))
             yield Page(
                 items=items,
                 body=body,

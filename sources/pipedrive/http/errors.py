@@ -1,7 +1,7 @@
 """Every HTTP outcome mapped to one action and one message, in one table.
 
-The client looks up the response status here and acts on it; nothing else in the project
-interprets status codes.
+`RequestPolicy` (`policy.py`) looks up the response status here and decides what follows;
+nothing else in the project interprets status codes.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import email.utils
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -86,14 +86,26 @@ def says_budget(content: bytes) -> bool:
     return b"budget" in text or b"daily limit" in text
 
 
-def error_detail(content: bytes) -> str:
-    """ " (what Pipedrive said went wrong)" from an error body, redacted; "" when it says
-    nothing readable."""
+def not_json(content: bytes) -> str:
+    """Why a successful answer cannot be read: its body is no JSON (an HTML page?)."""
+    html = b"<html" in content[:512].lower()
+    return "the response was not JSON" + (" (an HTML page)" if html else "")
+
+
+def json_object(content: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object (None: no JSON, or not an object)."""
     try:
         body = orjson.loads(content)
     except orjson.JSONDecodeError:
-        return ""
-    if isinstance(body, dict):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def error_detail(content: bytes) -> str:
+    """ " (what Pipedrive said went wrong)" from an error body, redacted; "" when it says
+    nothing readable."""
+    body = json_object(content)
+    if body is not None:
         error = body.get("error") or body.get("message")
         errors = body.get("errors")
         if not error and isinstance(errors, dict):  # /v1/webhooks: {"field": ["why"]}
