@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from datetime import UTC
 from pathlib import Path
@@ -21,6 +23,7 @@ from sources.pipedrive.http import HttpSettings
 from sources.pipedrive_fake import FakePipedrive
 
 TOKEN = "test-token-0123456789abcdef"
+CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 SMALL_SCALE = {
     "deals": 120,
     "persons": 60,
@@ -60,6 +63,25 @@ def isolated_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Ite
         if name.startswith(("PIPEDRIVE_", "SOURCES__PIPEDRIVE", "DESTINATION__")):
             monkeypatch.delenv(name, raising=False)
     yield
+
+
+def run_cli(
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    timeout: float = 120,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """`pipedrive-sync ARGS` in a process of its own, its output captured as text."""
+    return subprocess.run(
+        [*CLI, *args],
+        env=dict(env),
+        cwd=cwd,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

@@ -11,13 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CORE_ENTITIES, TOKEN, HeldRequest
+from conftest import CLI, CORE_ENTITIES, TOKEN, HeldRequest, run_cli
 
 from pipelines.pipedrive_sync import exit_codes
 from sources.pipedrive_fake import FakePipedrive, FaultRule
 from sources.pipedrive_fake.server import RequestRecord
-
-CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 
 
 def _env(tmp_path: Path, fake: FakePipedrive | None, token: str | None = TOKEN) -> dict[str, str]:
@@ -33,9 +31,7 @@ def _env(tmp_path: Path, fake: FakePipedrive | None, token: str | None = TOKEN) 
 def _run(
     args: list[str], env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
+    return run_cli(args, env, cwd, timeout)
 
 
 def _no_traceback(proc: subprocess.CompletedProcess) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import TOKEN, synced_warehouse
+from conftest import CLI, TOKEN, run_cli, synced_warehouse
 from typer.testing import CliRunner
 
 from pipelines.pipedrive_sync import shell as shell_module
@@ -25,7 +25,6 @@ from sources.pipedrive.entities import DEFAULT_ENTITIES
 from sources.pipedrive.schema import table_columns
 from sources.pipedrive_fake import FakePipedrive
 
-CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 ENTITIES = list(DEFAULT_ENTITIES)
 
 
@@ -49,9 +48,7 @@ def _cli(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
     env["DLT_DATA_DIR"] = str(cwd / "dlt-data")
     env.update(extra_env)
-    return subprocess.run(
-        CLI + args, cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=120
-    )
+    return run_cli(args, env, cwd, stdin=stdin)
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
@@ -412,14 +409,7 @@ def test_a_sync_while_someone_reads_the_file_exits_75_and_the_next_catches_up(
     )
 
     def sync() -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*CLI, "run", "-q", "--entities", "deals,stages"],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(["run", "-q", "--entities", "deals,stages"], env, tmp_path)
 
     assert sync().returncode == 0
     deal_id = fake.records("deals")[0]["id"]

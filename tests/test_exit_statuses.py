@@ -21,7 +21,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, run_cli
 from pg_server import PASSWORD, Server
 from test_cli import _as_from_a_terminal
 
@@ -60,14 +60,7 @@ class World:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         """The command to completion, as cron would start it (used by arrangements)."""
-        return subprocess.run(
-            [sys.executable, "-m", "pipelines.pipedrive_sync", *args],
-            env=self.env,
-            cwd=self.work,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli(list(args), self.env, self.work)
 
 
 Arrange = Callable[[World], Iterator[None]]

@@ -9,13 +9,12 @@ import json
 import os
 import re
 import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SMALL_SCALE, TOKEN, synced_warehouse
+from conftest import SMALL_SCALE, TOKEN, run_cli, synced_warehouse
 from pg_server import Server
 from test_cli_read import _cli, _one_error_line
 
@@ -24,7 +23,6 @@ from sources.pipedrive.entities import DEFAULT_ENTITIES
 from sources.pipedrive_fake import FakePipedrive
 
 ENTITIES = list(DEFAULT_ENTITIES)
-CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 
 
 @pytest.fixture(scope="module")
@@ -134,13 +132,10 @@ _SAMPLE = re.compile(r'^([a-z_]+)\{dataset="main",entity="([a-z_]+)"\} (-?[0-9.e
 
 def test_openmetrics_exposes_freshness_rows_tokens_and_exit_status(warehouse: Path) -> None:
     env_budget = {"SOURCES__PIPEDRIVE__DAILY_TOKEN_BUDGET": "30000"}
-    proc = subprocess.run(
-        [*CLI, "status", "--duckdb-path", str(warehouse), "--format", "openmetrics"],
-        cwd=warehouse.parent,
-        env={**os.environ, **env_budget, "DLT_DATA_DIR": str(warehouse.parent / "dlt-data")},
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = run_cli(
+        ["status", "--duckdb-path", str(warehouse), "--format", "openmetrics"],
+        {**os.environ, **env_budget, "DLT_DATA_DIR": str(warehouse.parent / "dlt-data")},
+        warehouse.parent,
     )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -193,26 +188,17 @@ def test_status_fields_and_query_read_postgres(postgres: Server, tmp_path: Path)
             PIPEDRIVE_BASE_URL=fake.base_url,
             DESTINATION__POSTGRES__CREDENTIALS=url,
         )
-        synced = subprocess.run(
-            [*CLI, "run", "--destination", "postgres", "--entities", "deals,persons"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
+        synced = run_cli(
+            ["run", "--destination", "postgres", "--entities", "deals,persons"],
+            env,
+            tmp_path,
             timeout=300,
         )
         assert synced.returncode == 0, synced.stderr
         deals = len(fake.records("deals", deleted=None, archived=None))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [*CLI, *args, "--destination", "postgres"],
-            env=env,
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        return run_cli([*args, "--destination", "postgres"], env, tmp_path)
 
     status = cli("status", "--format", "json", "--max-age", "1h")
     assert status.returncode == 0, status.stderr

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from conftest import FAST_HTTP, Syncer, all_deals, assert_matches_fake
+from conftest import FAST_HTTP, Syncer, all_deals, assert_matches_fake, run_cli
 
 from pipelines.pipedrive_sync.runner import make_context, run_sync
 from pipelines.pipedrive_sync.settings import resolve
@@ -170,14 +168,7 @@ def test_a_token_endpoint_that_stays_down_exits_75_in_one_line(
         SOURCES__PIPEDRIVE__MAX_ATTEMPTS="3",
         SOURCES__PIPEDRIVE__BACKOFF_BASE="0.01",
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipelines.pipedrive_sync", "run"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = run_cli(["run"], env, tmp_path)
     assert proc.returncode == 75, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

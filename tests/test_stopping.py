@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN
+from conftest import TOKEN, run_cli
 from test_cli import _as_from_a_terminal, _env
 
 from pipelines.pipedrive_sync.warehouse import open_duckdb
@@ -109,14 +109,7 @@ def test_a_signal_during_a_load_stops_after_it_and_the_next_run_resumes(
     assert ("deals", "stopped", code) in runs  # the interrupted run is recorded, as unfinished
 
     fake.reset_requests()
-    again = subprocess.run(
-        [sys.executable, "-m", "pipelines.pipedrive_sync", "run", "--entities", "deals"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_cli(["run", "--entities", "deals"], env, tmp_path)
     assert again.returncode == 0, again.stderr
     main_list = [r for r in fake.requests if r.path == "/api/v2/deals"]
     assert main_list and all("cursor" in r.query for r in main_list), [
@@ -195,14 +188,7 @@ def test_a_second_signal_aborts_at_once_and_the_next_run_converges(
     _no_noise(stderr)
     assert "aborted" in stderr
 
-    again = subprocess.run(
-        [sys.executable, "-m", "pipelines.pipedrive_sync", "run", "--entities", "deals"],
-        env=env,
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    again = run_cli(["run", "--entities", "deals"], env, tmp_path)
     assert again.returncode == 0, again.stderr
     db = tmp_path / "pipedrive.duckdb"
     assert _count(db, "deals") == len(fake.records("deals", deleted=None, archived=None))
