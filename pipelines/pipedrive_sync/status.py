@@ -123,13 +123,9 @@ CSV_FIELDS = (
 
 
 def _aware(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        from sources.pipedrive.convert import iso_datetime  # the one ISO time parser
+    from sources.pipedrive.convert import aware_datetime  # the one ISO time parser
 
-        return iso_datetime(value)
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return aware_datetime(value)
 
 
 def _table_counts(reader: Reader, table: str, columns: set[str]) -> tuple[int, int | None]:

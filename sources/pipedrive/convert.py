@@ -164,6 +164,26 @@ def iso_datetime(text: str) -> datetime:
     return parsed.astimezone(UTC)
 
 
+def aware_datetime(value: datetime | str | None) -> datetime | None:
+    """A stored time — a datetime (naive means UTC) or ISO 8601 text — as an aware UTC
+    datetime; nothing stored: None. Raises ValueError for text that is no time."""
+    if not value:
+        return None
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return iso_datetime(value)
+
+
+def iso_datetime_or_none(value: Any) -> datetime | None:
+    """`iso_datetime` for text that may be anything: None when it is no ISO 8601 time."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return iso_datetime(value)
+    except ValueError:
+        return None
+
+
 def _blank(value: str) -> bool:
     return not value or value.isspace()
 

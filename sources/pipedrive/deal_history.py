@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from dlt.common.destination.exceptions import DestinationUndefinedEntity
 
+from .convert import iso_datetime_or_none
 from .custom_fields import ColumnPlan
 from .dlt_adapter import cursor_columns
 
@@ -261,7 +262,7 @@ def parse_changes(
     changes = []
     for entry in entries:
         key = str(entry.get("field_key") or "")
-        when = _timestamp(entry.get("time"))
+        when = iso_datetime_or_none(entry.get("time"))
         if when is None:
             continue
         old = entry.get("old_value")
@@ -274,16 +275,6 @@ def parse_changes(
             changes.append(Change(when, target.column, _custom_value(target, text), text))
     changes.sort(key=lambda c: c.time)
     return changes
-
-
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _typed(kind: str, text: str | None) -> Any:
@@ -300,7 +291,7 @@ def _typed(kind: str, text: str | None) -> Any:
         if kind == "date":
             return date.fromisoformat(text.strip()[:10])
         if kind == "timestamp":
-            return _timestamp(text)
+            return iso_datetime_or_none(text)
     except ValueError:
         return None
     return text

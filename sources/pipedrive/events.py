@@ -22,11 +22,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
 
+from .convert import iso_datetime_or_none
 from .entities import ENTITY_BY_NAME, Strategy
 
 # `meta.entity` of webhooks v2 → the entity (table) it changes
@@ -137,12 +137,8 @@ def _timestamp(raw: Any) -> float | None:
         return None
     if isinstance(raw, int | float):
         return float(raw)
-    if isinstance(raw, str):
-        try:
-            return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            return None
-    return None
+    parsed = iso_datetime_or_none(raw)
+    return parsed.timestamp() if parsed is not None else None
 
 
 def _parent_id(obj: str, data: Mapping[str, Any], previous: Mapping[str, Any]) -> int | None:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from .convert import iso_datetime
+from .convert import aware_datetime
 
 SOURCE_KEY = "pipedrive"  # the dlt schema of the source, and the key of its state
 BOUNDARY_LIMIT = 20_000  # beyond this many rows on one timestamp, re-load instead of remembering
@@ -46,11 +46,7 @@ def rfc3339(value: datetime) -> str:
 
 def _time(value: Any) -> datetime | None:
     """A stored time as an aware UTC datetime (none stored: None)."""
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return iso_datetime(str(value))
+    return aware_datetime(value)
 
 
 @dataclass
