@@ -20,6 +20,7 @@ CONFIG = Path(__file__).resolve().parent.parent / "config"
 PROBE = """
 import json
 from pipelines.pipedrive_sync.exit_codes import ConfigError
+from pipelines.pipedrive_sync.listen import DEFAULT_LATENCY_SECONDS
 from pipelines.pipedrive_sync.settings import resolve
 try:
     s = resolve(require_token=False)
@@ -137,7 +138,10 @@ print(json.dumps({"user": s.user, "password": s.password, "latency": s.latency_s
 def test_the_listen_examples_are_read(tmp_path: Path) -> None:
     dlt_dir = tmp_path / ".dlt"
     dlt_dir.mkdir()
-    (dlt_dir / "config.toml").write_text(_uncommented((CONFIG / "config.toml").read_text()))
+    config = _uncommented((CONFIG / "config.toml").read_text())
+    documented = f"webhook_latency_seconds = {DEFAULT_LATENCY_SECONDS:g}"
+    assert documented in config  # the example shows the default
+    (dlt_dir / "config.toml").write_text(config.replace(documented, "webhook_latency_seconds = 6.5"))
     (dlt_dir / "secrets.toml").write_text(
         _uncommented((CONFIG / "secrets.toml.example").read_text())
     )
@@ -152,4 +156,4 @@ def test_the_listen_examples_are_read(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert got == {"user": "pipedrive", "password": "a-long-random-string", "latency": 4.0}
+    assert got == {"user": "pipedrive", "password": "a-long-random-string", "latency": 6.5}
