@@ -16,11 +16,12 @@ from typing import Any
 
 from conftest import CORE_ENTITIES
 
+from pipelines.pipedrive_sync.listen import DEFAULT_LATENCY_SECONDS
+
 CONFIG = Path(__file__).resolve().parent.parent / "config"
 PROBE = """
 import json
 from pipelines.pipedrive_sync.exit_codes import ConfigError
-from pipelines.pipedrive_sync.listen import DEFAULT_LATENCY_SECONDS
 from pipelines.pipedrive_sync.settings import resolve
 try:
     s = resolve(require_token=False)
@@ -141,7 +142,9 @@ def test_the_listen_examples_are_read(tmp_path: Path) -> None:
     config = _uncommented((CONFIG / "config.toml").read_text())
     documented = f"webhook_latency_seconds = {DEFAULT_LATENCY_SECONDS:g}"
     assert documented in config  # the example shows the default
-    (dlt_dir / "config.toml").write_text(config.replace(documented, "webhook_latency_seconds = 6.5"))
+    (dlt_dir / "config.toml").write_text(
+        config.replace(documented, "webhook_latency_seconds = 6.5")
+    )
     (dlt_dir / "secrets.toml").write_text(
         _uncommented((CONFIG / "secrets.toml.example").read_text())
     )
