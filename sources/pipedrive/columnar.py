@@ -21,8 +21,9 @@ goes through the one conversion layer, `convert`. Pure: no I/O.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
 from types import GenericAlias
 from typing import Any
@@ -33,7 +34,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .convert import ARROW_TYPES, VARIANT_SUFFIX, as_text, cast_strings, string_array, typed_column
+from .convert import (
+    ARROW_TYPES,
+    VARIANT_SUFFIX,
+    Variants,
+    as_text,
+    cast_strings,
+    convert,
+    string_array,
+    typed_column,
+)
 from .custom_fields import ColumnPlan, FieldPlan, normalize_v2_field, option_ids, v2_holders
 from .http.client import PageItems, peek_envelope
 
@@ -614,6 +624,8 @@ class _Builder:
         cast = cast_strings(array, dtype)
         if cast is not None:
             return cast, None
+        if pa.types.is_string(array.type):
+            return per_distinct(partial(convert, data_type=dtype), array)
         values = array.to_pylist() if _lossless(array.type) else self.from_rows(name)
         return typed_column(values, dtype)
 
@@ -683,6 +695,8 @@ class _Builder:
             converted = _convert(out.kind, values, fp)
             if converted is not None:
                 self.add(out.name, converted)
+            elif pa.types.is_string(values.type):
+                self.add(out.name, *per_distinct(out.convert, values))
             elif _lossless(values.type) or (
                 out.kind == "double" and pa.types.is_float64(values.type)
             ):
@@ -723,6 +737,22 @@ def _convert(kind: str, values: pa.Array, fp: FieldPlan) -> pa.Array | None:
     if kind == "set" and values.type == pa.list_(pa.int64()):
         return _label_lists(values, fp)
     return None
+
+
+def per_distinct(
+    convert: Callable[[list[Any]], tuple[pa.Array, Variants]], strings: pa.Array
+) -> tuple[pa.Array, pa.Array | None]:
+    """An exact converter of one value at a time (`convert.convert`, a field's converter) run
+    on a string column's distinct values only, then spread back by position: odd spellings
+    that no vectorized cast takes (an impossible date among thousands of good ones) no
+    longer send every value of the column through Python, since pages repeat their dates,
+    times and labels."""
+    encoded = pc.dictionary_encode(strings)
+    typed, variants = convert(encoded.dictionary.to_pylist())
+    indices = encoded.indices
+    if variants is None:
+        return typed.take(indices), None
+    return typed.take(indices), pa.array(variants, pa.string()).take(indices)
 
 
 def _option_arrays(fp: FieldPlan, render: Any) -> tuple[pa.Array, pa.Array]:
