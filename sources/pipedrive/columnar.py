@@ -21,7 +21,7 @@ goes through the one conversion layer, `convert`. Pure: no I/O.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
@@ -37,10 +37,10 @@ import pyarrow.json as pa_json
 from .convert import (
     ARROW_TYPES,
     VARIANT_SUFFIX,
-    Variants,
     as_text,
     cast_strings,
     convert,
+    per_distinct,
     string_array,
     typed_column,
 )
@@ -737,22 +737,6 @@ def _convert(kind: str, values: pa.Array, fp: FieldPlan) -> pa.Array | None:
     if kind == "set" and values.type == pa.list_(pa.int64()):
         return _label_lists(values, fp)
     return None
-
-
-def per_distinct(
-    convert: Callable[[list[Any]], tuple[pa.Array, Variants]], strings: pa.Array
-) -> tuple[pa.Array, pa.Array | None]:
-    """An exact converter of one value at a time (`convert.convert`, a field's converter) run
-    on a string column's distinct values only, then spread back by position: odd spellings
-    that no vectorized cast takes (an impossible date among thousands of good ones) no
-    longer send every value of the column through Python, since pages repeat their dates,
-    times and labels."""
-    encoded = pc.dictionary_encode(strings)
-    typed, variants = convert(encoded.dictionary.to_pylist())
-    indices = encoded.indices
-    if variants is None:
-        return typed.take(indices), None
-    return typed.take(indices), pa.array(variants, pa.string()).take(indices)
 
 
 def _option_arrays(fp: FieldPlan, render: Any) -> tuple[pa.Array, pa.Array]:

@@ -62,6 +62,7 @@ __all__ = [
     "convert",
     "iso_datetime",
     "json_text",
+    "per_distinct",
     "string_array",
     "typed_column",
 ]
@@ -397,3 +398,19 @@ def cast_strings(strings: pa.Array, data_type: str) -> pa.Array | None:
         return strings.cast(ARROW_TYPES[data_type])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. February 30th
         return None
+
+
+def per_distinct(
+    converter: Callable[[list[Any]], tuple[pa.Array, Variants]], strings: pa.Array
+) -> tuple[pa.Array, pa.Array | None]:
+    """`converter` (one of one value at a time: `convert`, a field's, a label column's)
+    run on a string column's distinct values only, then spread back by position. Pages
+    repeat their dates, times and id lists, so a column that no vectorized cast takes (an
+    impossible date among thousands of good ones) costs a Python call per distinct value,
+    not per row."""
+    encoded = pc.dictionary_encode(strings)
+    typed, variants = converter(encoded.dictionary.to_pylist())
+    indices = encoded.indices
+    if variants is None:
+        return typed.take(indices), None
+    return typed.take(indices), pa.array(variants, pa.string()).take(indices)
