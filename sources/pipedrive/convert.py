@@ -2,7 +2,8 @@
 
 Every path that builds a table calls it: the row path for standard columns (`pages`) and for
 custom fields (`custom_fields`), and the columnar path (`columnar`), whose vectorized casts
-(`cast_strings`) take only values these parsers read the same way. Pure: no I/O.
+(`cast_strings`) take only values these parsers read the same way, and which runs the
+parsers once per distinct string of a column they decline (`per_distinct`). Pure: no I/O.
 
 Types are dlt data types; `ARROW_TYPES` gives their arrow types (json columns hold JSON text).
 One rule for every column:
