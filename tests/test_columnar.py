@@ -184,6 +184,28 @@ def test_values_the_exact_parsers_reject_become_variants_identically() -> None:
     assert_same(rows)
 
 
+def test_odd_spellings_among_repeated_good_ones_convert_as_the_exact_path_does() -> None:
+    """A date or time column the vectorized cast declines (an impossible date among good ones)
+    is converted per distinct spelling: every value, null and variant lands in its row."""
+    rows = [typical(n) for n in range(40)]
+    odd_dates = ["2024-02-30", "soon", " 2024-05-01 ", ""]
+    odd_times = ["24:00", "9.30", "12:30 ", ""]
+    for n, row in enumerate(rows):
+        custom = row["custom_fields"]
+        if n % 7 == 3:
+            row["expected_close_date"] = odd_dates[n % 4]
+            custom[key("date")] = odd_dates[(n + 1) % 4]
+            custom[key("time")] = {"value": odd_times[n % 4], "timezone_name": None}
+            row["due_time"] = odd_times[(n + 2) % 4]
+        elif n % 5 == 0:
+            custom[key("date")] = None
+    exact, fast = both(rows)
+    assert fast is not None
+    assert fast.schema == exact.schema
+    assert fast.to_pylist() == exact.to_pylist()
+    assert "expected_close_date__v_text" in fast.column_names  # the odd ones are variants
+
+
 @pytest.mark.parametrize(
     "text",
     [

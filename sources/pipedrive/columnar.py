@@ -23,6 +23,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import attrgetter
 from types import GenericAlias
 from typing import Any
@@ -33,7 +34,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from .convert import ARROW_TYPES, VARIANT_SUFFIX, as_text, cast_strings, string_array, typed_column
+from .convert import (
+    ARROW_TYPES,
+    VARIANT_SUFFIX,
+    as_text,
+    cast_strings,
+    convert,
+    per_distinct,
+    string_array,
+    typed_column,
+)
 from .custom_fields import ColumnPlan, FieldPlan, normalize_v2_field, option_ids, v2_holders
 from .http.client import PageItems, peek_envelope
 
@@ -614,6 +624,8 @@ class _Builder:
         cast = cast_strings(array, dtype)
         if cast is not None:
             return cast, None
+        if pa.types.is_string(array.type):
+            return per_distinct(partial(convert, data_type=dtype), array)
         values = array.to_pylist() if _lossless(array.type) else self.from_rows(name)
         return typed_column(values, dtype)
 
@@ -683,6 +695,8 @@ class _Builder:
             converted = _convert(out.kind, values, fp)
             if converted is not None:
                 self.add(out.name, converted)
+            elif pa.types.is_string(values.type):
+                self.add(out.name, *per_distinct(out.convert, values))
             elif _lossless(values.type) or (
                 out.kind == "double" and pa.types.is_float64(values.type)
             ):

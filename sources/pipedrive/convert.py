@@ -2,7 +2,8 @@
 
 Every path that builds a table calls it: the row path for standard columns (`pages`) and for
 custom fields (`custom_fields`), and the columnar path (`columnar`), whose vectorized casts
-(`cast_strings`) take only values these parsers read the same way. Pure: no I/O.
+(`cast_strings`) take only values these parsers read the same way, and which runs the
+parsers once per distinct string of a column they decline (`per_distinct`). Pure: no I/O.
 
 Types are dlt data types; `ARROW_TYPES` gives their arrow types (json columns hold JSON text).
 One rule for every column:
@@ -62,6 +63,7 @@ __all__ = [
     "convert",
     "iso_datetime",
     "json_text",
+    "per_distinct",
     "string_array",
     "typed_column",
 ]
@@ -397,3 +399,19 @@ def cast_strings(strings: pa.Array, data_type: str) -> pa.Array | None:
         return strings.cast(ARROW_TYPES[data_type])
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # e.g. February 30th
         return None
+
+
+def per_distinct(
+    converter: Callable[[list[Any]], tuple[pa.Array, Variants]], strings: pa.Array
+) -> tuple[pa.Array, pa.Array | None]:
+    """`converter` (one of one value at a time: `convert`, a field's, a label column's)
+    run on a string column's distinct values only, then spread back by position. Pages
+    repeat their dates, times and id lists, so a column that no vectorized cast takes (an
+    impossible date among thousands of good ones) costs a Python call per distinct value,
+    not per row."""
+    encoded = pc.dictionary_encode(strings)
+    typed, variants = converter(encoded.dictionary.to_pylist())
+    indices = encoded.indices
+    if variants is None:
+        return typed.take(indices), None
+    return typed.take(indices), pa.array(variants, pa.string()).take(indices)

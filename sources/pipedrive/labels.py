@@ -24,6 +24,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .convert import per_distinct
 from .custom_fields import FieldDef
 from .schema import standard_types
 
@@ -155,7 +156,7 @@ def unknown_ids(
             continue
         values = _as_text(table[labels.source].combine_chunks())
         if labels.multi:
-            ids = {i for text in values.to_pylist() for i in _ids(text)}
+            ids = {i for text in pc.unique(values).to_pylist() for i in _ids(text)}
         else:
             ids = {v for v in pc.unique(values).to_pylist() if v is not None}
         unknown = ids - set(labels.labels) - set(ignored.get(labels.column, ()))
@@ -185,11 +186,17 @@ def _single(values: pa.Array, labels: OptionLabels) -> pa.Array:
 
 def _multi(values: pa.Array, labels: OptionLabels) -> pa.Array:
     """A JSON array of labels per JSON array of ids; an empty or null list → null."""
-    out: list[str | None] = []
-    for text in _as_text(values).to_pylist():
-        ids = _ids(text)
-        out.append(orjson.dumps([labels.labels.get(i, i) for i in ids]).decode() if ids else None)
-    return pa.array(out, pa.string())
+
+    def named(texts: list[Any]) -> tuple[pa.Array, None]:
+        out: list[str | None] = []
+        for text in texts:
+            ids = _ids(text)
+            out.append(
+                orjson.dumps([labels.labels.get(i, i) for i in ids]).decode() if ids else None
+            )
+        return pa.array(out, pa.string()), None
+
+    return per_distinct(named, _as_text(values))[0]
 
 
 def _ids(text: Any) -> list[str]:
