@@ -404,7 +404,7 @@ def listen(
         typer.Option(
             "--public-url",
             help="The URL Pipedrive reaches the receiver at: registers the webhooks v2 there"
-            " (idempotently) and receives events at its path [default: none, events at /].",
+            " (idempotently) and receives events at its path \\[default: none, events at /].",
         ),
     ] = None,
     poll_minutes: Annotated[

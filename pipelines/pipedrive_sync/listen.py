@@ -46,7 +46,7 @@ from sources.pipedrive.events import (
     parse_event,
     plan_events,
 )
-from sources.pipedrive.http import PipedriveClient, RequestMetrics, register_secret
+from sources.pipedrive.http import PipedriveClient, register_secret
 from sources.pipedrive.identity import Company
 from sources.pipedrive.webhooks import Registrations, Wanted, register_webhooks
 
@@ -523,7 +523,8 @@ class Listener:
             self._pipeline_name,
         )
         try:
-            result = self._work(lambda: apply_batch(self.settings, ctx, plan, holder))
+            with Watcher(ctx, (), _RetriesOnly(self.log.polls)):
+                result = self._work(lambda: apply_batch(self.settings, ctx, plan, holder))
             if result.stopped:
                 raise exit_codes.RunInProgress(result.stopped)  # temporary: try again
         except Exception as exc:  # noqa: BLE001 - classified: temporary ones are retried
@@ -594,8 +595,7 @@ class Listener:
         """The listener's client with new counters and stop flag for the next piece of work
         (one rate limiter and connection pool for the listener's life)."""
         assert self._client is not None
-        self._client.metrics = RequestMetrics()
-        self._client.stop_event = threading.Event()
+        self._client.renew()
         return self._client
 
     def _context(self) -> RunContext:
@@ -639,6 +639,17 @@ class Listener:
             message=failure.message,
             retry_in=delay,
         )
+
+
+class _RetriesOnly(Reporter):
+    """What a batch reports while it works: only the requests it retries (`retrying`, as
+    `run` logs them), none of a run's progress lines."""
+
+    def __init__(self, target: Reporter) -> None:
+        self.target = target
+
+    def retrying(self, problem: str) -> None:
+        self.target.retrying(problem)
 
 
 def _busy(exc: BaseException) -> bool:

@@ -204,6 +204,7 @@ class PipedriveClient:
         self.settings = settings or HttpSettings()
         self.metrics = metrics or RequestMetrics()
         self.stop_event = stop_event or threading.Event()
+        self._own_limiter = limiter is None
         self.limiter = limiter or RateLimiter(
             reserve=self.settings.ratelimit_reserve, stop_event=self.stop_event
         )
@@ -211,6 +212,17 @@ class PipedriveClient:
         auth.use_transport(self.transport)
         self._decoder: ThreadPoolExecutor | None = None
         self._decoder_lock = threading.Lock()
+
+    def renew(self) -> None:
+        """New counters and a new stop flag for the next piece of work (a listener's batch or
+        poll), on the same credentials, rate limiter and connections: the transport, which
+        counts retries and waits them out, and the client's own limiter follow."""
+        self.metrics = RequestMetrics()
+        self.stop_event = threading.Event()
+        self.transport.metrics = self.metrics
+        self.transport.stop_event = self.stop_event
+        if self._own_limiter:
+            self.limiter.stop_event = self.stop_event
 
     # -- plumbing -------------------------------------------------------------------------
     def url(self, api: Api, path: str) -> str:
