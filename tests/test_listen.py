@@ -789,6 +789,89 @@ def test_registration_reuses_its_own_removes_its_stale_ones_and_never_touches_ot
     }
 
 
+def test_a_registration_whose_deliveries_failed_is_replaced_not_reused(
+    fake: FakePipedrive,
+) -> None:
+    from sources.pipedrive.webhooks import register_webhooks
+
+    _fast_webhooks(fake)
+    url = f"http://127.0.0.1:{_free_port()}/pipedrive"  # nobody listens: deliveries fail
+    client = _client(fake)
+    first = register_webhooks(client, _wanted(url))
+    by_object = {w.event_object: w.id for w in fake.webhooks.registrations()}
+    fake.update("deals", fake.records("deals", archived=False)[0]["id"], title="while down")
+    fake.wait_webhooks(WAIT)
+    again = register_webhooks(client, _wanted(url))
+    assert again.removed == [by_object["deal"]] and len(again.created) == 1
+    assert again.kept == [by_object["person"]]  # never failed: reused
+    assert set(again.ids) - set(first.created) == set(again.created)
+
+
+def _banned_for_real(fake: FakePipedrive) -> None:
+    """A ban lasts Pipedrive's 30 minutes even under the tests' fast webhook clock."""
+    fake.webhooks.configure(ban_seconds=1800.0 / 0.001)
+
+
+def _delivered(fake: FakePipedrive, deal: int) -> bool:
+    ours = [
+        d
+        for d in fake.webhook_deliveries(entity="deal")
+        if d.body["meta"]["entity_id"] == str(deal)
+    ]
+    return bool(ours) and ours[-1].state == "delivered"
+
+
+def test_a_restart_after_deliveries_failed_while_down_gets_the_events_again(
+    syncer: Syncer,
+) -> None:
+    fake = syncer.fake
+    _banned_for_real(fake)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/pipedrive/hooks"
+    with listening(syncer, public_url=url, port=port):
+        pass
+    deals = [d["id"] for d in fake.records("deals", archived=False)[:11]]
+    for n, deal in enumerate(deals[:10]):  # 10 failed first attempts: Pipedrive bans the hook
+        fake.update("deals", deal, title=f"while down {n}")
+    fake.wait_webhooks(WAIT)
+    assert any(w.bans for w in fake.webhooks.registrations())
+    with listening(syncer, public_url=url, port=port) as running:
+        fake.update("deals", deals[10], title="after the restart")
+        running.applied(fake)
+        assert _delivered(fake, deals[10])
+    titles = {i: r["title"] for i, r in table_rows(syncer, "deals").items()}
+    assert titles[deals[10]] == "after the restart"
+    assert [titles[d] for d in deals[:10]] == [f"while down {n}" for n in range(10)]
+
+
+def test_a_webhook_banned_while_listening_is_replaced_before_the_next_poll(
+    syncer: Syncer,
+) -> None:
+    fake = syncer.fake
+    _banned_for_real(fake)
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/pipedrive/hooks"
+    deals = [d["id"] for d in fake.records("deals", archived=False)[:11]]
+    with listening(
+        syncer, public_url=url, port=port, poll_interval=timedelta(seconds=1)
+    ) as running:
+        fake.webhooks.add_fault(
+            WebhookFault(kind="fail", entity="deal", attempt=1, times=10, status=502)
+        )
+        for n, deal in enumerate(deals[:10]):
+            fake.update("deals", deal, title=f"refused {n}")
+        fake.wait_webhooks(WAIT)
+        assert any(w.bans for w in fake.webhooks.registrations())
+        deadline = time.monotonic() + WAIT
+        while time.monotonic() < deadline and not any(
+            line["created"] for line in running.lines("webhooks_registered")[1:]
+        ):
+            time.sleep(0.1)
+        fake.update("deals", deals[10], title="after the ban")
+        running.applied(fake)
+        assert _delivered(fake, deals[10])
+
+
 def test_registration_respects_the_40_webhooks_per_user_limit(fake: FakePipedrive) -> None:
     from sources.pipedrive.webhooks import WebhookSetupError, register_webhooks
 

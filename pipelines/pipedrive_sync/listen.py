@@ -361,6 +361,7 @@ class Listener:
             if not self._registered and now >= self._retry_at:
                 self._register()
             elif now >= self._next_poll:
+                self._recheck_registrations()
                 self._poll("poll" if self._caught_up else "catch-up")
             elif not self._apply_due(now):
                 self._wait(now)
@@ -460,6 +461,12 @@ class Listener:
             created=done.created,
             removed=done.removed,
         )
+
+    def _recheck_registrations(self) -> None:
+        """Before each poll: a registration Pipedrive banned (after failed deliveries) or
+        deleted is replaced, and the poll then reads what its lost events changed."""
+        if self._caught_up and self.listen.public_url is not None:
+            self._register()
 
     # -- polls --------------------------------------------------------------------------------
     def _poll(self, reason: str) -> None:

@@ -3,8 +3,10 @@
 The listener's registrations are the ones whose `subscription_url` is its public URL; it never
 touches any other. On every start it wants one registration per synced object (event action
 `*`, version 2.0, its Basic-auth credentials): it keeps those that already match, removes its
-own that do not (objects no longer synced, other credentials, duplicates) and creates what is
-missing. Pipedrive allows 40 webhooks per user: when one per object does not fit next to the
+own that do not (objects no longer synced, other credentials, duplicates, and those whose last
+delivery failed: Pipedrive bans a webhook for 30 minutes after 10 failed first attempts and
+drops its events meanwhile, as happens while the listener is down; a new registration is not
+banned) and creates what is missing. The listener does this on start and before every poll. Pipedrive allows 40 webhooks per user: when one per object does not fit next to the
 user's other webhooks, a single registration for every object (`event_object: *`) is used
 (events of objects not synced are then ignored); when not even that fits, `WebhookSetupError`.
 """
@@ -111,7 +113,16 @@ def _current(hook: Mapping[str, Any], wanted: Wanted) -> bool:
         # Pipedrive may not echo the password (or mask it): only a different one is stale
         and (not isinstance(password, str) or set(password) <= {"*"} or password == wanted.password)
         and hook.get("is_active", 1) not in (0, False)
+        and _delivering(hook)
     )
+
+
+def _delivering(hook: Mapping[str, Any]) -> bool:
+    """No failed delivery on record: never tried yet, or its last attempt was answered 2xx."""
+    if hook.get("last_delivery_time") is None:
+        return True
+    status = hook.get("last_http_status")
+    return isinstance(status, int) and 200 <= status < 300
 
 
 def _my_user_id(client: PipedriveClient) -> Any:
