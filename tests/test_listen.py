@@ -397,12 +397,16 @@ def test_bad_requests_are_refused_cleanly_and_the_receiver_stays_up(syncer: Sync
             == 404
         )
         assert requests.get(running.url, timeout=30).status_code == 405
+        for method in ("PUT", "PATCH", "DELETE"):
+            other = requests.request(method, running.url, data=b"{}", timeout=30)
+            assert other.status_code == 405 and other.headers["Allow"] == "POST"
+            assert "error" in other.json()
         for unknown in ("deal_installment", "board", "project"):  # not known, or not synced
             answer = running.post(_body(entity=unknown))
             assert answer.status_code == 200 and answer.json()["ignored"] is True
         ignored = running.lines("event_ignored")
         assert [i["object"] for i in ignored] == ["deal_installment", "board", "project"]
-        assert {r["status"] for r in running.lines("request_refused")} == {400, 401, 404, 413}
+        assert {r["status"] for r in running.lines("request_refused")} == {400, 401, 404, 405, 413}
         assert "Traceback" not in running.log.getvalue()
         health = running.health()
         assert health.status_code == 200 and health.json()["pending_events"] == 0

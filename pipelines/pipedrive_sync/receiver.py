@@ -4,7 +4,8 @@
   otherwise), a body of at most 1 MiB (413) that is a webhooks v2 event (400 otherwise, one
   line saying why); the event is handed to `accept`, which answers only once it is journaled.
 * `GET /healthz` (no auth): `health()`'s status and JSON (503 until the listener is ready).
-* Anything else: 404 or 405. No request ever gets a traceback; the server stays up.
+* Anything else: 404, or 405 with a JSON body (logged as refused). No request ever gets a
+  traceback; the server stays up.
 
 A thread per request (the standard library's `ThreadingHTTPServer`); `stop()` closes the
 socket first (new deliveries are refused, and Pipedrive retries them later), then waits a
@@ -166,6 +167,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(405, {"error": "webhook events are POSTed"}, {"Allow": "POST"})
         else:
             self._send(404, {"error": "not found"})
+
+    def _not_allowed(self) -> None:
+        self._refuse(
+            405, f"{self.command} is not accepted: webhook events are POSTed", {"Allow": "POST"}
+        )
+
+    do_PUT = do_PATCH = do_DELETE = do_OPTIONS = _not_allowed
 
     def do_POST(self) -> None:
         if self._target() != self.receiver.path:
