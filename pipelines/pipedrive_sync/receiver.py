@@ -164,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
             status, body = self.receiver.health()
             self._send(status, body)
         elif target == self.receiver.path:
-            self._send(405, {"error": "webhook events are POSTed"}, {"Allow": "POST"})
+            self._not_allowed()
         else:
             self._send(404, {"error": "not found"})
 
