@@ -811,9 +811,13 @@ def test_a_registration_whose_deliveries_failed_is_replaced_not_reused(
     assert set(again.ids) - set(first.created) == set(again.created)
 
 
-def _banned_for_real(fake: FakePipedrive) -> None:
-    """A ban lasts Pipedrive's 30 minutes even under the tests' fast webhook clock."""
-    fake.webhooks.configure(ban_seconds=1800.0 / 0.001)
+def _ban_scenario(syncer: Syncer) -> tuple[int, str, list[int]]:
+    """Bans that last Pipedrive's 30 minutes even under the tests' fast webhook clock; a port
+    and public URL for the listener; 11 deals to change."""
+    syncer.fake.webhooks.configure(ban_seconds=1800.0 / 0.001)
+    port = _free_port()
+    deals = [d["id"] for d in syncer.fake.records("deals", archived=False)[:11]]
+    return port, f"http://127.0.0.1:{port}/pipedrive/hooks", deals
 
 
 def _delivered(fake: FakePipedrive, deal: int) -> bool:
@@ -829,12 +833,9 @@ def test_a_restart_after_deliveries_failed_while_down_gets_the_events_again(
     syncer: Syncer,
 ) -> None:
     fake = syncer.fake
-    _banned_for_real(fake)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/pipedrive/hooks"
+    port, url, deals = _ban_scenario(syncer)
     with listening(syncer, public_url=url, port=port):
         pass
-    deals = [d["id"] for d in fake.records("deals", archived=False)[:11]]
     for n, deal in enumerate(deals[:10]):  # 10 failed first attempts: Pipedrive bans the hook
         fake.update("deals", deal, title=f"while down {n}")
     fake.wait_webhooks(WAIT)
@@ -852,10 +853,7 @@ def test_a_webhook_banned_while_listening_is_replaced_before_the_next_poll(
     syncer: Syncer,
 ) -> None:
     fake = syncer.fake
-    _banned_for_real(fake)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/pipedrive/hooks"
-    deals = [d["id"] for d in fake.records("deals", archived=False)[:11]]
+    port, url, deals = _ban_scenario(syncer)
     with listening(
         syncer, public_url=url, port=port, poll_interval=timedelta(seconds=1)
     ) as running:
