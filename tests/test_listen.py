@@ -625,11 +625,18 @@ def test_kill_9_loses_nothing_acknowledged_and_a_restart_converges(
         first.proc.wait(WAIT)
     finally:
         first.close()
+    with next(tmp_path.rglob("journal.jsonl")).open("ab") as journal:
+        journal.write(b'{"seq": 99, "event": {"ent')  # a write the kill cut short
     second = Process(tmp_path, fake, port, 0.05, "--entities", ENTITIES, "--public-url", url)
     try:
         second.wait_health(lambda h: h["events_applied"] == 4 and h["pending_events"] == 0)
         assert {w.id for w in fake.webhooks.registrations()} == registered  # reused
-        assert '"event": "journal_replayed"' in second.log()
+        replayed = [
+            line
+            for line in map(orjson.loads, second.log().splitlines())
+            if line.get("event") == "journal_replayed"
+        ]
+        assert [(r["events"], r["torn_lines"]) for r in replayed] == [(4, 1)]
     finally:
         second.proc.send_signal(signal.SIGTERM)
         assert second.proc.wait(WAIT) == 0

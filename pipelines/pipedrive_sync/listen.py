@@ -293,12 +293,15 @@ class Listener:
         self._holder = Holder.this_run(self.settings.dataset, self._company, "listen")
         with self._held():
             self._journal = Journal(journal_path(self.settings))
-            if self._journal.replayed:
+            replayed, torn = self._journal.replayed, self._journal.dropped_lines
+            if replayed or torn:
+                dropped = f"; {torn} torn line(s) dropped (writes cut short, never acknowledged)"
                 self.log.emit(
                     "journal_replayed",
-                    f"journal: {self._journal.replayed} events received before the last stop"
-                    " are applied after the catch-up",
-                    events=self._journal.replayed,
+                    f"journal: {replayed} events received before the last stop are applied"
+                    f" after the catch-up{dropped if torn else ''}",
+                    events=replayed,
+                    torn_lines=torn,
                 )
             receiver = self._receiver()
             receiver.start()
