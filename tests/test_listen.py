@@ -420,6 +420,25 @@ def test_bad_requests_are_refused_cleanly_and_the_receiver_stays_up(syncer: Sync
     assert table_rows(syncer, "deals")[deal]["title"] == "applied after the bad requests"
 
 
+def test_an_event_the_journal_cannot_store_is_refused_with_503_and_logged(
+    syncer: Syncer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with listening(syncer, entities="deals", subscribe=False) as running:
+        journal = running.listener._journal
+        assert journal is not None
+
+        def disk_full(*_: Any) -> Any:
+            raise OSError(28, "No space left on device")
+
+        monkeypatch.setattr(journal, "append", disk_full)
+        answer = running.post(_body())
+        assert answer.status_code == 503 and "retry later" in answer.json()["error"]
+        refused = running.lines("request_refused")
+        assert [r["status"] for r in refused] == [503]
+        assert "No space left on device" in refused[0]["reason"]
+        assert running.health().json()["pending_events"] == 0
+
+
 def test_healthz_is_503_until_caught_up_then_reports_progress(syncer: Syncer) -> None:
     fake = syncer.fake
     release = threading.Event()

@@ -196,7 +196,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._refuse(400, str(exc))
             return
         except OSError as exc:  # the journal could not be written: Pipedrive retries later
-            logger.warning("could not journal a webhook event: %s", exc)
+            self.receiver.refused(
+                503, f"the event could not be journaled ({exc})", self.client_address[0]
+            )
             self._send(503, {"error": "the event could not be stored; retry later"})
             return
         finally:
