@@ -155,7 +155,7 @@ LogFormatOpt = Annotated[
         "--log-format",
         help="text: a live table on a terminal, plain timestamped lines otherwise (cron);"
         " json: one JSON object per line (run_started, entity_progress, entity_finished,"
-        " run_finished).",
+        " run_finished; listen adds its own, e.g. batch_applied: see the README).",
         case_sensitive=False,
     ),
 ]
