@@ -56,7 +56,8 @@ def _uncommented(text: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _resolved(tmp_path: Path, config: str, secrets: str) -> dict[str, Any]:
+def _resolved(tmp_path: Path, config: str, secrets: str, probe: str = PROBE) -> dict[str, Any]:
+    """What `probe` prints (its last line, JSON) in a project whose `.dlt` holds these files."""
     dlt_dir = tmp_path / ".dlt"
     dlt_dir.mkdir(exist_ok=True)
     (dlt_dir / "config.toml").write_text(config)
@@ -67,7 +68,7 @@ def _resolved(tmp_path: Path, config: str, secrets: str) -> dict[str, Any]:
         if not k.startswith(("PIPEDRIVE_", "SOURCES__", "DESTINATION__", "RUNTIME__"))
     }
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", probe],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -137,26 +138,13 @@ print(json.dumps({"user": s.user, "password": s.password, "latency": s.latency_s
 
 
 def test_the_listen_examples_are_read(tmp_path: Path) -> None:
-    dlt_dir = tmp_path / ".dlt"
-    dlt_dir.mkdir()
     config = _uncommented((CONFIG / "config.toml").read_text())
     documented = f"webhook_latency_seconds = {DEFAULT_LATENCY_SECONDS:g}"
     assert documented in config  # the example shows the default
-    (dlt_dir / "config.toml").write_text(
-        config.replace(documented, "webhook_latency_seconds = 6.5")
+    got = _resolved(
+        tmp_path,
+        config.replace(documented, "webhook_latency_seconds = 6.5"),
+        _uncommented((CONFIG / "secrets.toml.example").read_text()),
+        LISTEN_PROBE,
     )
-    (dlt_dir / "secrets.toml").write_text(
-        _uncommented((CONFIG / "secrets.toml.example").read_text())
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPEDRIVE_", "SOURCES__"))}
-    proc = subprocess.run(
-        [sys.executable, "-c", LISTEN_PROBE],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got == {"user": "pipedrive", "password": "a-long-random-string", "latency": 6.5}

@@ -625,13 +625,17 @@ def _reconciled(syncer: Syncer) -> None:
     assert syncer.run(entities=ENTITIES, reconcile=True).code == 0
 
 
+def _before_a_kill(syncer: Syncer) -> tuple[FakePipedrive, int]:
+    """Fast webhook retries, a reconciled warehouse, and a port for the listener processes."""
+    _fast_webhooks(syncer.fake)
+    _reconciled(syncer)
+    return syncer.fake, _free_port()
+
+
 def test_kill_9_loses_nothing_acknowledged_and_a_restart_converges(
     syncer: Syncer, tmp_path: Path
 ) -> None:
-    fake = syncer.fake
-    _fast_webhooks(fake)
-    _reconciled(syncer)
-    port = _free_port()
+    fake, port = _before_a_kill(syncer)
     url = f"http://127.0.0.1:{port}/pipedrive/hooks"
     first = Process(tmp_path, fake, port, 3600, "--entities", ENTITIES, "--public-url", url)
     try:
@@ -666,10 +670,7 @@ def test_kill_9_loses_nothing_acknowledged_and_a_restart_converges(
 def test_kill_9_in_the_middle_of_a_batch_converges_after_a_restart(
     syncer: Syncer, tmp_path: Path
 ) -> None:
-    fake = syncer.fake
-    _fast_webhooks(fake)
-    _reconciled(syncer)
-    port = _free_port()
+    fake, port = _before_a_kill(syncer)
     url = f"http://127.0.0.1:{port}/"
     held, release = threading.Event(), threading.Event()
 

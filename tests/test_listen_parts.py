@@ -7,6 +7,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from conftest import CORE_ENTITIES
 
 from pipelines.pipedrive_sync import journal as journal_module
 from pipelines.pipedrive_sync.journal import Journal
@@ -14,21 +15,7 @@ from pipelines.pipedrive_sync.listen import BatchDurations, events_to_apply
 from sources.pipedrive.events import InvalidEvent, WebhookEvent, parse_event, plan_events
 from sources.pipedrive_fake import FakePipedrive
 
-SYNCED = frozenset(
-    [
-        "deals",
-        "persons",
-        "organizations",
-        "activities",
-        "products",
-        "pipelines",
-        "stages",
-        "leads",
-        "notes",
-        "deal_products",
-        "deal_followers",
-    ]
-)
+SYNCED = frozenset([*CORE_ENTITIES, "leads", "notes", "deal_products", "deal_followers"])
 
 
 @pytest.fixture

@@ -70,14 +70,9 @@ def mark_vanished(
         rows = client.execute_sql(f"SELECT {pk} FROM {qualified} WHERE {deleted} IS NOT TRUE")
         stored = {row[0] for row in rows or []}
         normalized = {str(i) for i in current_ids}
-        vanished = sorted((i for i in stored if str(i) not in normalized), key=str)
-        for batch in _batches(vanished):
-            ids = ", ".join(_literal(i) for i in batch)
-            if hard:
-                client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({ids})")
-            else:
-                client.execute_sql(f"UPDATE {qualified} SET {deleted} = TRUE WHERE {pk} IN ({ids})")
-        return len(vanished)
+        return _flag_rows(
+            client, table, primary_key, {i for i in stored if str(i) not in normalized}, hard
+        )
 
 
 def mark_deleted(
@@ -94,25 +89,30 @@ def mark_deleted(
     with _sql_client(pipeline) as client:
         if not _table_exists(client, table):
             return 0
-        qualified = client.make_qualified_table_name(table)
-        pk = client.escape_column_name(primary_key)
-        deleted = client.escape_column_name("is_deleted")
-        changed = 0
-        for batch in _batches(sorted(ids, key=str)):
-            listed = ", ".join(_literal(i) for i in batch)
-            found = client.execute_sql(
-                f"SELECT count(*) FROM {qualified} WHERE {pk} IN ({listed})"
-                + ("" if hard else f" AND {deleted} IS NOT TRUE")
+        return _flag_rows(client, table, primary_key, ids, hard)
+
+
+def _flag_rows(client: Any, table: str, primary_key: str, ids: set[Any], hard: bool) -> int:
+    """Flag `is_deleted` on (or delete) the rows of these ids; returns how many changed."""
+    qualified = client.make_qualified_table_name(table)
+    pk = client.escape_column_name(primary_key)
+    deleted = client.escape_column_name("is_deleted")
+    changed = 0
+    for batch in _batches(sorted(ids, key=str)):
+        listed = ", ".join(_literal(i) for i in batch)
+        found = client.execute_sql(
+            f"SELECT count(*) FROM {qualified} WHERE {pk} IN ({listed})"
+            + ("" if hard else f" AND {deleted} IS NOT TRUE")
+        )
+        changed += int(found[0][0]) if found else 0
+        if hard:
+            client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({listed})")
+        else:
+            client.execute_sql(
+                f"UPDATE {qualified} SET {deleted} = TRUE"
+                f" WHERE {pk} IN ({listed}) AND {deleted} IS NOT TRUE"
             )
-            changed += int(found[0][0]) if found else 0
-            if hard:
-                client.execute_sql(f"DELETE FROM {qualified} WHERE {pk} IN ({listed})")
-            else:
-                client.execute_sql(
-                    f"UPDATE {qualified} SET {deleted} = TRUE"
-                    f" WHERE {pk} IN ({listed}) AND {deleted} IS NOT TRUE"
-                )
-        return changed
+    return changed
 
 
 def apply_label_changes(pipeline: SupportsPipeline, changes_table: str) -> int:
