@@ -630,6 +630,23 @@ def test_left_out_values_are_cut_from_the_bytes_without_parsing_the_page() -> No
     assert {"value", "label_ids"}.isdisjoint(f.name for f in page.records.type)
 
 
+def test_left_out_keys_are_declared_in_the_order_the_records_hold_them() -> None:
+    """msgspec matches a record's keys fastest in the order they are declared: the narrowed
+    reading declares them as the records that narrowed it hold them. Another order is only
+    slower: the values read are the same."""
+    schema = narrowed_schema()
+    left_out = schema.reading.left_out
+    assert left_out is not None
+    record = _messy({}, 2)
+    assert left_out.record_keys[: len(record)] == list(record)
+    assert left_out.custom_keys[: len(record["custom_fields"])] == list(record["custom_fields"])
+    rows = [typical(n) for n in range(3, 7)]
+    rows[1] = dict(reversed(rows[1].items()))
+    rows[2]["custom_fields"] = dict(reversed(rows[2]["custom_fields"].items()))
+    rows[3]["value"] = "messy again"
+    assert not cut(_content(rows), schema).parsed
+
+
 def test_records_missing_left_out_keys_or_their_custom_fields() -> None:
     schema = narrowed_schema()
     rows = [typical(n) for n in range(3, 9)]

@@ -179,13 +179,19 @@ def _sync(args: argparse.Namespace) -> int:
 
 def _time_dlt_steps() -> dict[str, Any]:
     """Wall seconds spent in dlt's extract / normalize / load (summed over the run's loads),
-    and the peak RSS (MB) sampled while each ran."""
+    the process CPU seconds (every thread) and the peak RSS (MB) sampled while each ran."""
     import functools
     import threading
 
     from dlt.pipeline.pipeline import Pipeline
 
-    totals: dict[str, Any] = {"extract": 0.0, "normalize": 0.0, "load": 0.0, "rss_mb": {}}
+    totals: dict[str, Any] = {
+        "extract": 0.0,
+        "normalize": 0.0,
+        "load": 0.0,
+        "rss_mb": {},
+        "cpu": {},
+    }
     current = ["other"]
 
     def sample() -> None:
@@ -206,13 +212,15 @@ def _time_dlt_steps() -> dict[str, Any]:
         def timed(original: Any = original, name: str = name) -> Any:
             @functools.wraps(original)
             def wrapper(self: Any, *a: Any, **k: Any) -> Any:
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 current[0] = name
                 try:
                     return original(self, *a, **k)
                 finally:
                     current[0] = "other"
                     totals[name] += time.perf_counter() - t0
+                    cpu = totals["cpu"]
+                    cpu[name] = cpu.get(name, 0.0) + time.process_time() - c0
 
             return wrapper
 
@@ -404,6 +412,7 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
     summary: dict[str, Any] = {"entities": {}}
     for entity in headline:
         raw = [r["raw"]["entities"][entity] for r in runs]
+        runs_raw = [r["raw"] for r in runs] if len(headline) == 1 else []
         syn = [r["entity_sync"][entity] for r in runs]
         rows = syn[0]["entities"].get(entity, {}).get("rows", 0)
         raw_rate = _median([x["rows"] / x["seconds"] for x in raw if x["seconds"]])
@@ -423,9 +432,15 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
             "sync_rows_per_s": sync_rate,
             "sync_over_raw": ratio,
             "peak_rss_mb": _median([x["peak_rss_mb"] for x in syn]),
+            "raw_cpu_seconds": _median([r["cpu"] for r in runs_raw]) if runs_raw else None,
+            "sync_cpu_seconds": _median([x["cpu"] for x in syn]),
             "fake_cpu_share": _median([x["fake_cpu_share"] for x in syn]),
             "steps": {
                 k: _median([x["steps"][k] for x in syn]) for k in ("extract", "normalize", "load")
+            },
+            "cpu_by_step": {
+                k: _median([x["steps"]["cpu"].get(k, 0.0) for x in syn])
+                for k in ("extract", "normalize", "load")
             },
             "rss_by_step": {
                 k: _median([x["steps"]["rss_mb"].get(k, 0) for x in syn])
@@ -440,13 +455,21 @@ def summarize(args: argparse.Namespace, runs: list[dict[str, Any]], fake: Fake) 
         )
     for entity in headline:
         st = summary["entities"][entity]["steps"]
+        cpu = summary["entities"][entity]["cpu_by_step"]
         print(
-            f"  {entity}: dlt extract {st['extract']:.2f}s (fetch + convert + write), "
-            f"normalize {st['normalize']:.2f}s, load {st['load']:.2f}s; peak RSS by step (MB): "
+            f"  {entity}: dlt extract {st['extract']:.2f}s (fetch + convert + write; "
+            f"{cpu['extract']:.2f} CPU s), normalize {st['normalize']:.2f}s, load "
+            f"{st['load']:.2f}s ({cpu['load']:.2f} CPU s); peak RSS by step (MB): "
             + ", ".join(
                 f"{k} {v:.0f}" for k, v in summary["entities"][entity]["rss_by_step"].items()
             )
         )
+        entry = summary["entities"][entity]
+        if entry["raw_cpu_seconds"] is not None:  # the raw fetch read this entity alone
+            print(
+                f"  process CPU seconds (start-up included): raw fetch "
+                f"{entry['raw_cpu_seconds']:.2f}, full sync {entry['sync_cpu_seconds']:.2f}"
+            )
     if args.whole_run and runs and "full" in runs[0]:
         full = [r["full"] for r in runs]
         inc = [r["incremental"] for r in runs]

@@ -167,7 +167,8 @@ class LeftOut:
     the page gives. Every key a record may hold is declared (a raw value is cheap), so that an
     undeclared key or a custom field the plan does not know is noticed: such a page, a
     `custom_fields` that is not an object and anything else msgspec rejects are parsed whole
-    instead (`from_rows`)."""
+    instead (`from_rows`). Keys are declared in `order` (the order a record of the entity's
+    pages holds them), which msgspec matches fastest; any order reads the same values."""
 
     def __init__(
         self,
@@ -176,23 +177,28 @@ class LeftOut:
         custom: Sequence[str] | None,
         planned: Sequence[str] | None,
         undeclared: Iterable[str] = (),
+        order: KeyOrder | None = None,
     ) -> None:
+        order = order or KeyOrder()
         self.standard = tuple(standard)  # read from the records
         self.custom = tuple(custom or ())
         self.declared = frozenset(declared) | {"custom_fields"}
         self.planned = None if planned is None else frozenset(planned)
         self.undeclared = tuple(sorted(set(undeclared) - self.declared))
-        record_keys = [*sorted(set(declared) - {"custom_fields"}), *self.undeclared]
+        self.record_keys = record_keys = order.arrange(
+            [*self.declared, *self.undeclared], order.record
+        )
         holder: Any = msgspec.Raw
+        self.custom_keys = custom_keys = order.arrange(self.planned or (), order.custom)
         if planned is not None:
-            holder = _struct("CustomFields", sorted(self.planned or ())) | None
-        record = _struct("Record", record_keys, ("custom_fields", holder))
+            holder = _struct("CustomFields", custom_keys) | None
+        record = _struct("Record", record_keys, {"custom_fields": holder})
         page = msgspec.defstruct("Page", [("data", GenericAlias(list, (record,)))])
         self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(page)
+        self._holder = attrgetter(_attr(record_keys, "custom_fields"))
         self._standard = [(key, attrgetter(_attr(record_keys, key))) for key in self.standard]
         self._undeclared = [(key, attrgetter(_attr(record_keys, key))) for key in self.undeclared]
-        planned_keys = sorted(self.planned or ())
-        self._custom = [(key, attrgetter(_attr(planned_keys, key))) for key in self.custom]
+        self._custom = [(key, attrgetter(_attr(custom_keys, key))) for key in self.custom]
 
     def read(self, content: bytes, count: int) -> RecordValues | None:
         """The values from the page's bytes; None where only the parsed records give them."""
@@ -202,7 +208,7 @@ class LeftOut:
             return None
         if len(records) != count:
             return None
-        holders = [record.custom_fields for record in records]
+        holders = list(map(self._holder, records))
         try:
             standard = {key: _parsed(map(get, records)) for key, get in self._standard}
             custom = {
@@ -243,14 +249,40 @@ def _attr(keys: Sequence[str], key: str) -> str:
     return f"k{keys.index(key)}"
 
 
-def _struct(name: str, keys: Sequence[str], *more: tuple[str, Any]) -> Any:
-    """A msgspec struct of raw values named by `keys`, every other key refused."""
+def _struct(name: str, keys: Sequence[str], kinds: Mapping[str, Any] | None = None) -> Any:
+    """A msgspec struct of the values of `keys`, in that order, every other key refused: raw
+    JSON (empty where missing), or the type `kinds` gives a key (None where missing)."""
+    kinds = kinds or {}
     fields: list[tuple[str, Any, Any]] = [
-        (f"k{i}", msgspec.Raw, _MISSING) for i in range(len(keys))
+        (f"k{i}", kinds[key], None) if key in kinds else (f"k{i}", msgspec.Raw, _MISSING)
+        for i, key in enumerate(keys)
     ]
-    fields += [(attr, kind, None) for attr, kind in more]
     rename = {f"k{i}": key for i, key in enumerate(keys)}
     return msgspec.defstruct(name, fields, rename=rename, forbid_unknown_fields=True, gc=False)
+
+
+@dataclass(frozen=True)
+class KeyOrder:
+    """The order of a record's keys and of its custom fields, as a page held them."""
+
+    record: tuple[str, ...] = ()
+    custom: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, rows: Sequence[Any]) -> KeyOrder:
+        """The order of the fullest record, and of the fullest custom fields object."""
+        records = [row for row in rows if type(row) is dict]
+        holders = [row.get("custom_fields") for row in records]
+        fullest = max(records, key=len, default={})
+        custom = max((h for h in holders if type(h) is dict), key=len, default={})
+        return cls(tuple(fullest), tuple(custom))
+
+    @staticmethod
+    def arrange(keys: Iterable[str], order: Sequence[str]) -> list[str]:
+        """`keys` in `order`, those it lacks after them (sorted)."""
+        wanted = set(keys)
+        first = [key for key in order if key in wanted]
+        return first + sorted(wanted.difference(first))
 
 
 def _parsed(raws: Iterable[Any]) -> list[Any]:
@@ -279,6 +311,7 @@ class PageSchema:
         self.messy: frozenset[str] = frozenset()  # standard keys left out
         self.messy_custom: frozenset[str] = frozenset()  # custom field keys left out
         self.undeclared: frozenset[str] = frozenset()  # keys seen outside the schema
+        self.order = KeyOrder()  # of the keys in the records that narrowed the reading
         self.reading = Reading(self._schema(fields, custom, envelope=False), infer=True)
         self._lock = threading.Lock()
 
@@ -312,6 +345,7 @@ class PageSchema:
             ):
                 self.messy, self.messy_custom = messy, messy_custom
                 self.undeclared = undeclared
+                self.order = KeyOrder.of(rows)
                 self.reading = self._narrowed_reading()
             return self.reading
 
@@ -337,6 +371,7 @@ class PageSchema:
             None if self.planned is None else [k for k in self.planned if k not in custom_read],
             self.planned,
             self.undeclared,
+            self.order,
         )
         return Reading(self._schema(fields, custom, envelope=True), infer=False, left_out=left_out)
 
