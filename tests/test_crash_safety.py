@@ -141,23 +141,26 @@ def test_a_kill_between_normalize_commit_and_cleanup_converges(
     assert_matches_fake(syncer, "deals", all_deals(fake))
 
 
+@pytest.mark.parametrize("table", ["deals", "deal_history"])
 def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
-    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch
+    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch, table: str
 ) -> None:
     """A kill after an appended job's insert committed but before dlt noted that on disk:
-    dlt runs the job again on the next run, so the rows arrive twice."""
+    dlt runs the job again on the next run, so the rows arrive twice (a first sync appends
+    the deals and their history)."""
     from dlt.common.storages.load_package import PackageStorage
 
     complete = PackageStorage.complete_job
     note = PackageStorage.save_pending_transition
+    job = f"{table}."
 
     def die_after_deals(self: PackageStorage, load_id: str, file_name: str) -> str:
-        if file_name.startswith("deals."):
+        if file_name.startswith(job):
             raise _Killed
         return complete(self, load_id, file_name)
 
     def forget_deals(self: PackageStorage, load_id: str, file_name: str, *args: Any) -> None:
-        if not file_name.startswith("deals."):
+        if not file_name.startswith(job):
             note(self, load_id, file_name, *args)
 
     monkeypatch.setattr(PackageStorage, "complete_job", die_after_deals)
@@ -170,6 +173,9 @@ def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
     assert result.code == 0, result.message
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
     assert_matches_fake(syncer, "deals", all_deals(fake))
+    assert syncer.query(
+        "SELECT count(*), count(DISTINCT deal_id), count(valid_to) FROM deal_history"
+    ) == syncer.query("SELECT count(*), count(*), 0 FROM deals")
 
 
 def test_a_kill_between_extract_commit_and_schema_save_converges(

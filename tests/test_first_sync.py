@@ -15,6 +15,21 @@ def _disposition(syncer: Syncer, table: str) -> str:
     return str(pipeline.default_schema.tables[table].get("write_disposition"))
 
 
+def _history_is_one_open_version_per_deal(syncer: Syncer) -> None:
+    """What a first sync's `deal_history` holds: each loaded deal once, open, keys unique."""
+    assert syncer.query(
+        "SELECT count(*), count(DISTINCT deal_id), count(valid_to) FROM deal_history"
+    ) == syncer.query("SELECT count(*), count(*), 0 FROM deals")
+
+
+def _repeated_history_keys(syncer: Syncer) -> int:
+    found = syncer.query(
+        "SELECT count(*) FROM (SELECT deal_id, valid_from FROM deal_history"
+        " GROUP BY deal_id, valid_from HAVING count(*) > 1) AS d"
+    )
+    return int(found[0][0])
+
+
 def _sorted_deal_ids(syncer: Syncer) -> list[int]:
     deals = syncer.fake.records("deals")
     return [d["id"] for d in sorted(deals, key=lambda d: d["update_time"])]
@@ -30,6 +45,25 @@ def test_a_first_sync_appends_then_later_runs_merge(syncer: Syncer) -> None:
     assert _disposition(syncer, "deals") == "merge"
     assert_matches_fake(syncer, "deals", all_deals(syncer.fake))
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+
+
+def test_a_first_sync_appends_the_deals_history_too_then_later_runs_merge(
+    syncer: Syncer,
+) -> None:
+    """The candidate versions of appended deals are new keys of an empty history: appended
+    with them (no staging copy, no merge); later runs merge them on (deal_id, valid_from)."""
+    assert syncer.run(entities="deals").code == 0
+    assert _disposition(syncer, "deal_history") == "append"
+    _history_is_one_open_version_per_deal(syncer)
+    deal = _sorted_deal_ids(syncer)[0]
+    syncer.fake.update("deals", deal, status="won")
+    assert syncer.run(entities="deals").code == 0
+    assert _disposition(syncer, "deal_history") == "merge"
+    assert _repeated_history_keys(syncer) == 0
+    assert syncer.query(
+        f"SELECT status, valid_to IS NULL FROM deal_history WHERE deal_id = {deal}"
+        " ORDER BY valid_from"
+    ) == [("open", False), ("won", True)]
 
 
 @pytest.mark.parametrize("batch_rows", [1_000, 30])  # the repeat in one batch / a later one
@@ -53,6 +87,8 @@ def test_a_record_read_twice_in_the_first_chunk_turns_it_into_a_merge(
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
     assert syncer.query(f"SELECT title FROM deals WHERE id = {first}") == [("updated mid-run",)]
     assert_matches_fake(syncer, "deals", all_deals(fake))
+    assert _disposition(syncer, "deal_history") == "merge"  # with the deals
+    assert _repeated_history_keys(syncer) == 0
 
 
 def test_every_chunk_of_a_first_sync_appends_while_its_ids_are_new(syncer: Syncer) -> None:
@@ -61,6 +97,8 @@ def test_every_chunk_of_a_first_sync_appends_while_its_ids_are_new(syncer: Synce
     assert _disposition(syncer, "deals") == "append"
     assert_matches_fake(syncer, "deals", all_deals(syncer.fake))
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
+    assert _disposition(syncer, "deal_history") == "append"
+    _history_is_one_open_version_per_deal(syncer)
 
 
 def test_a_record_seen_in_an_earlier_chunk_turns_the_rest_into_merges(syncer: Syncer) -> None:
@@ -81,8 +119,11 @@ def test_a_record_seen_in_an_earlier_chunk_turns_the_rest_into_merges(syncer: Sy
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
     assert syncer.query(f"SELECT title FROM deals WHERE id = {first}") == [("updated in chunk 2",)]
     assert_matches_fake(syncer, "deals", all_deals(fake))
+    assert _disposition(syncer, "deal_history") == "merge"
+    assert _repeated_history_keys(syncer) == 0
 
 
 def test_hard_deletes_never_append(syncer: Syncer) -> None:
     assert syncer.run(entities="deals", options={"hard_deletes": True}).code == 0
     assert _disposition(syncer, "deals") == "merge"
+    assert _disposition(syncer, "deal_history") == "merge"

@@ -299,8 +299,19 @@ def test_repeated_rows_are_repaired_in_postgres(
         {"id": 2, "update_time": older, "title": "only"},
     ]
     pipeline.run(rows, table_name="deals", write_disposition="append")
-    assert drop_duplicate_ids(pipeline, ["deals", "no_such_table"]) == {"deals": 1}
-    assert drop_duplicate_ids(pipeline, ["deals"]) == {}
+    versions = [  # keyed by two columns, the same version twice
+        {"deal_id": 1, "valid_from": older, "stage_id": 1},
+        {"deal_id": 1, "valid_from": older, "stage_id": 1},
+        {"deal_id": 1, "valid_from": newer, "stage_id": 2},
+    ]
+    pipeline.run(versions, table_name="deal_history", write_disposition="append")
+    keyed = {"deal_history": ("deal_id", "valid_from")}
+    tables = ["deals", "deal_history", "no_such_table"]
+    assert drop_duplicate_ids(pipeline, tables, key_columns=keyed) == {
+        "deals": 1,
+        "deal_history": 1,
+    }
+    assert drop_duplicate_ids(pipeline, tables, key_columns=keyed) == {}
     import psycopg2
 
     connection = psycopg2.connect(postgres.url)
@@ -308,5 +319,9 @@ def test_repeated_rows_are_repaired_in_postgres(
         with connection.cursor() as cursor:
             cursor.execute("SELECT id, title FROM dedupe_check.deals ORDER BY id")
             assert cursor.fetchall() == [(1, "new"), (2, "only")]
+            cursor.execute(
+                "SELECT deal_id, stage_id FROM dedupe_check.deal_history ORDER BY valid_from"
+            )
+            assert cursor.fetchall() == [(1, 1), (1, 2)]
     finally:
         connection.close()

@@ -55,7 +55,7 @@ from sources.pipedrive.postload import (
     restore_retired,
     retired_columns,
 )
-from sources.pipedrive.source import LABEL_CHANGES_TABLE
+from sources.pipedrive.source import HISTORY_ENTITY, LABEL_CHANGES_TABLE
 from sources.pipedrive.stored import Stored, read_stored
 from sources.pipedrive.sync_state import SOURCE_KEY, has_cursor, source_state
 
@@ -225,7 +225,11 @@ def _finish_pending(pipeline: dlt.Pipeline, entities: Any) -> str | None:
     heal_destination_schema(pipeline)  # each pending package against its own schema
     set_aside = packages.load_pending(pipeline)  # the pending packages (and only them)
     # a re-run append job (first syncs append into empty tables) repeats its rows
-    drop_duplicate_ids(pipeline, _incremental_tables(entities))
+    drop_duplicate_ids(
+        pipeline,
+        _with_history(_incremental_tables(entities)),
+        key_columns={deal_history.HISTORY_TABLE: deal_history.KEY},
+    )
     return set_aside
 
 
@@ -342,7 +346,14 @@ def _unsynced_tables(pipeline: dlt.Pipeline, entities: Any) -> list[str]:
     """Incremental entities without any cursor yet: their tables may still be empty (asking
     the destination only for these keeps a cron run from querying every table)."""
     source = source_state(pipeline.state, pipeline.default_schema_name or SOURCE_STATE)
-    return [name for name in _incremental_tables(entities) if not has_cursor(source, name)]
+    return _with_history(
+        [name for name in _incremental_tables(entities) if not has_cursor(source, name)]
+    )
+
+
+def _with_history(tables: list[str]) -> list[str]:
+    """With the deals their history: its candidate versions are appended with them."""
+    return [*tables, deal_history.HISTORY_TABLE] if HISTORY_ENTITY in tables else tables
 
 
 # -- post-load and outcome --------------------------------------------------------------------

@@ -376,9 +376,13 @@ def empty_tables(pipeline: SupportsPipeline, tables: Sequence[str]) -> frozenset
 
 
 def drop_duplicate_ids(
-    pipeline: SupportsPipeline, tables: Sequence[str], id_column: str = "id"
+    pipeline: SupportsPipeline,
+    tables: Sequence[str],
+    id_column: str = "id",
+    key_columns: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, int]:
-    """Keep one row per id (the newest by `update_time`) in each table; returns ids repaired.
+    """Keep one row per id (the newest by `update_time`, where the table has it) in each
+    table; `key_columns` names the tables keyed otherwise. Returns the keys repaired.
 
     A first sync appends into empty tables; dlt re-runs a load job that a kill interrupted
     after its insert committed, so the next run checks for (and removes) the repeated rows.
@@ -388,29 +392,52 @@ def drop_duplicate_ids(
         for table in tables:
             if not _table_exists(client, table):
                 continue
-            name = client.make_qualified_table_name(table)
-            key = client.escape_column_name(id_column)
-            found = client.execute_sql(
-                f"SELECT count(*) FROM (SELECT {key} FROM {name} GROUP BY {key}"
-                " HAVING count(*) > 1) AS d"
-            )
-            count = int(found[0][0]) if found else 0
-            if not count:
-                continue
-            keep = client.make_qualified_table_name(f"_dedupe__{table}")
-            with client.execute_query(f"SELECT * FROM {name} WHERE 1 = 0") as cursor:
-                columns = ", ".join(client.escape_column_name(c) for c in cursor_columns(cursor))
-            order = client.escape_column_name("update_time")
-            repeated = f"SELECT {key} FROM {name} GROUP BY {key} HAVING count(*) > 1"
-            with client.begin_transaction():
-                client.execute_sql(f"DROP TABLE IF EXISTS {keep}")
-                client.execute_sql(
-                    f"CREATE TABLE {keep} AS SELECT {columns} FROM (SELECT {columns},"
-                    f" ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order} DESC) AS dedupe_rn"
-                    f" FROM {name} WHERE {key} IN ({repeated})) AS ranked WHERE dedupe_rn = 1"
-                )
-                client.execute_sql(f"DELETE FROM {name} WHERE {key} IN (SELECT {key} FROM {keep})")
-                client.execute_sql(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {keep}")
-                client.execute_sql(f"DROP TABLE {keep}")
-            repaired[table] = count
+            keys = tuple((key_columns or {}).get(table, (id_column,)))
+            count = _repeat_keys(client, table, keys)
+            if count:
+                _keep_one_per_key(client, table, keys)
+                repaired[table] = count
     return repaired
+
+
+def _repeated(client: Any, table: str, keys: Sequence[str]) -> str:
+    key = ", ".join(client.escape_column_name(k) for k in keys)
+    name = client.make_qualified_table_name(table)
+    return f"SELECT {key} FROM {name} GROUP BY {key} HAVING count(*) > 1"
+
+
+def _repeat_keys(client: Any, table: str, keys: Sequence[str]) -> int:
+    found = client.execute_sql(f"SELECT count(*) FROM ({_repeated(client, table, keys)}) AS d")
+    return int(found[0][0]) if found else 0
+
+
+def _same_key(client: Any, keys: Sequence[str], left: str, right: str) -> str:
+    return " AND ".join(
+        f"{left}.{client.escape_column_name(k)} = {right}.{client.escape_column_name(k)}"
+        for k in keys
+    )
+
+
+def _keep_one_per_key(client: Any, table: str, keys: Sequence[str]) -> None:
+    name = client.make_qualified_table_name(table)
+    keep = client.make_qualified_table_name(f"_dedupe__{table}")
+    with client.execute_query(f"SELECT * FROM {name} WHERE 1 = 0") as cursor:
+        names = cursor_columns(cursor)
+    columns = ", ".join(client.escape_column_name(c) for c in names)
+    partition = ", ".join(client.escape_column_name(k) for k in keys)
+    newest = "update_time" if "update_time" in names else keys[-1]  # else: the same version
+    order = client.escape_column_name(newest)
+    with client.begin_transaction():
+        client.execute_sql(f"DROP TABLE IF EXISTS {keep}")
+        client.execute_sql(
+            f"CREATE TABLE {keep} AS SELECT {columns} FROM (SELECT {columns},"
+            f" ROW_NUMBER() OVER (PARTITION BY {partition} ORDER BY {order} DESC) AS dedupe_rn"
+            f" FROM {name} AS t WHERE EXISTS (SELECT 1 FROM ({_repeated(client, table, keys)})"
+            f" AS r WHERE {_same_key(client, keys, 'r', 't')})) AS ranked WHERE dedupe_rn = 1"
+        )
+        client.execute_sql(
+            f"DELETE FROM {name} AS d WHERE EXISTS"
+            f" (SELECT 1 FROM {keep} AS k WHERE {_same_key(client, keys, 'k', 'd')})"
+        )
+        client.execute_sql(f"INSERT INTO {name} ({columns}) SELECT {columns} FROM {keep}")
+        client.execute_sql(f"DROP TABLE {keep}")

@@ -92,6 +92,15 @@ class EntityExtractor:
         )
         self._append_ids: set[Any] | None = set() if appendable else None  # ids this chunk
         self._history_hinted: list[str] | None = None  # tracked custom columns last hinted
+        # the deals' candidate versions are appended with them, into a history that was empty
+        self._history_appends = (
+            appendable
+            and entity.name == HISTORY_ENTITY
+            and (
+                deal_history.HISTORY_TABLE in ctx.empty_tables
+                or deal_history.HISTORY_TABLE in ctx.appended_ids
+            )
+        )
 
     @property
     def catalog(self) -> FieldCatalog | None:
@@ -184,17 +193,23 @@ class EntityExtractor:
             self.ctx.report(self.entity.name).finished = True
 
     def _remember_appended(self) -> None:
-        """After a chunk: the ids it appended join the run's, or appending ends for the run."""
+        """After a chunk: the ids it appended join the run's, or appending ends for the run
+        (for the deals' history too)."""
+        appended = self.ctx.appended_ids
+        appended.pop(deal_history.HISTORY_TABLE, None)
         if self._append_ids is None:
-            self.ctx.appended_ids.pop(self.entity.name, None)
+            appended.pop(self.entity.name, None)
             return
         arrays = [a for a in (self._prior_ids, pa.array(list(self._append_ids))) if a is not None]
         try:
-            self.ctx.appended_ids[self.entity.name] = pa.concat_arrays(
+            appended[self.entity.name] = pa.concat_arrays(
                 [a for a in arrays if len(a)] or arrays[-1:]
             )
         except pa.ArrowInvalid:  # id types that do not combine: merge from now on
-            self.ctx.appended_ids.pop(self.entity.name, None)
+            appended.pop(self.entity.name, None)
+            return
+        if self._history_appends:
+            appended[deal_history.HISTORY_TABLE] = appended[self.entity.name]
 
     def _rows(self) -> Iterator[Any]:
         ids = self.ctx.event_ids.get(self.entity.name)
@@ -364,7 +379,7 @@ class EntityExtractor:
             else:
                 self._append_ids |= distinct
                 disposition = None if self._hinted else "append"
-        yield from self._history(table)
+        yield from self._history(table, self._history_disposition())
         plan = self._current_plan()
         if not self._hinted or plan is not self._hinted_plan:
             # the first batch, or the first after the definitions were re-read: the column
@@ -415,7 +430,19 @@ class EntityExtractor:
         found = self._option_labels(table)
         return labels.add_labels(table, found) if found else table
 
-    def _history(self, table: pa.Table) -> Iterator[Any]:
+    def _history_disposition(self) -> Literal["append", "merge"] | None:
+        """How this batch's candidate versions are written, where that changes: appended from
+        the first batch while the deals are, merged (the table's own way) once they are not."""
+        if not self._history_appends:
+            return None
+        if self._append_ids is None:  # the deals turned into a merge with this batch
+            self._history_appends = False
+            return "merge" if self._history_hinted is not None else None
+        return "append" if self._history_hinted is None else None
+
+    def _history(
+        self, table: pa.Table, disposition: Literal["append", "merge"] | None
+    ) -> Iterator[Any]:
         """Deals: the batch's candidate versions for `deal_history` (see `deal_history`)."""
         if self.entity.name != HISTORY_ENTITY:
             return
@@ -423,12 +450,14 @@ class EntityExtractor:
         versions = deal_history.candidates(table, custom)
         if not versions.num_rows:
             return
-        if custom == self._history_hinted:
+        if custom == self._history_hinted and disposition is None:
             yield dlt.mark.with_table_name(versions, deal_history.HISTORY_TABLE)
             return
         self._history_hinted = custom  # the first batch, or tracked custom fields changed
         columns = deal_history.column_hints(self._column_hints(), custom)
-        hints = dlt.mark.make_hints(table_name=deal_history.HISTORY_TABLE, columns=columns)
+        hints = dlt.mark.make_hints(
+            table_name=deal_history.HISTORY_TABLE, columns=columns, write_disposition=disposition
+        )
         yield dlt.mark.with_hints(versions, hints, create_table_variant=True)
 
     def _seen_in_earlier_chunks(self, ids: pa.ChunkedArray) -> bool:
