@@ -8,7 +8,8 @@ How it grows, crash-safe and idempotent:
    columns (`TRACKED`, plus the custom fields of `CUSTOM_TYPES`), keyed by `deal_id` and
    `valid_from` = the deal's `update_time` (when Pipedrive recorded that state), with
    `valid_to` null. dlt merges on that key, so a row read again (a boundary row, a retried
-   chunk) is the same candidate.
+   chunk) is the same candidate; a first sync appends them with the deals into an empty
+   table while every deal id is new (the runner repairs a re-run append job on that key).
 2. **After the load** (`close_versions`, in one transaction): for every deal with more than one
    open row, candidates whose tracked values equal the version before them are dropped (the
    deal changed elsewhere: a title, a note count), and `valid_to` is set to the next version's
