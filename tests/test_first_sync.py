@@ -66,6 +66,27 @@ def test_a_first_sync_appends_the_deals_history_too_then_later_runs_merge(
     ) == [("open", False), ("won", True)]
 
 
+def test_a_history_that_holds_rows_is_merged_into_even_on_a_first_sync(
+    syncer: Syncer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Empty deals do not make an empty history (versions kept from before, a backfill): the
+    versions are then merged, while the deals are still appended."""
+    from pipelines.pipedrive_sync import runner
+
+    asked: list[list[str]] = []
+
+    def history_holds_rows(pipeline: Any, tables: list[str]) -> frozenset[str]:
+        asked.append(list(tables))
+        return frozenset(tables) - {"deal_history"}
+
+    monkeypatch.setattr(runner, "empty_tables", history_holds_rows)
+    assert syncer.run(entities="deals").code == 0
+    assert asked and "deal_history" in asked[0]
+    assert _disposition(syncer, "deals") == "append"
+    assert _disposition(syncer, "deal_history") == "merge"
+    _history_is_one_open_version_per_deal(syncer)
+
+
 @pytest.mark.parametrize("batch_rows", [1_000, 30])  # the repeat in one batch / a later one
 def test_a_record_read_twice_in_the_first_chunk_turns_it_into_a_merge(
     syncer: Syncer, monkeypatch: pytest.MonkeyPatch, batch_rows: int
