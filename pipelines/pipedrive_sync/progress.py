@@ -313,14 +313,35 @@ class LiveReporter(Reporter):
         self.close()
 
 
+class _ProgressThrottle:
+    """Which entities a periodic progress line names: at most once per interval, only the moved."""
+
+    def __init__(self, interval: float | None) -> None:
+        self.interval = progress_interval() if interval is None else interval
+        self._last_emit = time.monotonic()
+        self._last_rows: dict[str, int] = {}
+
+    def due(self, snapshot: Snapshot) -> list[EntityProgress]:
+        """The entities whose rows moved since their last line; none until the interval passed."""
+        now = time.monotonic()
+        if now - self._last_emit < self.interval:
+            return []
+        self._last_emit = now
+        moved = []
+        for entity in snapshot.entities:
+            if entity.rows == self._last_rows.get(entity.name) or not entity.pages:
+                continue
+            self._last_rows[entity.name] = entity.rows
+            moved.append(entity)
+        return moved
+
+
 class PlainReporter(Reporter):
     """Timestamped lines for log files: start, periodic progress, the summary, the finish."""
 
     def __init__(self, console: Console, interval: float | None = None) -> None:
         self.console = console
-        self.interval = progress_interval() if interval is None else interval
-        self._last_emit = time.monotonic()
-        self._last_rows: dict[str, int] = {}
+        self._throttle = _ProgressThrottle(interval)
 
     def _line(self, text: str) -> None:
         self.console.print(f"{_now()} {text}", markup=False, highlight=False, soft_wrap=True)
@@ -329,14 +350,7 @@ class PlainReporter(Reporter):
         self._line(f"sync started → {info.target}: {', '.join(info.entities)}")
 
     def progress(self, snapshot: Snapshot) -> None:
-        now = time.monotonic()
-        if now - self._last_emit < self.interval:
-            return
-        self._last_emit = now
-        for entity in snapshot.entities:
-            if entity.rows == self._last_rows.get(entity.name) or not entity.pages:
-                continue
-            self._last_rows[entity.name] = entity.rows
+        for entity in self._throttle.due(snapshot):
             self._line(
                 f"{entity.name}: {entity.status}, {_int(entity.pages)} pages, "
                 f"{_int(entity.rows)} rows ({_rate(entity.rate(snapshot.started))} rows/s)"
@@ -368,9 +382,7 @@ class JsonReporter(Reporter):
 
     def __init__(self, out: TextIO | None = None, interval: float | None = None) -> None:
         self.out = out
-        self.interval = progress_interval() if interval is None else interval
-        self._last_emit = time.monotonic()
-        self._last_rows: dict[str, int] = {}
+        self._throttle = _ProgressThrottle(interval)
         self._lock = threading.Lock()
 
     def notice(self, event: str, text: str, **numbers: Any) -> None:
@@ -393,14 +405,7 @@ class JsonReporter(Reporter):
         )
 
     def progress(self, snapshot: Snapshot) -> None:
-        now = time.monotonic()
-        if now - self._last_emit < self.interval:
-            return
-        self._last_emit = now
-        for entity in snapshot.entities:
-            if entity.rows == self._last_rows.get(entity.name) or not entity.pages:
-                continue
-            self._last_rows[entity.name] = entity.rows
+        for entity in self._throttle.due(snapshot):
             rate = entity.rate(snapshot.started)
             self.emit(
                 "entity_progress",
