@@ -84,6 +84,18 @@ def run_cli(
     )
 
 
+def start_process(argv: list[str], env: Mapping[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """`argv` started in the background, its output piped as text (`communicate()` reads it)."""
+    return subprocess.Popen(
+        argv,
+        env=dict(env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def fake() -> Iterator[FakePipedrive]:
     server = FakePipedrive(token=TOKEN, seed=7, scale=dict(SMALL_SCALE)).start()
@@ -190,6 +202,10 @@ class HeldRequest:
 
     def release(self) -> None:
         self._released.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
 
 
 @pytest.fixture
