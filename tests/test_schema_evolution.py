@@ -25,6 +25,7 @@ from conftest import (
     table_rows,
 )
 from test_custom_fields_e2e import DUCKDB_TYPES, _expected
+from test_custom_fields_e2e import _mapping as mapping
 
 from pipelines.pipedrive_sync.runner import make_pipeline
 from sources.pipedrive_fake import FakePipedrive
@@ -36,15 +37,6 @@ CUSTOM_TABLES = {
     "products": "product",
     "activities": "activity",
 }
-
-
-def mapping(syncer: Syncer, entity: str) -> dict[str, dict[str, Any]]:
-    """field key → its row of the `custom_fields` mapping table."""
-    rows = syncer.query(
-        "SELECT field_key, field_name, column_name, field_type, is_active"
-        f" FROM custom_fields WHERE entity = '{entity}'"
-    )
-    return {r[0]: {"name": r[1], "column": r[2], "type": r[3], "active": r[4]} for r in rows}
 
 
 def columns_of(syncer: Syncer, entity: str = "deal") -> dict[str, str]:
@@ -256,14 +248,19 @@ def test_a_field_changes_its_type(syncer: Syncer, old_type: str, new_type: str) 
     finish(syncer, pinned)
 
 
+def _renamed(fake: Any, renames: dict[str, str]) -> dict[str, str]:
+    """Deal fields renamed at once (old name → new name); returns old name → field key."""
+    keys = {name: fake.field_key("deals", name) for name in renames}
+    for name, new_name in renames.items():
+        fake.rename_field("deals", keys[name], new_name)
+    return keys
+
+
 def test_a_field_renamed_to_another_fields_former_name(syncer: Syncer) -> None:
     fake = syncer.fake
     assert syncer.run().code == 0
     pinned = columns_of(syncer)
-    budget = fake.field_key("deals", "Budget")
-    discount = fake.field_key("deals", "Discount rate")
-    fake.rename_field("deals", budget, "Budget (old)")
-    fake.rename_field("deals", discount, "Budget")
+    _renamed(fake, {"Budget": "Budget (old)", "Discount rate": "Budget"})
     new = fake.add_field("deals", "Discount rate", "double")
     fake.update("deals", _deal_ids(fake, 1)[0], custom_fields={new: 0.25})
     assert syncer.run().code == 0
@@ -276,10 +273,7 @@ def test_two_fields_swap_names(syncer: Syncer) -> None:
     fake = syncer.fake
     assert syncer.run().code == 0
     pinned = columns_of(syncer)
-    priority = fake.field_key("deals", "Priority")
-    channels = fake.field_key("deals", "Channels")
-    fake.rename_field("deals", priority, "Channels")
-    fake.rename_field("deals", channels, "Priority")
+    priority = _renamed(fake, {"Priority": "Channels", "Channels": "Priority"})["Priority"]
     fake.update("deals", _deal_ids(fake, 1)[0], title="changed with the swap")
     assert syncer.run().code == 0
     assert syncer.run(**LATER).code == 0
