@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -121,6 +122,14 @@ def synced_warehouse(work: Path, seed: int) -> Path:
         )
         assert run_sync(settings).code == 0
     return work / "pipedrive.duckdb"
+
+
+@pytest.fixture
+def warehouse(synced: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's `synced` warehouse (a test may change it)."""
+    copy = tmp_path / "pipedrive.duckdb"
+    shutil.copy(synced, copy)
+    return copy
 
 
 class Syncer:
