@@ -22,6 +22,7 @@ from pipelines.pipedrive_sync.settings import RunSettings, resolve
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.http import HttpSettings
 from sources.pipedrive_fake import FakePipedrive
+from sources.pipedrive_fake.testing import FakeClient
 
 TOKEN = "test-token-0123456789abcdef"
 CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
@@ -104,6 +105,14 @@ def fake() -> Iterator[FakePipedrive]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def client(fake: FakePipedrive) -> Iterator[FakeClient]:
+    """Plain HTTP to the `fake` (the module's own, where it has one)."""
+    c = FakeClient(fake)
+    yield c
+    c.close()
 
 
 def synced_warehouse(work: Path, seed: int) -> Path:
