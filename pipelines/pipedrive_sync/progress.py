@@ -232,6 +232,11 @@ def _fold(
 LIVE_FIXED_LINES = 7  # the title above the view, table header and rule, note, footer, two hints
 
 
+def _footer_line(text: str, style: str) -> Text:
+    """One line under the live table, cut to the terminal's width."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
 class LiveReporter(Reporter):
     """A table redrawn in place on a terminal, replaced by the summary at the end.
 
@@ -261,30 +266,19 @@ class LiveReporter(Reporter):
         table, note = progress_table(snapshot, max_rows=max_rows)
         lines: list[Any] = [table]
         if note:
-            lines.append(Text(note, style="dim", no_wrap=True, overflow="ellipsis"))
+            lines.append(_footer_line(note, "dim"))
         lines.append(
-            Text(
+            _footer_line(
                 f"{snapshot.phase} · {_int(snapshot.requests)} requests ·"
                 f" {_int(snapshot.tokens)} tokens · {snapshot.retries} retries ·"
                 f" {snapshot.elapsed:.1f}s",
-                style="dim",
-                no_wrap=True,
-                overflow="ellipsis",
+                "dim",
             )
         )
         if snapshot.problem:
-            lines.append(
-                Text(
-                    f"retrying: {snapshot.problem}",
-                    style="yellow",
-                    no_wrap=True,
-                    overflow="ellipsis",
-                )
-            )
+            lines.append(_footer_line(f"retrying: {snapshot.problem}", "yellow"))
         if snapshot.stopping:
-            lines.append(
-                Text(snapshot.stopping, style="bold yellow", no_wrap=True, overflow="ellipsis")
-            )
+            lines.append(_footer_line(snapshot.stopping, "bold yellow"))
         return Group(*lines)
 
     def progress(self, snapshot: Snapshot) -> None:
