@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -21,6 +22,7 @@ from pipelines.pipedrive_sync.settings import RunSettings, resolve
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive.http import HttpSettings
 from sources.pipedrive_fake import FakePipedrive
+from sources.pipedrive_fake.testing import FakeClient
 
 TOKEN = "test-token-0123456789abcdef"
 CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
@@ -84,6 +86,18 @@ def run_cli(
     )
 
 
+def start_process(argv: list[str], env: Mapping[str, str], cwd: Path) -> subprocess.Popen[str]:
+    """`argv` started in the background, its output piped as text (`communicate()` reads it)."""
+    return subprocess.Popen(
+        argv,
+        env=dict(env),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 @pytest.fixture
 def fake() -> Iterator[FakePipedrive]:
     server = FakePipedrive(token=TOKEN, seed=7, scale=dict(SMALL_SCALE)).start()
@@ -91,6 +105,14 @@ def fake() -> Iterator[FakePipedrive]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def client(fake: FakePipedrive) -> Iterator[FakeClient]:
+    """Plain HTTP to the `fake` (the module's own, where it has one)."""
+    c = FakeClient(fake)
+    yield c
+    c.close()
 
 
 def synced_warehouse(work: Path, seed: int) -> Path:
@@ -109,6 +131,14 @@ def synced_warehouse(work: Path, seed: int) -> Path:
         )
         assert run_sync(settings).code == 0
     return work / "pipedrive.duckdb"
+
+
+@pytest.fixture
+def warehouse(synced: Path, tmp_path: Path) -> Path:
+    """A private copy of the module's `synced` warehouse (a test may change it)."""
+    copy = tmp_path / "pipedrive.duckdb"
+    shutil.copy(synced, copy)
+    return copy
 
 
 class Syncer:
@@ -190,6 +220,10 @@ class HeldRequest:
 
     def release(self) -> None:
         self._released.set()
+
+    @property
+    def released(self) -> bool:
+        return self._released.is_set()
 
 
 @pytest.fixture

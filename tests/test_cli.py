@@ -6,16 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import CLI, CORE_ENTITIES, TOKEN, HeldRequest, run_cli
+from conftest import CLI, CORE_ENTITIES, TOKEN, HeldRequest, run_cli, start_process
 
 from pipelines.pipedrive_sync import exit_codes
 from sources.pipedrive_fake import FakePipedrive, FaultRule
-from sources.pipedrive_fake.server import RequestRecord
 
 
 def _env(tmp_path: Path, fake: FakePipedrive | None, token: str | None = TOKEN) -> dict[str, str]:
@@ -148,40 +146,25 @@ def _as_from_a_terminal(argv: list[str], before: str = "") -> str:
 def test_ctrl_c_mid_run_exits_130_in_one_line_and_the_next_run_completes(
     fake: FakePipedrive, tmp_path: Path
 ) -> None:
-    reached, release = threading.Event(), threading.Event()
-
-    def hold_persons(record: RequestRecord) -> None:
-        if record.path == "/api/v2/persons":
-            reached.set()
-            release.wait(30)
-
-    fake.on_request(hold_persons)
     env = _env(tmp_path, fake)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _as_from_a_terminal(["run", "--entities", "deals,persons"])],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert reached.wait(60), "the run never asked for persons"
-        proc.send_signal(signal.SIGINT)
-        lines: list[str] = []
-        assert proc.stdout is not None
-        for line in proc.stdout:  # the held request ends once the signal is acknowledged
-            lines.append(line)
-            if "stopping after the current load" in line:
-                break
-        release.set()
-        rest, stderr = proc.communicate(timeout=60)
-        stdout = "".join(lines) + rest
-    finally:
-        release.set()
-        fake.on_request(None)
-        if proc.poll() is None:
-            proc.kill()
+    with HeldRequest(fake, "/api/v2/persons", timeout=30) as hold:
+        code = _as_from_a_terminal(["run", "--entities", "deals,persons"])
+        proc = start_process([sys.executable, "-c", code], env, tmp_path)
+        try:
+            assert hold.wait(), "the run never asked for persons"
+            proc.send_signal(signal.SIGINT)
+            lines: list[str] = []
+            assert proc.stdout is not None
+            for line in proc.stdout:  # the held request ends once the signal is acknowledged
+                lines.append(line)
+                if "stopping after the current load" in line:
+                    break
+            hold.release()
+            rest, stderr = proc.communicate(timeout=60)
+            stdout = "".join(lines) + rest
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert proc.returncode == 130, stderr
     done = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     _no_traceback(done)

@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,14 +31,6 @@ ENTITIES = list(DEFAULT_ENTITIES)
 def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One warehouse synced from the fake, shared by this module's (read-only) tests."""
     return synced_warehouse(tmp_path_factory.mktemp("read-commands"), seed=3)
-
-
-@pytest.fixture
-def warehouse(synced: Path, tmp_path: Path) -> Path:
-    """A private copy of the synced warehouse (tests may change it)."""
-    copy = tmp_path / "pipedrive.duckdb"
-    shutil.copy(synced, copy)
-    return copy
 
 
 def _cli(

@@ -117,8 +117,20 @@ class _Killed(BaseException):
     """Stands in for SIGKILL at one exact instruction."""
 
 
+def _killed_then_rerun(syncer: Syncer, kills: list[tuple[object, str, Any]], **run: Any) -> None:
+    """A run killed by `kills` (each an (owner, attribute, replacement) that raises `_Killed`
+    at its point), then the same run, unpatched: it succeeds."""
+    with pytest.MonkeyPatch.context() as patch:
+        for owner, name, replacement in kills:
+            patch.setattr(owner, name, replacement)
+        with pytest.raises(_Killed):
+            syncer.run(**run)
+    result = syncer.run(**run)
+    assert result.code == 0, result.message
+
+
 def test_a_kill_between_normalize_commit_and_cleanup_converges(
-    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch
+    syncer: Syncer, fake: FakePipedrive
 ) -> None:
     """dlt's normalize renames its output into place, then deletes the extracted package; a
     kill between the two left both behind and every later run failed to normalize."""
@@ -132,18 +144,13 @@ def test_a_kill_between_normalize_commit_and_cleanup_converges(
         commit(self, load_id)
         raise _Killed
 
-    monkeypatch.setattr(LoadStorage, "commit_new_load_package", commit_then_die)
-    with pytest.raises(_Killed):
-        syncer.run()
-    monkeypatch.setattr(LoadStorage, "commit_new_load_package", commit)
-    result = syncer.run()
-    assert result.code == 0, result.message
+    _killed_then_rerun(syncer, [(LoadStorage, "commit_new_load_package", commit_then_die)])
     assert_matches_fake(syncer, "deals", all_deals(fake))
 
 
 @pytest.mark.parametrize("table", ["deals", "deal_history"])
 def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
-    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch, table: str
+    syncer: Syncer, fake: FakePipedrive, table: str
 ) -> None:
     """A kill after an appended job's insert committed but before dlt noted that on disk:
     dlt runs the job again on the next run, so the rows arrive twice (a first sync appends
@@ -163,14 +170,13 @@ def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
         if not file_name.startswith(job):
             note(self, load_id, file_name, *args)
 
-    monkeypatch.setattr(PackageStorage, "complete_job", die_after_deals)
-    monkeypatch.setattr(PackageStorage, "save_pending_transition", forget_deals)
-    with pytest.raises(_Killed):
-        syncer.run()
-    monkeypatch.setattr(PackageStorage, "complete_job", complete)
-    monkeypatch.setattr(PackageStorage, "save_pending_transition", note)
-    result = syncer.run()
-    assert result.code == 0, result.message
+    _killed_then_rerun(
+        syncer,
+        [
+            (PackageStorage, "complete_job", die_after_deals),
+            (PackageStorage, "save_pending_transition", forget_deals),
+        ],
+    )
     assert syncer.query("SELECT count(*) - count(DISTINCT id) FROM deals") == [(0,)]
     assert_matches_fake(syncer, "deals", all_deals(fake))
     assert syncer.query(
@@ -179,7 +185,7 @@ def test_a_load_job_rerun_after_a_kill_leaves_no_duplicate_rows(
 
 
 def test_a_kill_between_extract_commit_and_schema_save_converges(
-    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    syncer: Syncer, fake: FakePipedrive, tmp_path: Path
 ) -> None:
     """dlt commits an extracted package before it saves the pipeline's schema, and normalizes
     with the pipeline's schema: a kill between the two left the new columns out of the schema
@@ -195,19 +201,15 @@ def test_a_kill_between_extract_commit_and_schema_save_converges(
             raise _Killed  # the package is committed, the pipeline's schema not yet saved
         return save(self, name)
 
-    monkeypatch.setattr(LiveSchemaStorage, "commit_live_schema", die_once_extracted)
     # files carry keys the declared schema lacks (file_type): columns only the package knows
-    with pytest.raises(_Killed):
-        syncer.run(entities="files")
-    monkeypatch.setattr(LiveSchemaStorage, "commit_live_schema", save)
-    result = syncer.run(entities="files")
-    assert result.code == 0, result.message
+    kill = (LiveSchemaStorage, "commit_live_schema", die_once_extracted)
+    _killed_then_rerun(syncer, [kill], entities="files")
     assert "file_type" in syncer.columns("files")
     assert syncer.query("SELECT count(*) FROM files") == [(len(fake.records("files")),)]
 
 
 def test_a_kill_while_the_local_state_is_being_replaced_converges(
-    syncer: Syncer, fake: FakePipedrive, monkeypatch: pytest.MonkeyPatch
+    syncer: Syncer, fake: FakePipedrive
 ) -> None:
     """Each run replaces the local dlt state with the warehouse's; a kill halfway through
     deleting the old one (its schema gone, its state file not yet) must not break the next."""
@@ -224,10 +226,5 @@ def test_a_kill_while_the_local_state_is_being_replaced_converges(
             raise _Killed
         rmtree(path, *args, **kwargs)
 
-    monkeypatch.setattr(shutil, "rmtree", delete_schemas_then_die)
-    with pytest.raises(_Killed):
-        syncer.run()
-    monkeypatch.setattr(shutil, "rmtree", rmtree)
-    result = syncer.run()
-    assert result.code == 0, result.message
+    _killed_then_rerun(syncer, [(shutil, "rmtree", delete_schemas_then_die)])
     assert_matches_fake(syncer, "deals", all_deals(fake))

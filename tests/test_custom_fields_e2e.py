@@ -201,6 +201,12 @@ def test_a_field_added_in_pipedrive_becomes_a_column_on_the_next_run(syncer: Syn
     assert _mapping(syncer, "deal")[key]["column"] == "customer_type"
 
 
+def _refreshed_mapping(syncer: Syncer, key: str) -> dict[str, Any]:
+    """A deal field's mapping row after a run that re-read the field definitions."""
+    syncer.run(options={"force_fields_refresh": True})
+    return _mapping(syncer, "deal")[key]
+
+
 def test_a_renamed_field_keeps_its_column_and_the_mapping_shows_the_new_name(
     syncer: Syncer,
 ) -> None:
@@ -208,8 +214,7 @@ def test_a_renamed_field_keeps_its_column_and_the_mapping_shows_the_new_name(
     syncer.run()
     key = fake.field_key("deals", "Budget")
     fake.rename_field("deals", key, "Annual Budget")
-    syncer.run(options={"force_fields_refresh": True})
-    mapping = _mapping(syncer, "deal")[key]
+    mapping = _refreshed_mapping(syncer, key)
     assert mapping["column"] == "budget"
     assert mapping["name"] == "Annual Budget"
     assert "annual_budget" not in syncer.columns("deals")
@@ -252,8 +257,7 @@ def test_a_deleted_field_keeps_its_column_and_history(syncer: Syncer) -> None:
     before = syncer.query("SELECT count(project_code) FROM deals")[0][0]
     assert before > 0
     fake.delete_field("deals", key)
-    syncer.run(options={"force_fields_refresh": True})
-    mapping = _mapping(syncer, "deal")[key]
+    mapping = _refreshed_mapping(syncer, key)
     assert mapping["active"] is False
     assert mapping["column"] == "project_code"
     assert mapping["name"] == "Project code"

@@ -21,12 +21,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import TOKEN, run_cli
+from conftest import TOKEN, HeldRequest, run_cli, start_process
 from pg_server import PASSWORD, Server
 from test_cli import _as_from_a_terminal
 
 from sources.pipedrive_fake import FakePipedrive, FaultRule
-from sources.pipedrive_fake.server import RequestRecord
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 ENTITIES = "deals,persons,pipelines,stages"
@@ -154,26 +153,8 @@ def _pipedrive_down(world: World) -> Iterator[None]:
     yield
 
 
-@contextmanager
-def _held_requests(world: World, path: str) -> Iterator[threading.Event]:
-    """Requests for `path` wait until the block ends; the event tells when the first arrived."""
-    reached, release = threading.Event(), threading.Event()
-
-    def hold(record: RequestRecord) -> None:
-        if record.path == path:
-            reached.set()
-            release.wait(60)
-
-    world.fake.on_request(hold)
-    try:
-        yield reached
-    finally:
-        release.set()
-        world.fake.on_request(None)
-
-
 def _another_run(world: World) -> Iterator[None]:
-    with _held_requests(world, "/api/v2/persons") as reached:
+    with HeldRequest(world.fake, "/api/v2/persons") as hold:
         first = subprocess.Popen(
             [sys.executable, "-m", "pipelines.pipedrive_sync", "run", "--quiet"],
             env=world.env,
@@ -182,7 +163,7 @@ def _another_run(world: World) -> Iterator[None]:
             stderr=subprocess.DEVNULL,
         )
         try:
-            assert reached.wait(60), "the first run never asked for persons"
+            assert hold.wait(), "the first run never asked for persons"
             yield
         finally:
             first.kill()
@@ -278,26 +259,20 @@ def _a_file_where_a_directory_belongs(world: World) -> Iterator[None]:
     yield
 
 
-def _interrupted(world: World) -> Iterator[None]:
-    with _held_requests(world, "/api/v2/persons") as reached:
+def _signalled(signum: signal.Signals) -> Arrange:
+    """The run gets `signum` while it waits for a Pipedrive answer."""
 
-        def interrupt(proc: subprocess.Popen[str]) -> None:
-            assert reached.wait(60), "the run never asked for persons"
-            proc.send_signal(signal.SIGINT)
+    def arrange(world: World) -> Iterator[None]:
+        with HeldRequest(world.fake, "/api/v2/persons") as hold:
 
-        world.during = interrupt
-        yield
+            def send(proc: subprocess.Popen[str]) -> None:
+                assert hold.wait(), "the run never asked for persons"
+                proc.send_signal(signum)
 
+            world.during = send
+            yield
 
-def _terminated(world: World) -> Iterator[None]:
-    with _held_requests(world, "/api/v2/persons") as reached:
-
-        def terminate(proc: subprocess.Popen[str]) -> None:
-            assert reached.wait(60), "the run never asked for persons"
-            proc.send_signal(signal.SIGTERM)
-
-        world.during = terminate
-        yield
+    return arrange
 
 
 def _missing_extra() -> str:
@@ -572,13 +547,13 @@ CASES = [
         "interrupted (Ctrl-C), also while the command is still starting",
         130,
         expect=("interrupted",),
-        arrange=_interrupted,
+        arrange=_signalled(signal.SIGINT),
     ),
     Case(
         "stopped by SIGTERM (`systemctl stop`, `docker stop`, Kubernetes)",
         143,
         expect=("SIGTERM",),
-        arrange=_terminated,
+        arrange=_signalled(signal.SIGTERM),
     ),
 ]
 
@@ -615,13 +590,8 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
 def test_each_cause_exits_with_its_status_and_one_line(case: Case, world: World) -> None:
     with _entered(case.arrange or _env(), world):
         args = [a.format(**world.env) if "{" in a else a for a in case.args]
-        proc = subprocess.Popen(
-            [sys.executable, "-c", _as_from_a_terminal(args)],
-            env=world.env,
-            cwd=world.work,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+        proc = start_process(
+            [sys.executable, "-c", _as_from_a_terminal(args)], world.env, world.work
         )
         try:
             if world.during is not None:

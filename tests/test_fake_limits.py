@@ -29,13 +29,6 @@ def fake() -> Iterator[FakePipedrive]:
         yield f
 
 
-@pytest.fixture
-def client(fake: FakePipedrive) -> Iterator[FakeClient]:
-    c = FakeClient(fake)
-    yield c
-    c.close()
-
-
 def _ratelimit_headers_ok(r: requests.Response) -> None:
     for name in ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"):
         assert r.headers[name].isdigit(), name

@@ -27,13 +27,6 @@ def fake() -> Iterator[FakePipedrive]:
         yield f
 
 
-@pytest.fixture
-def client(fake: FakePipedrive) -> Iterator[FakeClient]:
-    c = FakeClient(fake)
-    yield c
-    c.close()
-
-
 def _v2(ts: datetime) -> str:
     return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 

@@ -30,13 +30,6 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return synced_warehouse(tmp_path_factory.mktemp("monitoring"), seed=5)
 
 
-@pytest.fixture
-def warehouse(synced: Path, tmp_path: Path) -> Path:
-    copy = tmp_path / "pipedrive.duckdb"
-    copy.write_bytes(synced.read_bytes())
-    return copy
-
-
 def _status(warehouse: Path, *args: str) -> subprocess.CompletedProcess:
     return _cli(["status", "--duckdb-path", str(warehouse), *args], warehouse.parent)
 

@@ -25,6 +25,7 @@ from conftest import (
     table_rows,
 )
 from test_custom_fields_e2e import DUCKDB_TYPES, _expected
+from test_custom_fields_e2e import _mapping as mapping
 
 from pipelines.pipedrive_sync.runner import make_pipeline
 from sources.pipedrive_fake import FakePipedrive
@@ -36,15 +37,6 @@ CUSTOM_TABLES = {
     "products": "product",
     "activities": "activity",
 }
-
-
-def mapping(syncer: Syncer, entity: str) -> dict[str, dict[str, Any]]:
-    """field key → its row of the `custom_fields` mapping table."""
-    rows = syncer.query(
-        "SELECT field_key, field_name, column_name, field_type, is_active"
-        f" FROM custom_fields WHERE entity = '{entity}'"
-    )
-    return {r[0]: {"name": r[1], "column": r[2], "type": r[3], "active": r[4]} for r in rows}
 
 
 def columns_of(syncer: Syncer, entity: str = "deal") -> dict[str, str]:
@@ -120,6 +112,12 @@ def assert_pinned(syncer: Syncer, before: dict[str, str], entity: str = "deal") 
     assert not moved, f"column names moved: {moved}"
 
 
+def _first_sync(syncer: Syncer, **run: Any) -> dict[str, str]:
+    """The first sync, which succeeds; returns its columns (field key → column), to pin."""
+    assert syncer.run(**run).code == 0
+    return columns_of(syncer)
+
+
 def finish(syncer: Syncer, pinned: dict[str, str], removed: Removed | None = None) -> None:
     """Exact now, names pinned, and a later run (nothing changed) succeeds and stays exact."""
     assert_exact(syncer, removed)
@@ -136,8 +134,7 @@ def test_option_rename_and_a_new_field_in_one_run(syncer: Syncer, chunked: bool)
     chunk, too), the definitions are re-read then, and the label change is emitted last."""
     fake = syncer.fake
     options = {"chunk_pages": 1} if chunked else {}
-    assert syncer.run(options=options).code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer, options=options)
     enum_key = fake.field_key_for_type("deals", "enum")
     option = fake.field("deals", enum_key).options[0]
     old_label = option.label
@@ -197,8 +194,7 @@ def _deal_ids(fake: Any, count: int) -> list[int]:
 
 def test_an_option_deleted_while_rows_still_use_it(syncer: Syncer) -> None:
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer)
     key = fake.field_key_for_type("deals", "enum")
     option = fake.field("deals", key).options[0]
     holders = [r["id"] for r in fake.records("deals") if r["custom_fields"][key] == option.id]
@@ -219,8 +215,7 @@ def test_an_option_deleted_while_rows_still_use_it(syncer: Syncer) -> None:
 
 def test_a_field_deleted_and_a_new_one_created_with_the_same_name(syncer: Syncer) -> None:
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer)
     old = fake.field_key("deals", "Project code")
     history = syncer.query("SELECT count(project_code) FROM deals")[0][0]
     fake.delete_field("deals", old)
@@ -240,8 +235,7 @@ def test_a_field_deleted_and_a_new_one_created_with_the_same_name(syncer: Syncer
 )
 def test_a_field_changes_its_type(syncer: Syncer, old_type: str, new_type: str) -> None:
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer)
     key = fake.field_key_for_type("deals", old_type)
     labels = None
     if old_type == "varchar":  # the labels of the values most records hold
@@ -256,14 +250,18 @@ def test_a_field_changes_its_type(syncer: Syncer, old_type: str, new_type: str) 
     finish(syncer, pinned)
 
 
+def _renamed(fake: Any, renames: dict[str, str]) -> dict[str, str]:
+    """Deal fields renamed at once (old name → new name); returns old name → field key."""
+    keys = {name: fake.field_key("deals", name) for name in renames}
+    for name, new_name in renames.items():
+        fake.rename_field("deals", keys[name], new_name)
+    return keys
+
+
 def test_a_field_renamed_to_another_fields_former_name(syncer: Syncer) -> None:
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
-    budget = fake.field_key("deals", "Budget")
-    discount = fake.field_key("deals", "Discount rate")
-    fake.rename_field("deals", budget, "Budget (old)")
-    fake.rename_field("deals", discount, "Budget")
+    pinned = _first_sync(syncer)
+    _renamed(fake, {"Budget": "Budget (old)", "Discount rate": "Budget"})
     new = fake.add_field("deals", "Discount rate", "double")
     fake.update("deals", _deal_ids(fake, 1)[0], custom_fields={new: 0.25})
     assert syncer.run().code == 0
@@ -274,12 +272,8 @@ def test_a_field_renamed_to_another_fields_former_name(syncer: Syncer) -> None:
 
 def test_two_fields_swap_names(syncer: Syncer) -> None:
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
-    priority = fake.field_key("deals", "Priority")
-    channels = fake.field_key("deals", "Channels")
-    fake.rename_field("deals", priority, "Channels")
-    fake.rename_field("deals", channels, "Priority")
+    pinned = _first_sync(syncer)
+    priority = _renamed(fake, {"Priority": "Channels", "Channels": "Priority"})["Priority"]
     fake.update("deals", _deal_ids(fake, 1)[0], title="changed with the swap")
     assert syncer.run().code == 0
     assert syncer.run(**LATER).code == 0
@@ -292,8 +286,7 @@ def test_two_fields_swap_names(syncer: Syncer) -> None:
 def test_a_new_field_only_the_first_page_of_a_run_carries(syncer: Syncer, columnar: bool) -> None:
     fake = syncer.fake
     options = {"chunk_pages": 1, "columnar": columnar}
-    assert syncer.run(options=options).code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer, options=options)
     key = fake.add_field("deals", "Lead score", "double")
     ids = _deal_ids(fake, 120)
     fake.update("deals", ids[0], custom_fields={key: 42.5})  # the oldest change: first page
@@ -309,8 +302,7 @@ def test_a_new_field_only_the_first_page_of_a_run_carries(syncer: Syncer, column
 
 def test_a_field_added_and_removed_between_two_runs(syncer: Syncer) -> None:
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer)
     brief = fake.add_field("deals", "Short lived", "varchar")
     ids = _deal_ids(fake, 3)
     fake.update("deals", ids[0], custom_fields={brief: "gone before the next run"})
@@ -358,8 +350,7 @@ def test_a_new_field_deleted_before_the_run_could_read_its_definition(syncer: Sy
     run never learns its name or type). Pipedrive no longer has it, nor its values: neither
     does the warehouse, and nothing fails."""
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer)
     key = fake.add_field("deals", "Flash", "varchar")
     ids = _deal_ids(fake, 120)
     fake.update("deals", ids[0], custom_fields={key: "on the first page"})
@@ -385,8 +376,7 @@ def test_a_new_field_no_record_uses_yet(syncer: Syncer) -> None:
     """The most common change of all: a field is added; its column is there at the next
     refresh of the definitions, before any record holds a value."""
     fake = syncer.fake
-    assert syncer.run().code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer)
     key = fake.add_field("deals", "Next step", "enum", options=["Call", "Visit"])
     assert syncer.run(**LATER).code == 0
     assert columns_of(syncer)[key] == "next_step"
@@ -405,8 +395,7 @@ def test_a_field_added_while_the_run_reads_is_typed_after_the_first_batch(
     monkeypatch.setattr(source_module, "BATCH_ROWS", 50)  # a batch per page
     fake = syncer.fake
     options = {"columnar": False}  # the fast path groups pages: one page, one table here
-    assert syncer.run(options=options).code == 0
-    pinned = columns_of(syncer)
+    pinned = _first_sync(syncer, options=options)
     ids = _deal_ids(fake, 120)
     for deal_id in ids:  # three pages to read
         fake.update("deals", deal_id, title=f"changed {deal_id}")

@@ -16,26 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, run_cli
+from conftest import TOKEN, HeldRequest, run_cli, start_process
 from test_cli import _as_from_a_terminal, _env
 
 from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive_fake import FakePipedrive
-from sources.pipedrive_fake.server import RequestRecord
 
 ACK = "stopping after the current load"
 LIBRARY_NOISE = ("thread pool", "lock indefinitely", "gracefully", "Traceback", "dlt")
 
 
 def _start(code: str, env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_process([sys.executable, "-c", code], env, cwd)
 
 
 def _chunked_env(tmp_path: Path, fake: FakePipedrive) -> dict[str, str]:
@@ -122,27 +114,18 @@ def test_ctrl_c_while_a_request_hangs_stops_without_waiting_for_it(
     fake: FakePipedrive, tmp_path: Path
 ) -> None:
     """The answer never comes while the run stops: it does not wait for the read timeout."""
-    reached, release = threading.Event(), threading.Event()
-
-    def hold_persons(record: RequestRecord) -> None:
-        if record.path == "/api/v2/persons":
-            reached.set()
-            release.wait(40)
-
-    fake.on_request(hold_persons)
     env = _env(tmp_path, fake)
     env["SOURCES__PIPEDRIVE__READ_TIMEOUT"] = "60"
-    proc = _start(_as_from_a_terminal(["run", "--entities", "deals,persons"]), env, tmp_path)
-    try:
-        assert reached.wait(60), "the run never asked for persons"
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=30)  # well before the held answer
-        held = not release.is_set()
-    finally:
-        release.set()
-        fake.on_request(None)
-        if proc.poll() is None:
-            proc.kill()
+    with HeldRequest(fake, "/api/v2/persons", timeout=40) as hold:
+        proc = _start(_as_from_a_terminal(["run", "--entities", "deals,persons"]), env, tmp_path)
+        try:
+            assert hold.wait(), "the run never asked for persons"
+            proc.send_signal(signal.SIGINT)
+            stdout, stderr = proc.communicate(timeout=30)  # well before the held answer
+            held = not hold.released
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     assert held
     assert proc.returncode == 130, stderr
     _no_noise(stderr)

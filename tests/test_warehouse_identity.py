@@ -12,15 +12,15 @@ import hashlib
 import os
 import shutil
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FAST_HTTP, SMALL_SCALE, TOKEN, HeldRequest, Syncer
+from conftest import CLI, FAST_HTTP, SMALL_SCALE, TOKEN, HeldRequest, Syncer, run_cli, start_process
 from pg_server import Server
 from pg_server import rows as _pg
 
@@ -30,7 +30,6 @@ from pipelines.pipedrive_sync.warehouse import open_duckdb
 from sources.pipedrive_fake import FakePipedrive
 from sources.pipedrive_fake.server import RequestRecord
 
-CLI = [sys.executable, "-m", "pipelines.pipedrive_sync"]
 OTHER_TOKEN = "other-company-token-0123456789"
 
 
@@ -113,14 +112,6 @@ def test_a_moved_duckdb_file_resumes_incrementally_with_the_same_columns(
     assert title == "changed after the move" and value is not None
 
 
-def _cli(
-    args: list[str], env: dict[str, str], cwd: Path, timeout: float = 180
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        CLI + args, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout
-    )
-
-
 def _env(data_dir: Path, fake: FakePipedrive, **extra: str) -> dict[str, str]:
     env = {
         k: v
@@ -145,13 +136,15 @@ def test_another_companys_token_exits_78_and_changes_nothing(
     fake: FakePipedrive, other_company: FakePipedrive, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "dlt-data"
-    first = _cli(["run", "--entities", "deals"], _env(data_dir, fake), tmp_path)
+    first = run_cli(["run", "--entities", "deals"], _env(data_dir, fake), tmp_path, timeout=180)
     assert first.returncode == 0, first.stderr
     db = tmp_path / "pipedrive.duckdb"
     before = _digest(db)
     files_before = sorted(p.name for p in tmp_path.iterdir())
 
-    proc = _cli(["run", "--entities", "deals"], _env(data_dir, other_company), tmp_path)
+    proc = run_cli(
+        ["run", "--entities", "deals"], _env(data_dir, other_company), tmp_path, timeout=180
+    )
 
     assert proc.returncode == 78, proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -233,7 +226,9 @@ def test_a_run_from_another_machine_waits_for_nobody_and_exits_75(
         first.start()
         assert hold.wait()
         env = _env(tmp_path / "machine-2", fake, DESTINATION__POSTGRES__CREDENTIALS=url)
-        proc = _cli(["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path)
+        proc = run_cli(
+            ["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path, timeout=180
+        )
         assert first.is_alive()  # the second run ended while the first held the warehouse
     first.join(120)
     assert proc.returncode == 75, proc.stderr
@@ -254,7 +249,7 @@ def test_three_companies_synced_at_once_into_one_database_stay_isolated(
     ]
     try:
         procs = [
-            subprocess.Popen(
+            start_process(
                 [
                     *CLI,
                     "run",
@@ -265,11 +260,8 @@ def test_three_companies_synced_at_once_into_one_database_stay_isolated(
                     "-e",
                     "deals",
                 ],
-                env=_env(tmp_path / "dlt-data", f, DESTINATION__POSTGRES__CREDENTIALS=url),
-                cwd=tmp_path,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
+                _env(tmp_path / "dlt-data", f, DESTINATION__POSTGRES__CREDENTIALS=url),
+                tmp_path,
             )
             for n, f in enumerate(fakes)
         ]
@@ -288,14 +280,18 @@ def test_three_companies_synced_at_once_into_one_database_stay_isolated(
 # -- DuckDB: companies sharing one file ------------------------------------------------------
 def _started(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
     """`pipedrive-sync run --entities deals <args>` in the background."""
-    return subprocess.Popen(
-        [*CLI, "run", "--entities", "deals", *args],
-        env=env,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    return start_process([*CLI, "run", "--entities", "deals", *args], env, cwd)
+
+
+@contextmanager
+def _company_a_mid_run(
+    fake: FakePipedrive, data_dir: Path, cwd: Path
+) -> Iterator[tuple[HeldRequest, subprocess.Popen[str]]]:
+    """Company A's run of the DuckDB file, held mid-fetch (holding the file) in the block."""
+    with HeldRequest(fake, "/api/v2/deals") as hold:
+        first = _started(["--dataset", "company_a"], _env(data_dir, fake), cwd)
+        assert hold.wait()
+        yield hold, first
 
 
 def test_two_companies_in_one_duckdb_file_take_turns(
@@ -303,9 +299,7 @@ def test_two_companies_in_one_duckdb_file_take_turns(
 ) -> None:
     """The second company's run waits for the file (bounded) instead of failing."""
     data_dir = tmp_path / "dlt-data"
-    with HeldRequest(fake, "/api/v2/deals") as hold:
-        first = _started(["--dataset", "company_a"], _env(data_dir, fake), tmp_path)
-        assert hold.wait()
+    with _company_a_mid_run(fake, data_dir, tmp_path) as (hold, first):
         second = _started(["--dataset", "company_b"], _env(data_dir, other_company), tmp_path)
         threading.Timer(2.0, hold.release).start()  # the second run is waiting by then
         _, err_b = second.communicate(timeout=180)
@@ -321,11 +315,11 @@ def test_another_companys_run_holding_the_file_is_named_when_the_wait_ends(
     fake: FakePipedrive, other_company: FakePipedrive, tmp_path: Path
 ) -> None:
     data_dir = tmp_path / "dlt-data"
-    with HeldRequest(fake, "/api/v2/deals") as hold:
-        first = _started(["--dataset", "company_a"], _env(data_dir, fake), tmp_path)
-        assert hold.wait()
+    with _company_a_mid_run(fake, data_dir, tmp_path) as (_hold, first):
         env = _env(data_dir, other_company, SOURCES__PIPEDRIVE__LOCK_WAIT_SECONDS="1")
-        proc = _cli(["run", "--dataset", "company_b", "--entities", "deals"], env, tmp_path)
+        proc = run_cli(
+            ["run", "--dataset", "company_b", "--entities", "deals"], env, tmp_path, timeout=180
+        )
     first.communicate(timeout=180)
     assert proc.returncode == 75, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -473,7 +467,9 @@ def test_another_companys_token_changes_nothing_in_a_postgres_warehouse(
     )
     before = _pg(url, snapshot_sql)
     env = _env(tmp_path / "dlt-data", other_company, DESTINATION__POSTGRES__CREDENTIALS=url)
-    proc = _cli(["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path)
+    proc = run_cli(
+        ["run", "--destination", "postgres", "--entities", "deals"], env, tmp_path, timeout=180
+    )
     assert proc.returncode == 78, proc.stderr
     assert fake.company["domain"] in proc.stderr and other_company.company["domain"] in proc.stderr
     assert _pg(url, snapshot_sql) == before

@@ -232,6 +232,11 @@ def _fold(
 LIVE_FIXED_LINES = 7  # the title above the view, table header and rule, note, footer, two hints
 
 
+def _footer_line(text: str, style: str) -> Text:
+    """One line under the live table, cut to the terminal's width."""
+    return Text(text, style=style, no_wrap=True, overflow="ellipsis")
+
+
 class LiveReporter(Reporter):
     """A table redrawn in place on a terminal, replaced by the summary at the end.
 
@@ -261,30 +266,19 @@ class LiveReporter(Reporter):
         table, note = progress_table(snapshot, max_rows=max_rows)
         lines: list[Any] = [table]
         if note:
-            lines.append(Text(note, style="dim", no_wrap=True, overflow="ellipsis"))
+            lines.append(_footer_line(note, "dim"))
         lines.append(
-            Text(
+            _footer_line(
                 f"{snapshot.phase} · {_int(snapshot.requests)} requests ·"
                 f" {_int(snapshot.tokens)} tokens · {snapshot.retries} retries ·"
                 f" {snapshot.elapsed:.1f}s",
-                style="dim",
-                no_wrap=True,
-                overflow="ellipsis",
+                "dim",
             )
         )
         if snapshot.problem:
-            lines.append(
-                Text(
-                    f"retrying: {snapshot.problem}",
-                    style="yellow",
-                    no_wrap=True,
-                    overflow="ellipsis",
-                )
-            )
+            lines.append(_footer_line(f"retrying: {snapshot.problem}", "yellow"))
         if snapshot.stopping:
-            lines.append(
-                Text(snapshot.stopping, style="bold yellow", no_wrap=True, overflow="ellipsis")
-            )
+            lines.append(_footer_line(snapshot.stopping, "bold yellow"))
         return Group(*lines)
 
     def progress(self, snapshot: Snapshot) -> None:
@@ -313,14 +307,35 @@ class LiveReporter(Reporter):
         self.close()
 
 
+class _ProgressThrottle:
+    """Which entities a periodic progress line names: at most once per interval, only the moved."""
+
+    def __init__(self, interval: float | None) -> None:
+        self.interval = progress_interval() if interval is None else interval
+        self._last_emit = time.monotonic()
+        self._last_rows: dict[str, int] = {}
+
+    def due(self, snapshot: Snapshot) -> list[EntityProgress]:
+        """The entities whose rows moved since their last line; none until the interval passed."""
+        now = time.monotonic()
+        if now - self._last_emit < self.interval:
+            return []
+        self._last_emit = now
+        moved = []
+        for entity in snapshot.entities:
+            if entity.rows == self._last_rows.get(entity.name) or not entity.pages:
+                continue
+            self._last_rows[entity.name] = entity.rows
+            moved.append(entity)
+        return moved
+
+
 class PlainReporter(Reporter):
     """Timestamped lines for log files: start, periodic progress, the summary, the finish."""
 
     def __init__(self, console: Console, interval: float | None = None) -> None:
         self.console = console
-        self.interval = progress_interval() if interval is None else interval
-        self._last_emit = time.monotonic()
-        self._last_rows: dict[str, int] = {}
+        self._throttle = _ProgressThrottle(interval)
 
     def _line(self, text: str) -> None:
         self.console.print(f"{_now()} {text}", markup=False, highlight=False, soft_wrap=True)
@@ -329,14 +344,7 @@ class PlainReporter(Reporter):
         self._line(f"sync started → {info.target}: {', '.join(info.entities)}")
 
     def progress(self, snapshot: Snapshot) -> None:
-        now = time.monotonic()
-        if now - self._last_emit < self.interval:
-            return
-        self._last_emit = now
-        for entity in snapshot.entities:
-            if entity.rows == self._last_rows.get(entity.name) or not entity.pages:
-                continue
-            self._last_rows[entity.name] = entity.rows
+        for entity in self._throttle.due(snapshot):
             self._line(
                 f"{entity.name}: {entity.status}, {_int(entity.pages)} pages, "
                 f"{_int(entity.rows)} rows ({_rate(entity.rate(snapshot.started))} rows/s)"
@@ -368,9 +376,7 @@ class JsonReporter(Reporter):
 
     def __init__(self, out: TextIO | None = None, interval: float | None = None) -> None:
         self.out = out
-        self.interval = progress_interval() if interval is None else interval
-        self._last_emit = time.monotonic()
-        self._last_rows: dict[str, int] = {}
+        self._throttle = _ProgressThrottle(interval)
         self._lock = threading.Lock()
 
     def notice(self, event: str, text: str, **numbers: Any) -> None:
@@ -393,14 +399,7 @@ class JsonReporter(Reporter):
         )
 
     def progress(self, snapshot: Snapshot) -> None:
-        now = time.monotonic()
-        if now - self._last_emit < self.interval:
-            return
-        self._last_emit = now
-        for entity in snapshot.entities:
-            if entity.rows == self._last_rows.get(entity.name) or not entity.pages:
-                continue
-            self._last_rows[entity.name] = entity.rows
+        for entity in self._throttle.due(snapshot):
             rate = entity.rate(snapshot.started)
             self.emit(
                 "entity_progress",
