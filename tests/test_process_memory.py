@@ -64,6 +64,18 @@ def test_arrow_allocates_from_jemalloc_after_the_setting() -> None:
     assert done.stdout.split() == ["jemalloc", "jemalloc", "3"]
 
 
+def test_jemalloc_hands_freed_pages_back_sooner_than_arrow_would() -> None:
+    """Set before the sync's arenas exist: the decay time applies only to arenas made later."""
+    probe = (
+        "import pyarrow as pa; asked = [];"
+        " pa.jemalloc_set_decay_ms = asked.append;"
+        " from pipelines.pipedrive_sync import process_memory as pm;"
+        " pm.arrow_memory_from_jemalloc(); print(asked == [pm.JEMALLOC_DECAY_MS], asked)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "[100]"]
+
+
 RUN_SYNC_PROBE = """
 import sys, dlt, pyarrow as pa
 from pipelines.pipedrive_sync.runner import run_sync
