@@ -122,6 +122,33 @@ def test_every_chunk_of_a_first_sync_appends_while_its_ids_are_new(syncer: Synce
     _history_is_one_open_version_per_deal(syncer)
 
 
+@pytest.mark.parametrize("parallel", [1, 3])
+def test_the_history_appends_in_every_chunk_next_to_other_entities(
+    syncer: Syncer, parallel: int
+) -> None:
+    """Another entity ending its chunk says nothing about the deals' history: whichever
+    finishes a chunk last, the next chunk appends the deals' versions again."""
+    from sources.pipedrive.source import EntityExtractor
+
+    history_appends: list[bool] = []
+    remember = EntityExtractor._remember_appended
+
+    def remember_then_look(self: EntityExtractor) -> None:
+        remember(self)
+        if self.entity.name == "persons":  # after the deals' own bookkeeping, or before
+            history_appends.append("deal_history" in self.ctx.appended_ids)
+
+    options = {"chunk_pages": 1, "parallel_entities": parallel}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(EntityExtractor, "_remember_appended", remember_then_look)
+        result = syncer.run(entities="deals,persons", options=options)
+    assert result.code == 0 and result.chunks > 2
+    # from the second chunk on the deals' first chunk has marked their history as appended
+    assert len(history_appends) > 1 and all(history_appends[1:])
+    assert _disposition(syncer, "deal_history") == "append"
+    _history_is_one_open_version_per_deal(syncer)
+
+
 def test_a_record_seen_in_an_earlier_chunk_turns_the_rest_into_merges(syncer: Syncer) -> None:
     fake = syncer.fake
     first = _sorted_deal_ids(syncer)[0]

@@ -196,7 +196,8 @@ class EntityExtractor:
         """After a chunk: the ids it appended join the run's, or appending ends for the run
         (for the deals' history too)."""
         appended = self.ctx.appended_ids
-        appended.pop(deal_history.HISTORY_TABLE, None)
+        if self.entity.name == HISTORY_ENTITY:
+            appended.pop(deal_history.HISTORY_TABLE, None)
         if self._append_ids is None:
             appended.pop(self.entity.name, None)
             return
