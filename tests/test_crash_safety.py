@@ -110,6 +110,11 @@ def test_kill_minus_nine_anywhere_never_duplicates_or_loses_rows(
                 assert_matches_fake(syncer, table, expected)
                 duplicates = syncer.query(f"SELECT count(*) - count(DISTINCT id) FROM {table}")
                 assert duplicates == [(0,)], (kill_at, table)
+            repeated_versions = syncer.query(
+                "SELECT count(*) FROM (SELECT deal_id, valid_from FROM deal_history"
+                " GROUP BY deal_id, valid_from HAVING count(*) > 1) AS d"
+            )
+            assert repeated_versions == [(0,)], kill_at
         assert killed >= len(KILL_POINTS) // 2, "most runs must really have been killed mid-way"
 
 

@@ -175,3 +175,32 @@ def test_hard_deletes_never_append(syncer: Syncer) -> None:
     assert syncer.run(entities="deals", options={"hard_deletes": True}).code == 0
     assert _disposition(syncer, "deals") == "merge"
     assert _disposition(syncer, "deal_history") == "merge"
+
+
+def test_the_history_turns_into_a_merge_with_its_first_versions_after_the_deals_do() -> None:
+    """A batch without candidate versions (no deal in it has an update_time) cannot carry the
+    merge hint: the next batch that has versions must."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    from sources.pipedrive.source import EntityExtractor
+
+    extractor: Any = SimpleNamespace(
+        entity=SimpleNamespace(name="deals"),
+        _history_appends=True,
+        _history_hinted=[],  # versions were appended before
+        _append_ids=None,  # this batch turned the deals into a merge
+        _plan=lambda: None,
+        _column_hints=dict,
+    )
+
+    def history(update_time: str | None) -> list[Any]:
+        table = pa.table({"id": [1], "update_time": pa.array([update_time], pa.string())})
+        disposition = EntityExtractor._history_disposition(extractor)
+        return list(EntityExtractor._history(extractor, table, disposition))
+
+    assert history(None) == []  # no version to carry the hint
+    [item] = history("2024-01-01T00:00:00Z")
+    assert getattr(item.meta, "hints", {}).get("write_disposition") == "merge"
+    assert extractor._history_appends is False

@@ -436,8 +436,7 @@ class EntityExtractor:
         the first batch while the deals are, merged (the table's own way) once they are not."""
         if not self._history_appends:
             return None
-        if self._append_ids is None:  # the deals turned into a merge with this batch
-            self._history_appends = False
+        if self._append_ids is None:  # the deals turned into a merge: until a batch says so
             return "merge" if self._history_hinted is not None else None
         return "append" if self._history_hinted is None else None
 
@@ -460,6 +459,8 @@ class EntityExtractor:
             table_name=deal_history.HISTORY_TABLE, columns=columns, write_disposition=disposition
         )
         yield dlt.mark.with_hints(versions, hints, create_table_variant=True)
+        if disposition == "merge":
+            self._history_appends = False
 
     def _seen_in_earlier_chunks(self, ids: pa.ChunkedArray) -> bool:
         if self._prior_ids is None or not len(self._prior_ids):
